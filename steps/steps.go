@@ -1,0 +1,20 @@
+// Package steps holds the steps ccboot converges, one file each. The order
+// below is the order they are reported in; Needs() on each step says what
+// must succeed first, and the engine runs steps whose needs are met side by
+// side.
+package steps
+
+import "github.com/ccboot/ccboot/bootstrap"
+
+// All returns every step in report order.
+func All() []bootstrap.Step {
+	return []bootstrap.Step{
+		Packages{},    // unzip git jq nodejs docker, one transaction
+		ClaudeCode{},  // npm install -g @anthropic-ai/claude-code (needs packages: npm)
+		DockerGroup{}, // user in group docker, docker.service on (needs packages: docker)
+		Swap{},        // swap file, mkswap, swapon, one fstab line
+		ProfileEnv{},  // /etc/profile.d/claude-bedrock.sh
+		AWSConfig{},   // ~/.aws/config with the two role profiles
+		Aliases{},     // claude-ro / claude-el in ~/.bashrc
+	}
+}
