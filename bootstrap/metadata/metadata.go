@@ -57,7 +57,7 @@ func validate(what, value string, ok func(string) bool) error {
 // configure everything.
 type Static struct {
 	RegionValue, AccountValue, PartitionValue, InstanceIDValue, ProfileARNValue string
-	Err                                                                          error // returned by every call when set
+	Err                                                                         error // returned by every call when set
 }
 
 func (s Static) get(v string) (string, error) {

@@ -1,0 +1,84 @@
+package bootstrap
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// StepLine renders one finished step as one readable line, e.g.
+// "swap          changed   1.2s  create /swapfile (512 MiB)".
+func StepLine(s StepReport) string {
+	detail := strings.Join(s.Changes, "; ")
+	if s.Error != "" {
+		detail = s.Error
+	}
+	if detail == "" && len(s.Notes) > 0 {
+		detail = s.Notes[0]
+	}
+	line := fmt.Sprintf("%-13s %-8s %6s", s.Name, s.Result, formatMS(s.DurationMS))
+	if detail != "" {
+		line += "  " + detail
+	}
+	return line
+}
+
+func formatMS(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	if d < time.Second {
+		return fmt.Sprintf("%dms", ms)
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+// PrintReport writes a human-readable report: one line per step, notes and
+// diffs when asked, and a summary.
+func PrintReport(w io.Writer, r *Report, withDiffs bool) {
+	for _, s := range r.Steps {
+		fmt.Fprintln(w, StepLine(s))
+		for i, n := range s.Notes {
+			if i == 0 && len(s.Changes) == 0 && s.Error == "" {
+				continue // already on the step line
+			}
+			fmt.Fprintf(w, "%14s note: %s\n", "", n)
+		}
+		if withDiffs && s.Diff != "" {
+			for _, l := range strings.Split(strings.TrimRight(s.Diff, "\n"), "\n") {
+				fmt.Fprintf(w, "%14s %s\n", "", l)
+			}
+		}
+	}
+	fmt.Fprintln(w, Summary(r))
+}
+
+// PrintStatus writes `ccboot status` for a person.
+func PrintStatus(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "ccboot %s, last %s on instance %s\n", r.Version, r.Mode, orDash(r.InstanceID))
+	if !r.Started.IsZero() {
+		took := "not finished"
+		if !r.Finished.IsZero() {
+			took = "took " + r.Finished.Sub(r.Started).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "started %s, %s\n", r.Started.Local().Format(time.RFC3339), took)
+	}
+	PrintReport(w, r, false)
+	if r.LogFile != "" {
+		fmt.Fprintf(w, "log: %s (JSON lines); under systemd also `journalctl -u ccboot`\n", r.LogFile)
+	}
+}
+
+// WriteJSON writes r as indented JSON.
+func WriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

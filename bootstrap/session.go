@@ -1,0 +1,278 @@
+package bootstrap
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
+	"github.com/ccboot/ccboot/bootstrap/metadata"
+	"github.com/ccboot/ccboot/bootstrap/runner"
+)
+
+// LogPath is ccboot's JSON log (under the root).
+const LogPath = "/var/log/ccboot.log"
+
+// Options is what the command line decided.
+type Options struct {
+	Root       string            // "/" unless --root
+	ConfigPath string            // inside Root; DefaultConfigPath unless --config
+	Overrides  map[string]string // "section.key" -> value from flags
+	Skip, Only []string
+	Steps      []Step
+	Version    string
+	// Journal: running under systemd, so JSON log lines also go to stdout.
+	Journal bool
+	Verbose bool
+	Stdout  io.Writer
+	// Runner and Meta replace the real ones (tests, fault injection).
+	Runner runner.Runner
+	Meta   metadata.Source
+	// Notify receives progress lines (systemd STATUS=); nil means none.
+	Notify func(string)
+}
+
+// Session is an opened root with its config, logger and metadata source.
+type Session struct {
+	Env     *Env
+	opts    Options
+	logFile *os.File
+}
+
+// Open validates the config and prepares everything a command needs.
+// Config problems come back as *ConfigError before anything is written.
+func Open(opts Options) (*Session, error) {
+	if opts.Root == "" {
+		opts.Root = "/"
+	}
+	if opts.ConfigPath == "" {
+		opts.ConfigPath = DefaultConfigPath
+	}
+	root, err := filepath.Abs(opts.Root)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+		return nil, &ConfigError{fmt.Sprintf("--root %s: not a directory; give the directory the system to bootstrap lives in", opts.Root)}
+	}
+	sys, err := fsroot.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := LoadConfig(sys, opts.ConfigPath, opts.Overrides)
+	if err != nil {
+		sys.Close()
+		return nil, err
+	}
+	skip := append(append([]string(nil), cfg.Skip...), opts.Skip...)
+	eng := &Engine{Steps: opts.Steps, Skip: skip, Only: opts.Only}
+	if err := eng.Validate(); err != nil {
+		sys.Close()
+		return nil, err
+	}
+	s := &Session{opts: opts}
+	log := s.newLogger(sys)
+	meta := opts.Meta
+	if meta == nil {
+		meta = metadata.NewIMDS(cfg.IMDSEndpoint, cfg.IMDSTimeout, log.Named("imds"))
+	}
+	run := opts.Runner
+	if run == nil {
+		run = &runner.Exec{Log: log.Named("exec")}
+	}
+	notify := opts.Notify
+	if notify == nil {
+		notify = func(string) {}
+	}
+	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify}
+	return s, nil
+}
+
+// Close flushes the log and releases the root.
+func (s *Session) Close() {
+	_ = s.Env.Log.Sync()
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
+	s.Env.Sys.Close()
+}
+
+// newLogger writes JSON lines to the log file and, under systemd, to stdout
+// (the journal). The readable console lines are printed separately.
+func (s *Session) newLogger(sys *fsroot.Tree) *zap.Logger {
+	level := zap.InfoLevel
+	if s.opts.Verbose {
+		level = zap.DebugLevel
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc := zapcore.NewJSONEncoder(encCfg)
+	var cores []zapcore.Core
+	if _, err := sys.EnsureDir("var/log", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err == nil {
+		if f, err := sys.OpenFile(LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err == nil {
+			s.logFile = f
+			cores = append(cores, zapcore.NewCore(enc, zapcore.AddSync(f), level))
+		}
+	}
+	if s.opts.Journal && s.opts.Stdout != nil {
+		cores = append(cores, zapcore.NewCore(enc.Clone(), zapcore.AddSync(s.opts.Stdout), level))
+	}
+	return zap.New(zapcore.NewTee(cores...)).With(zap.Int("pid", os.Getpid()))
+}
+
+// Journal reports whether log lines go to the journal (running under systemd).
+func (s *Session) Journal() bool { return s.opts.Journal }
+
+// LogFile is where the JSON log goes, for messages.
+func (s *Session) LogFile() string { return s.Env.Sys.Path(LogPath) }
+
+// ConfigHash identifies the effective config, so a run can tell whether the
+// recorded state was produced by the same settings.
+func ConfigHash(c *Config) string {
+	b, _ := json.Marshal(c)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Converge runs (ModeRun / ModeRepair) or checks (ModePlan / ModeCheck) every
+// step. Converging modes take the run lock and save state after each step.
+func (s *Session) Converge(ctx context.Context, mode Mode, finished func(StepReport), onWait func(holder int)) (Report, error) {
+	env := s.Env
+	if mode.converges() {
+		lock, err := AcquireLock(ctx, env.Sys, env.Config.LockTimeout, onWait)
+		if err != nil {
+			return Report{}, err
+		}
+		defer lock.Release()
+	}
+	prev, err := LoadState(env.Sys)
+	if err != nil {
+		env.Log.Warn("ignoring unreadable state", zap.Error(err))
+		prev = nil
+	}
+	report := Report{
+		Version:    s.opts.Version,
+		ConfigHash: ConfigHash(env.Config),
+		PID:        os.Getpid(),
+		Started:    time.Now().UTC(),
+		LogFile:    s.LogFile(),
+	}
+	if id, err := env.Meta.InstanceID(ctx); err == nil {
+		report.InstanceID = id
+		if prev != nil && prev.InstanceID != "" && prev.InstanceID != id {
+			env.Log.Info("new instance: recorded state belongs to another instance", zap.String("recorded", prev.InstanceID), zap.String("now", id))
+			prev = nil
+		}
+	} else {
+		// Steps that need metadata will fail with the cause; the others
+		// can still converge (e.g. packages on an image bake without IMDS).
+		env.Log.Warn("instance ID unavailable", zap.Error(err))
+	}
+	eng := &Engine{
+		Env: env, Steps: s.opts.Steps, Skip: append(append([]string(nil), env.Config.Skip...), s.opts.Skip...), Only: s.opts.Only,
+		Previous: prev, Finished: finished,
+	}
+	if mode.converges() {
+		eng.Save = func(r Report) error { return SaveState(env.Sys, r) }
+	}
+	env.Log.Info("start", zap.String("mode", string(mode)), zap.String("root", env.Root), zap.String("instance_id", report.InstanceID), zap.String("version", s.opts.Version))
+	report = eng.Execute(ctx, mode, report)
+	report.Finished = time.Now().UTC()
+	if mode.converges() {
+		if err := SaveState(env.Sys, report); err != nil {
+			return report, fmt.Errorf("save state: %w", err)
+		}
+	}
+	env.Log.Info("done", zap.String("mode", string(mode)), zap.Int("changed", report.Count(ResultChanged)), zap.Bool("failed", report.Failed()))
+	env.Progress(Summary(&report))
+	return report, nil
+}
+
+// Status returns the recorded report; with check, each step's Check runs too
+// and drift is reported in place of the recorded result.
+func (s *Session) Status(ctx context.Context, check bool) (*Report, error) {
+	prev, err := LoadState(s.Env.Sys)
+	if err != nil {
+		return nil, err
+	}
+	if !check {
+		return prev, nil
+	}
+	checked, err := s.Converge(ctx, ModeCheck, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Keep what only the recorded run knows (when, which failed and why)
+	// and overlay what the checks found now.
+	if prev != nil {
+		for i, st := range checked.Steps {
+			if rec, ok := prev.Step(st.Name); ok && (rec.Result == ResultFailed || rec.Result == ResultBlocked) && st.Result == ResultDrift {
+				checked.Steps[i].Error = rec.Error
+			}
+		}
+		checked.Started, checked.Finished = prev.Started, prev.Finished
+		checked.InstanceID = prev.InstanceID
+	}
+	return &checked, nil
+}
+
+// ErrNoRunYet is returned by WaitForRun when it timed out without ever
+// seeing a finished run.
+var ErrNoRunYet = errors.New("no finished ccboot run yet")
+
+// WaitForRun blocks until no run holds the lock and a finished run is
+// recorded, or until timeout.
+func WaitForRun(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) (*Report, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if held, _ := LockHeld(sys); !held {
+			r, err := LoadState(sys)
+			if err != nil {
+				return nil, err
+			}
+			if r != nil && r.Complete {
+				return r, nil
+			}
+		}
+		if timeout > 0 && time.Now().After(deadline) {
+			held, pid := LockHeld(sys)
+			if held {
+				return nil, fmt.Errorf("ccboot (pid %d) is still running after %s", pid, timeout)
+			}
+			return nil, fmt.Errorf("%w after %s", ErrNoRunYet, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Summary is the one-line outcome of a run.
+func Summary(r *Report) string {
+	switch {
+	case r.Failed():
+		var names []string
+		for _, s := range r.Steps {
+			if s.Result == ResultFailed || s.Result == ResultBlocked {
+				names = append(names, s.Name)
+			}
+		}
+		return fmt.Sprintf("failed: %v (%d changed)", names, r.Count(ResultChanged))
+	case r.Count(ResultDrift) > 0:
+		return fmt.Sprintf("%d of %d steps differ", r.Count(ResultDrift), len(r.Steps))
+	default:
+		return fmt.Sprintf("done: %d changed, %d ok, %d skipped", r.Count(ResultChanged), r.Count(ResultOK), r.Count(ResultSkipped))
+	}
+}
