@@ -54,7 +54,7 @@ func TestParseDpkgStatusTestdata(t *testing.T) {
 		"jq":                false, // deinstall ok config-files: removed, conffiles left
 		"unzip":             false, // half-installed: apt must reinstall
 		"nodejs":            true,
-		"libc6":             true, // multi-arch, two stanzas
+		"libc6":             true,  // multi-arch, two stanzas
 		"docker-ce":         false, // unpacked, not configured
 		"not-a-real-stanza": false, // text inside a Description continuation
 		"node-types-node":   true,  // Provides of an installed package
