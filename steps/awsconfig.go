@@ -1,0 +1,556 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"strings"
+	"unicode"
+
+	"gopkg.in/ini.v1"
+
+	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
+	"github.com/ccboot/ccboot/bootstrap/metadata"
+	"github.com/ccboot/ccboot/bootstrap/sysuser"
+)
+
+// AWSConfig writes the two role profiles (and the default region) into the
+// target user's ~/.aws/config, keeping everything else the user wrote.
+type AWSConfig struct{}
+
+const (
+	awsDir        = ".aws"
+	awsConfigPath = ".aws/config"
+)
+
+func (AWSConfig) Name() string    { return "aws-config" }
+func (AWSConfig) Needs() []string { return nil }
+
+func (s AWSConfig) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {
+	var d bootstrap.Drift
+	p, err := s.plan(ctx, env)
+	if err != nil {
+		return d, err
+	}
+	display := p.home.Path(awsDir)
+	switch {
+	case !p.dirExists:
+		d.Differ("create %s (0700, %s)", display, p.user.Name)
+	case p.dirFix != "":
+		d.Differ("%s %s", p.dirFix, display)
+	}
+	if err := p.file.drift(&d); err != nil {
+		return d, fmt.Errorf("aws-config: %w", err)
+	}
+	return d, nil
+}
+
+func (s AWSConfig) Apply(ctx context.Context, env *bootstrap.Env) error {
+	p, err := s.plan(ctx, env)
+	if err != nil {
+		return err
+	}
+	// Both calls go through the home tree: a link swapped in after plan()
+	// is refused by fsroot, and nothing can resolve outside the home.
+	if _, err := p.home.EnsureDir(awsDir, fsroot.FileSpec{Mode: 0o700, UID: p.user.UID, GID: p.user.GID}); err != nil {
+		return fmt.Errorf("aws-config: %w", err)
+	}
+	if err := p.file.write(); err != nil {
+		return fmt.Errorf("aws-config: %w", err)
+	}
+	return nil
+}
+
+// awsPlan is the read-only analysis Check reports and Apply carries out.
+type awsPlan struct {
+	home      *fsroot.Tree
+	user      sysuser.User
+	dirExists bool
+	dirFix    string // "chown ..."/"chmod ..." when ~/.aws exists but differs
+	file      managedFile
+}
+
+// plan inspects ~/.aws and ~/.aws/config and renders the merged file. It
+// refuses anything in the home that a root process must not follow or
+// adopt: links, another user's directory, files with other hard links.
+func (AWSConfig) plan(ctx context.Context, env *bootstrap.Env) (awsPlan, error) {
+	sections, err := awsSections(ctx, env)
+	if err != nil {
+		return awsPlan{}, err
+	}
+	home, u, err := env.Home()
+	if err != nil {
+		return awsPlan{}, fmt.Errorf("aws-config: %w", err)
+	}
+	p := awsPlan{home: home, user: u}
+	dirDisplay := home.Path(awsDir)
+	fi, err := home.Lstat(awsDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return p, fmt.Errorf("aws-config: %w", err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return p, fmt.Errorf("aws-config: refusing %s: it %w; ccboot runs as root and never writes through links in a user's home (remove the link and rerun)", dirDisplay, fsroot.ErrSymlink)
+	case !fi.IsDir():
+		return p, fmt.Errorf("aws-config: %s is not a directory; move it away and rerun", dirDisplay)
+	default:
+		p.dirExists = true
+		if err := ownedByUserOrRoot(dirDisplay, fi, u); err != nil {
+			return p, err
+		}
+		if uid, gid := fsroot.Owner(fi); uid != u.UID || gid != u.GID {
+			p.dirFix = fmt.Sprintf("chown %d:%d (is %d:%d)", u.UID, u.GID, uid, gid)
+		} else if fi.Mode().Perm() != 0o700 {
+			p.dirFix = fmt.Sprintf("chmod 0700 (is %04o)", fi.Mode().Perm())
+		}
+	}
+
+	var old []byte
+	if p.dirExists {
+		old, err = readUserFile(home, awsConfigPath, u)
+		if err != nil {
+			return p, fmt.Errorf("aws-config: %w", err)
+		}
+	}
+	merged, err := mergeAWSConfig(old, sections)
+	if err != nil {
+		return p, fmt.Errorf("aws-config: %s: %w", home.Path(awsConfigPath), err)
+	}
+	p.file = managedFile{tree: home, name: awsConfigPath, want: merged, spec: fsroot.FileSpec{Mode: 0o600, UID: u.UID, GID: u.GID}}
+	return p, nil
+}
+
+// readUserFile reads a file in the home that ccboot will take over (chown to
+// the user): missing gives nil; links, FIFOs, hard-linked files and files
+// of a third user are refused.
+func readUserFile(home *fsroot.Tree, name string, u sysuser.User) ([]byte, error) {
+	display := home.Path(name)
+	fi, err := home.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case fi.Mode().IsRegular():
+		if err := ownedByUserOrRoot(display, fi, u); err != nil {
+			return nil, err
+		}
+		if err := refuseHardLinks(display, fi); err != nil {
+			return nil, err
+		}
+	}
+	// fsroot refuses links and non-regular files with its own message.
+	return home.ReadFile(name)
+}
+
+// ownedByUserOrRoot refuses a path in the user's home owned by a third
+// user: adopting it (chown to the target user) would hand that user
+// someone else's file.
+func ownedByUserOrRoot(display string, fi fs.FileInfo, u sysuser.User) error {
+	if uid, _ := fsroot.Owner(fi); uid != u.UID && uid != 0 {
+		return fmt.Errorf("refusing %s: it is owned by uid %d, not %s (uid %d) or root; check who created it, then chown it to %s or move it away and rerun",
+			display, uid, u.Name, u.UID, u.Name)
+	}
+	return nil
+}
+
+// awsSection is one [section] ccboot manages and the keys it sets there, in
+// the order they are written when missing.
+type awsSection struct {
+	name string
+	keys [][2]string
+}
+
+func awsSections(ctx context.Context, env *bootstrap.Env) ([]awsSection, error) {
+	c := env.Config
+	region, err := env.Region(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aws-config: region: %w", err)
+	}
+	ro, el, err := roleARNs(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	return []awsSection{
+		{"default", [][2]string{{"region", region}}},
+		{"profile " + c.ReadOnlyProfile, [][2]string{
+			{"role_arn", ro},
+			{"credential_source", "Ec2InstanceMetadata"},
+			{"role_session_name", c.ReadOnlySessionName},
+			{"region", region},
+		}},
+		{"profile " + c.ElevatedProfile, [][2]string{
+			{"role_arn", el},
+			{"source_profile", c.ReadOnlyProfile},
+			{"role_session_name", c.ElevatedSessionName},
+			{"region", region},
+		}},
+	}, nil
+}
+
+// instanceProfilePattern is the CloudFormation template's naming convention:
+// instance profile claudecode-ec2-STACK (any path) pairs with roles
+// claudecode-readonly-STACK and claudecode-elevated-STACK.
+var instanceProfilePattern = regexp.MustCompile(`^arn:([a-z-]+):iam::([0-9]{12}):instance-profile/(?:[\w+=,.@-]+/)*claudecode-ec2-([\w+=,.@-]+)$`)
+
+// roleARNs returns the configured role ARNs, or derives them from the
+// instance profile. Partition and account always come from IMDS, so the
+// same binary works in aws-cn and aws-us-gov.
+func roleARNs(ctx context.Context, env *bootstrap.Env) (ro, el string, err error) {
+	c := env.Config
+	if c.ReadOnlyRoleARN != "" && c.ElevatedRoleARN != "" {
+		// Offline (--root) runs may have no IMDS; only a known partition is compared.
+		if partition, perr := env.Meta.Partition(ctx); perr == nil {
+			for _, k := range []struct{ key, arn string }{{"readonly_role_arn", c.ReadOnlyRoleARN}, {"elevated_role_arn", c.ElevatedRoleARN}} {
+				if got := arnPartition(k.arn); got != partition {
+					return "", "", fmt.Errorf("aws-config: [aws] %s %s is in partition %q but this instance is in partition %q; fix it in %s",
+						k.key, k.arn, got, partition, bootstrap.DefaultConfigPath)
+				}
+			}
+		}
+		return c.ReadOnlyRoleARN, c.ElevatedRoleARN, nil
+	}
+	ro, el, err = deriveRoleARNs(ctx, env.Meta)
+	if err != nil {
+		return "", "", fmt.Errorf("aws-config: cannot derive role ARNs: %v; set [aws] readonly_role_arn and [aws] elevated_role_arn in %s", err, bootstrap.DefaultConfigPath)
+	}
+	return ro, el, nil
+}
+
+func deriveRoleARNs(ctx context.Context, meta metadata.Source) (ro, el string, err error) {
+	profile, err := meta.InstanceProfileARN(ctx)
+	if errors.Is(err, metadata.ErrNoInstanceProfile) {
+		return "", "", metadata.ErrNoInstanceProfile
+	}
+	if err != nil {
+		return "", "", err
+	}
+	partition, err := meta.Partition(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	account, err := meta.AccountID(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	m := instanceProfilePattern.FindStringSubmatch(profile)
+	if m == nil {
+		return "", "", fmt.Errorf("instance profile %s does not follow the naming convention arn:PARTITION:iam::ACCOUNT:instance-profile/claudecode-ec2-STACK", profile)
+	}
+	if m[1] != partition {
+		return "", "", fmt.Errorf("instance profile %s is in partition %q but IMDS reports partition %q", profile, m[1], partition)
+	}
+	if m[2] != account {
+		return "", "", fmt.Errorf("instance profile %s is in account %s but IMDS reports account %s", profile, m[2], account)
+	}
+	stack := m[3]
+	ro = fmt.Sprintf("arn:%s:iam::%s:role/claudecode-readonly-%s", partition, account, stack)
+	el = fmt.Sprintf("arn:%s:iam::%s:role/claudecode-elevated-%s", partition, account, stack)
+	// IAM role names are at most 64 characters; instance profile names 128.
+	if len("claudecode-elevated-"+stack) > 64 {
+		return "", "", fmt.Errorf("stack name %q from instance profile %s is too long for the role names claudecode-readonly/elevated-STACK (64 characters at most)", stack, profile)
+	}
+	return ro, el, nil
+}
+
+func arnPartition(arn string) string {
+	if m := bootstrap.RoleARNPattern.FindStringSubmatch(arn); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// iniLoadOptions parse ~/.aws/config the way the AWS CLI and SDKs read it:
+// "#" and ";" inside a value are part of the value, keys may have no value,
+// indented lines continue a value (nested s3 settings), and key names are
+// case-insensitive. ini.v1 only validates and verifies here; it never writes
+// the file, because its writer reformats lines and wraps values containing
+// "#" in backquotes, which the AWS tools would read literally.
+var iniLoadOptions = ini.LoadOptions{
+	IgnoreInlineComment:        true,
+	AllowBooleanKeys:           true,
+	AllowNestedValues:          true,
+	AllowPythonMultilineValues: true,
+	InsensitiveKeys:            true,
+	PreserveSurroundedQuote:    true,
+	KeyValueDelimiters:         "=:",
+}
+
+// safeINIValue is what ccboot itself writes into the file: names, ARNs,
+// regions. Anything else could change the file's structure.
+var safeINIValue = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/@+=,-]*$`)
+
+// mergeAWSConfig edits content line by line so that every managed key holds
+// its value, and leaves every other byte as it was: other sections, comments,
+// blank lines, extra keys, their order and spelling. Managed keys are
+// rewritten in place (keeping the "key = " prefix as written), missing keys
+// are added after the section's last key, missing sections are appended.
+// Unchanged input comes back byte-identical.
+func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
+	for _, s := range sections {
+		for _, kv := range s.keys {
+			if !safeINIValue.MatchString(kv[1]) || !safeINIValue.MatchString(kv[0]) {
+				return nil, fmt.Errorf("refusing to write [%s] %s = %q: not a plain value", s.name, kv[0], kv[1])
+			}
+		}
+	}
+	if _, err := ini.LoadSources(iniLoadOptions, content); err != nil {
+		return nil, fmt.Errorf("cannot parse it (%v); fix or move it away and rerun", err)
+	}
+	lines, err := parseINILines(string(content))
+	if err != nil {
+		return nil, fmt.Errorf("%v; fix or move it away and rerun", err)
+	}
+	eol := "\n"
+	if len(lines) > 0 && lines[0].eol == "\r\n" {
+		eol = "\r\n"
+	}
+
+	replace := map[int]string{}
+	drop := map[int]bool{}
+	insertAfter := map[int][]string{}
+	var appendSections []awsSection
+	for _, s := range sections {
+		start, end, err := findSection(lines, s.name)
+		if err != nil {
+			return nil, fmt.Errorf("%v; fix or move it away and rerun", err)
+		}
+		if start < 0 {
+			appendSections = append(appendSections, s)
+			continue
+		}
+		last := start // insertion point: the section's last key or continuation
+		for i := start + 1; i < end; i++ {
+			if lines[i].kind == lineKey || lines[i].kind == lineCont {
+				last = i
+			}
+		}
+		for _, kv := range s.keys {
+			at := -1
+			for i := start + 1; i < end; i++ {
+				if lines[i].kind == lineKey && lines[i].name == kv[0] {
+					if at >= 0 {
+						return nil, fmt.Errorf("line %d: [%s] %s is set twice (also on line %d), which the AWS CLI rejects; fix or move it away and rerun", i+1, s.name, kv[0], at+1)
+					}
+					at = i
+				}
+			}
+			if at < 0 {
+				insertAfter[last] = append(insertAfter[last], kv[0]+" = "+kv[1])
+				continue
+			}
+			l := lines[at]
+			conts := 0
+			for i := at + 1; i < end && lines[i].kind == lineCont; i++ {
+				conts++
+			}
+			if l.value() == kv[1] && conts == 0 {
+				continue
+			}
+			replace[at] = l.withValue(kv[1])
+			for i := at + 1; i <= at+conts; i++ {
+				drop[i] = true
+			}
+		}
+	}
+
+	var b strings.Builder
+	for i, l := range lines {
+		if drop[i] {
+			continue
+		}
+		text, ok := replace[i]
+		if !ok {
+			text = l.text
+		}
+		b.WriteString(text)
+		ins := insertAfter[i]
+		if len(ins) > 0 && l.eol == "" {
+			b.WriteString(eol)
+		} else {
+			b.WriteString(l.eol)
+		}
+		for _, s := range ins {
+			b.WriteString(s + eol)
+		}
+	}
+	if len(appendSections) > 0 {
+		out := b.String()
+		if out != "" && !strings.HasSuffix(out, "\n") {
+			b.WriteString(eol)
+			out += eol
+		}
+		if strings.TrimSpace(out) != "" && !strings.HasSuffix(out, "\n\n") && !strings.HasSuffix(out, "\n\r\n") {
+			b.WriteString(eol) // a blank line between the user's text and ours
+		}
+		for i, s := range appendSections {
+			if i > 0 {
+				b.WriteString(eol)
+			}
+			b.WriteString("[" + s.name + "]" + eol)
+			for _, kv := range s.keys {
+				b.WriteString(kv[0] + " = " + kv[1] + eol)
+			}
+		}
+	}
+	out := []byte(b.String())
+	if err := verifyAWSConfig(out, sections); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// verifyAWSConfig reads the result back with ini.v1: if the file uses syntax
+// the line editor did not anticipate (a value continued with a backslash, a
+// """ quote), the values would not read back and nothing is written.
+func verifyAWSConfig(out []byte, sections []awsSection) error {
+	f, err := ini.LoadSources(iniLoadOptions, out)
+	if err != nil {
+		return fmt.Errorf("cannot edit it safely (the edited file would not parse: %v); fix or move it away and rerun", err)
+	}
+	for _, s := range sections {
+		sec, err := f.GetSection(s.name)
+		if err != nil {
+			return fmt.Errorf("cannot edit it safely ([%s] would not read back); fix or move it away and rerun", s.name)
+		}
+		for _, kv := range s.keys {
+			if got := sec.Key(kv[0]).String(); got != kv[1] {
+				return fmt.Errorf("cannot edit it safely ([%s] %s would read back as %q); fix or move it away and rerun", s.name, kv[0], got)
+			}
+		}
+	}
+	return nil
+}
+
+type lineKind int
+
+const (
+	lineBlank lineKind = iota
+	lineComment
+	lineSection
+	lineKey
+	lineCont // indented line continuing the previous key's value
+)
+
+type iniLine struct {
+	text     string // without the line ending
+	eol      string // "\n", "\r\n" or "" for a last line without one
+	kind     lineKind
+	name     string // section name; key name lowercased
+	valueAt  int    // offset of the value in text; -1 for a key without "="
+	delimEnd int    // offset just past the delimiter
+}
+
+// value is the key's value as the AWS tools read it (surrounding space trimmed).
+func (l iniLine) value() string {
+	if l.valueAt < 0 {
+		return ""
+	}
+	return strings.TrimRightFunc(l.text[l.valueAt:], unicode.IsSpace)
+}
+
+// withValue rewrites the line with a new value, keeping "key =" as written.
+func (l iniLine) withValue(v string) string {
+	if l.valueAt < 0 {
+		return strings.TrimRightFunc(l.text, unicode.IsSpace) + " = " + v
+	}
+	prefix := l.text[:l.valueAt]
+	if l.valueAt == l.delimEnd && l.delimEnd >= 2 && l.text[l.delimEnd-2] == ' ' {
+		prefix += " " // "region =" had no value: keep the spacing symmetric
+	}
+	return prefix + v
+}
+
+// parseINILines classifies each line the way the AWS tools' parser does,
+// keeping the exact text so unchanged lines are written back as they were.
+func parseINILines(s string) ([]iniLine, error) {
+	if s == "" {
+		return nil, nil
+	}
+	raw := strings.SplitAfter(s, "\n")
+	if raw[len(raw)-1] == "" {
+		raw = raw[:len(raw)-1]
+	}
+	lines := make([]iniLine, 0, len(raw))
+	prev := lineBlank
+	for i, r := range raw {
+		l := iniLine{text: r, valueAt: -1}
+		if strings.HasSuffix(r, "\r\n") {
+			l.text, l.eol = r[:len(r)-2], "\r\n"
+		} else if strings.HasSuffix(r, "\n") {
+			l.text, l.eol = r[:len(r)-1], "\n"
+		}
+		t := l.text
+		if i == 0 {
+			t = strings.TrimPrefix(t, "\ufeff")
+		}
+		trimmed := strings.TrimLeftFunc(t, unicode.IsSpace)
+		indent := len(l.text) - len(trimmed)
+		indented := t != "" && (t[0] == ' ' || t[0] == '\t' || t[0] == '\f')
+		switch {
+		case indented && (prev == lineKey || prev == lineCont):
+			// Like Python's configparser (and ini.v1's multiline mode): an
+			// indented line after a key, even a comment or blank-looking
+			// one, continues that key's value.
+			l.kind = lineCont
+		case trimmed == "":
+			l.kind = lineBlank
+		case trimmed[0] == '#' || trimmed[0] == ';':
+			l.kind = lineComment
+		case trimmed[0] == '[':
+			end := strings.LastIndexByte(trimmed, ']')
+			if end < 0 {
+				return nil, fmt.Errorf("line %d: section header %q has no closing ]", i+1, trimmed)
+			}
+			if end == 1 {
+				return nil, fmt.Errorf("line %d: empty section name []", i+1)
+			}
+			l.kind, l.name = lineSection, trimmed[1:end]
+		default:
+			l.kind = lineKey
+			d := strings.IndexAny(trimmed, "=:")
+			if d == 0 {
+				return nil, fmt.Errorf("line %d: %q has no key name", i+1, trimmed)
+			}
+			if d < 0 {
+				l.name = strings.ToLower(strings.TrimSpace(trimmed))
+				break
+			}
+			l.name = strings.ToLower(strings.TrimSpace(trimmed[:d]))
+			l.delimEnd = indent + d + 1
+			l.valueAt = l.delimEnd
+			for l.valueAt < len(l.text) && (l.text[l.valueAt] == ' ' || l.text[l.valueAt] == '\t') {
+				l.valueAt++
+			}
+		}
+		prev = l.kind
+		lines = append(lines, l)
+	}
+	return lines, nil
+}
+
+// findSection returns the header line of section name and the index where
+// its body ends; start is -1 when it is absent. A duplicated managed section
+// is an error: the AWS CLI rejects such files and ccboot would have to guess
+// which one counts.
+func findSection(lines []iniLine, name string) (start, end int, err error) {
+	start, end = -1, len(lines)
+	for i, l := range lines {
+		if l.kind != lineSection {
+			continue
+		}
+		if start >= 0 && end == len(lines) {
+			end = i
+		}
+		if l.name == name {
+			if start >= 0 {
+				return 0, 0, fmt.Errorf("line %d: section [%s] appears twice (also on line %d), which the AWS CLI rejects", i+1, name, start+1)
+			}
+			start, end = i, len(lines)
+		}
+	}
+	return start, end, nil
+}
