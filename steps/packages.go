@@ -601,9 +601,13 @@ var (
 
 func (p Packages) dnfInstall(ctx context.Context, env *bootstrap.Env, pkgs []string) error {
 	args := dnfGlobalArgs(env)
-	// exit_on_lock: dnf4 otherwise waits for the lock forever; ccboot
-	// bounds the wait itself with [packages] lock_timeout.
-	args = append(args, "install", "-y", "--setopt=install_weak_deps=False", "--setopt=exit_on_lock=True")
+	args = append(args, "install", "-y", "--setopt=install_weak_deps=False")
+	if ok, _ := env.Sys.Exists("usr/bin/dnf5"); !ok {
+		// dnf4 otherwise waits for its lock forever; ccboot bounds the wait
+		// itself with [packages] lock_timeout. dnf5 has no such option (it
+		// fails at once on a held lock) and rejects unknown ones.
+		args = append(args, "--setopt=exit_on_lock=True")
+	}
 	cmd := runner.Cmd{Name: "dnf", Args: append(args, pkgs...)}
 	// The bound counts time spent waiting, not wall time, so the install
 	// itself (minutes on a slow mirror) never counts against it.

@@ -697,6 +697,25 @@ func TestPackagesDnfLockRetry(t *testing.T) {
 	})
 }
 
+func TestPackagesDnf5NoExitOnLock(t *testing.T) {
+	t.Parallel()
+	d := &dnfFake{installed: map[string]string{"unzip": "6.0", "git": "2", "docker": "25", "nodejs": "22.11.0", "npm": "10.9.0"}, lockFails: 1}
+	env, _ := newDnfEnv(t, d, "ID=fedora\nVERSION_ID=42\n")
+	writeTestFile(t, env.Root, "usr/bin/dnf5", "", 0o755)
+	p := Packages{sleep: func(context.Context, time.Duration) error { return nil }}
+	if err := p.Apply(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	installs := d.installCmds()
+	if len(installs) != 2 {
+		t.Fatalf("installs = %d, want a retry after the lock failure", len(installs))
+	}
+	want := []string{"--installroot", env.Root, "install", "-y", "--setopt=install_weak_deps=False", "jq"}
+	if !reflect.DeepEqual(installs[0].Args, want) {
+		t.Errorf("dnf5 args = %q, want %q (no exit_on_lock)", installs[0].Args, want)
+	}
+}
+
 func TestPackagesDnfNoMatch(t *testing.T) {
 	t.Parallel()
 	env, fake := newTestEnv(t)
@@ -800,5 +819,27 @@ func runTool(t *testing.T, name string, args ...string) {
 	cmd.Env = append(os.Environ(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func TestDnfLockMessages(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ out, holder string }{
+		{"RPMDB already locked by 4242\n", " by process 4242"},
+		{"metadata already locked by 77\n", " by process 77"},
+		{"Failed to obtain rpm transaction lock. Another transaction is in progress.\n", ""}, // dnf5
+	}
+	for _, tt := range tests {
+		m := dnfLocked.FindStringSubmatch(tt.out)
+		if m == nil {
+			t.Errorf("%q not recognised as a lock failure", tt.out)
+			continue
+		}
+		if got := lockHolder(m); got != tt.holder {
+			t.Errorf("lockHolder(%q) = %q, want %q", tt.out, got, tt.holder)
+		}
+	}
+	if dnfLocked.MatchString("Error: Unable to find a match: bogus\n") {
+		t.Error("a missing package was taken for a lock failure")
 	}
 }
