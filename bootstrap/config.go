@@ -323,7 +323,7 @@ func LoadConfig(sys interface {
 	default:
 		f, err := ini.LoadSources(ini.LoadOptions{Insensitive: false, AllowShadows: false}, data)
 		if err != nil {
-			return nil, &ConfigError{fmt.Sprintf("%s: not valid INI: %v", display, err)}
+			return nil, &ConfigError{fmt.Sprintf("%s: not valid INI: %s; fix the line or move the file away", display, strings.Join(strings.Fields(err.Error()), " "))}
 		}
 		for _, sec := range f.Sections() {
 			if sec.Name() == ini.DefaultSection && len(sec.Keys()) == 0 {

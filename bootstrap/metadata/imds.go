@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"go.uber.org/zap"
 )
 
@@ -146,8 +150,9 @@ func (m *IMDS) identityDocument(ctx context.Context) (imds.InstanceIdentityDocum
 			if err != nil {
 				var syntax *json.SyntaxError
 				var typeErr *json.UnmarshalTypeError
-				if errors.As(err, &syntax) || errors.As(err, &typeErr) {
-					return permanent{fmt.Errorf("malformed JSON: %w", err)}
+				var deser *smithy.DeserializationError
+				if errors.As(err, &syntax) || errors.As(err, &typeErr) || errors.As(err, &deser) {
+					return permanent{fmt.Errorf("malformed JSON in the identity document: %w", err)}
 				}
 				return err
 			}
@@ -193,6 +198,9 @@ func (m *IMDS) retry(ctx context.Context, what string, fetch func(context.Contex
 // missing token endpoint means IMDSv1 only or IMDS disabled: ccboot does not
 // fall back, so waiting would only delay the error.
 func isPermanent(err error) bool {
+	if unreachable(err) {
+		return false
+	}
 	switch statusCode(err) {
 	case http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed:
 		return true
@@ -206,7 +214,7 @@ func (m *IMDS) describe(what string, err error) error {
 		where = "the default endpoint"
 	}
 	msg := fmt.Sprintf("IMDS %s at %s: %v", what, where, err)
-	if strings.Contains(err.Error(), "API token") {
+	if !unreachable(err) && strings.Contains(err.Error(), "API token") {
 		msg += " (ccboot needs IMDSv2: enable the token endpoint, e.g. HttpTokens=required, HttpEndpoint=enabled)"
 	} else if !errors.Is(err, ErrNoInstanceProfile) {
 		msg += " (check that the instance metadata service is enabled and reachable, or raise imds_timeout in the config)"
@@ -228,5 +236,24 @@ func statusCode(err error) int {
 	if errors.As(err, &se) {
 		return se.HTTPStatusCode()
 	}
+	// The SDK wraps token failures in a type without Unwrap, so the status
+	// is only in the text ("... StatusCode: 403, ...").
+	if m := statusInText.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
 	return 0
+}
+
+var statusInText = regexp.MustCompile(`StatusCode: ([0-9]{3})`)
+
+// unreachable: nothing answered (connection refused, timeout): IMDS may
+// still be coming up, so it is worth waiting for.
+func unreachable(err error) bool {
+	var re *smithyhttp.RequestSendError
+	if errors.As(err, &re) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "request send failed") || strings.Contains(s, "connection refused") || strings.Contains(s, "deadline exceeded")
 }

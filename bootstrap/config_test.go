@@ -1,0 +1,138 @@
+package bootstrap
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
+)
+
+func loadFrom(t *testing.T, content string, overrides map[string]string) (*Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	if content != "" {
+		if err := os.MkdirAll(filepath.Join(dir, "etc/ccboot"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "etc/ccboot/ccboot.conf"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sys, err := fsroot.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	return LoadConfig(sys, DefaultConfigPath, overrides)
+}
+
+func TestConfigDefaultsAreTheSeedValues(t *testing.T) {
+	t.Parallel()
+	c, err := loadFrom(t, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{User: "ec2-user", Model: "us.anthropic.claude-sonnet-4-6", SwapPath: "/swapfile", SwapBytes: 512 << 20,
+		ReadOnlyProfile: "claudecode-readonly", ElevatedProfile: "claudecode-elevated",
+		ReadOnlySessionName: "claudecode-readonly-session", ElevatedSessionName: "claudecode-elevated-session",
+		AliasReadOnly: "claude-ro", AliasElevated: "claude-el", ClaudeVersion: DefaultClaudeCodeVersion}
+	got := Config{User: c.User, Model: c.Model, SwapPath: c.SwapPath, SwapBytes: c.SwapBytes,
+		ReadOnlyProfile: c.ReadOnlyProfile, ElevatedProfile: c.ElevatedProfile,
+		ReadOnlySessionName: c.ReadOnlySessionName, ElevatedSessionName: c.ElevatedSessionName,
+		AliasReadOnly: c.AliasReadOnly, AliasElevated: c.AliasElevated, ClaudeVersion: c.ClaudeVersion}
+	if got.User != want.User || got.Model != want.Model || got.SwapBytes != want.SwapBytes || got.ReadOnlyProfile != want.ReadOnlyProfile ||
+		got.ElevatedSessionName != want.ElevatedSessionName || got.AliasElevated != want.AliasElevated || got.ClaudeVersion != want.ClaudeVersion {
+		t.Fatalf("defaults = %+v, want %+v", got, want)
+	}
+	if strings.Join(c.Packages, " ") != "unzip git jq nodejs docker" {
+		t.Fatalf("packages = %v", c.Packages)
+	}
+}
+
+func TestConfigFileAndOverrides(t *testing.T) {
+	t.Parallel()
+	c, err := loadFrom(t, "[swap]\nsize = 1G\n[bedrock]\nmodel = eu.anthropic.claude-opus-4\n[steps]\nskip = packages, claude-code\n", map[string]string{"swap.size": "off", "ccboot.user": "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SwapBytes != 0 || c.Model != "eu.anthropic.claude-opus-4" || c.User != "alice" || strings.Join(c.Skip, ",") != "packages,claude-code" {
+		t.Fatalf("got swap=%d model=%s user=%s skip=%v", c.SwapBytes, c.Model, c.User, c.Skip)
+	}
+}
+
+func TestConfigErrorsNameFileKeyAndFix(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, content string
+		overrides     map[string]string
+		want          []string
+	}{
+		{"unknown key", "[swap]\nsise = 1G\n", nil, []string{"ccboot.conf", "unknown key [swap] sise", "swap.size"}},
+		{"unknown section", "[nope]\nx = 1\n", nil, []string{"unknown key [nope] x"}},
+		{"negative swap", "[swap]\nsize = -5G\n", nil, []string{"[swap] size", "-5G", "0/off"}},
+		{"huge swap", "[swap]\nsize = 9000G\n", nil, []string{"[swap] size", "64G"}},
+		{"model injection", "[bedrock]\nmodel = x'$(reboot)'\n", nil, []string{"[bedrock] model", "Bedrock model ID"}},
+		{"bad user", "[ccboot]\nuser = Root Beer\n", nil, []string{"[ccboot] user"}},
+		{"wrong partition ARN", "[aws]\nreadonly_role_arn = arn:azure:iam::111122223333:role/x\nelevated_role_arn = arn:aws:iam::111122223333:role/y\n", nil, []string{"[aws] readonly_role_arn", "arn:aws:iam::"}},
+		{"ARN of a user", "[aws]\nreadonly_role_arn = arn:aws:iam::111122223333:user/x\nelevated_role_arn = arn:aws:iam::111122223333:role/y\n", nil, []string{"readonly_role_arn"}},
+		{"only one ARN", "[aws]\nreadonly_role_arn = arn:aws:iam::111122223333:role/x\n", nil, []string{"both", "elevated_role_arn"}},
+		{"bad duration", "[ccboot]\nimds_timeout = forever\n", nil, []string{"[ccboot] imds_timeout", "duration"}},
+		{"bad bool", "[claude-code]\nauto_update = maybe\n", nil, []string{"auto_update", "true or false"}},
+		{"bad region", "[aws]\nregion = mars-1\n", nil, []string{"[aws] region"}},
+		{"not INI", "[swap\n", nil, []string{"not valid INI"}},
+		{"http wait condition", "[ccboot]\nwait_condition_url = http://example.com/x\n", nil, []string{"wait_condition_url", "https://"}},
+		{"unknown override", "", map[string]string{"swap.sise": "1G"}, []string{"--set swap.sise", "unknown key"}},
+		{"bad override", "", map[string]string{"swap.size": "lots"}, []string{"--set swap.size", "lots"}},
+		{"same profiles", "[aws]\nelevated_profile = claudecode-readonly\n", nil, []string{"must differ"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadFrom(t, tc.content, tc.overrides)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if _, ok := err.(*ConfigError); !ok {
+				t.Fatalf("error %T, want *ConfigError", err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"512M": 512 << 20, "512MiB": 512 << 20, "2G": 2 << 30, "1g": 1 << 30, "off": 0, "0": 0, "16384K": 16 << 20} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "abc", "-1G", "1T", "1M", "99999999999999999999G", "5X"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+func TestConfigReferenceCoversEveryKey(t *testing.T) {
+	t.Parallel()
+	ref := ConfigReference()
+	if len(ref) != len(keys(&Config{})) || len(ref) < 20 {
+		t.Fatalf("reference has %d keys", len(ref))
+	}
+	for _, k := range ref {
+		if k.Help == "" {
+			t.Errorf("%s.%s has no help text", k.Section, k.Name)
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package fsroot
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func openTree(t *testing.T) (*Tree, string) {
+	t.Helper()
+	dir := t.TempDir()
+	tr, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, dir
+}
+
+func inode(t *testing.T, p string) uint64 {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+var spec = FileSpec{Mode: 0o640, UID: KeepOwner, GID: KeepOwner}
+
+func TestWriteFileIsNoOpWhenUnchanged(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	changed, err := tr.WriteFile("a.conf", []byte("x=1\n"), spec)
+	if err != nil || !changed {
+		t.Fatalf("first write: changed=%v err=%v", changed, err)
+	}
+	p := filepath.Join(dir, "a.conf")
+	ino := inode(t, p)
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(p, past, past)
+	changed, err = tr.WriteFile("a.conf", []byte("x=1\n"), spec)
+	if err != nil || changed {
+		t.Fatalf("same content: changed=%v err=%v", changed, err)
+	}
+	fi, _ := os.Stat(p)
+	if inode(t, p) != ino || !fi.ModTime().Equal(past) {
+		t.Fatal("unchanged write replaced or touched the file")
+	}
+	if fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	changed, err = tr.WriteFile("a.conf", []byte("x=2\n"), spec)
+	if err != nil || !changed || inode(t, p) == ino {
+		t.Fatalf("new content: changed=%v err=%v (inode must change: atomic rename)", changed, err)
+	}
+}
+
+func TestWriteFileFixesModeWithoutRewriting(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	p := filepath.Join(dir, "a")
+	os.WriteFile(p, []byte("same"), 0o666)
+	os.Chmod(p, 0o666)
+	ino := inode(t, p)
+	changed, err := tr.WriteFile("a", []byte("same"), spec)
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	fi, _ := os.Stat(p)
+	if fi.Mode().Perm() != 0o640 || inode(t, p) != ino {
+		t.Fatalf("mode %v, inode changed %v", fi.Mode().Perm(), inode(t, p) != ino)
+	}
+}
+
+func TestWriteFileSetsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown needs root")
+	}
+	t.Parallel()
+	tr, dir := openTree(t)
+	if _, err := tr.WriteFile("a", []byte("x"), FileSpec{Mode: 0o600, UID: 1234, GID: 4321}); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(filepath.Join(dir, "a"))
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 1234 || st.Gid != 4321 {
+		t.Fatalf("owner %d:%d", st.Uid, st.Gid)
+	}
+}
+
+func TestRefusesSymlinks(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "shadow")
+	os.WriteFile(secret, []byte("root:*:"), 0o600)
+	os.Symlink(secret, filepath.Join(dir, "config"))
+	os.Symlink(outside, filepath.Join(dir, ".aws"))
+	os.Mkdir(filepath.Join(dir, "real"), 0o755)
+	os.Symlink("real", filepath.Join(dir, "inside-link"))
+	for _, name := range []string{"config", ".aws/config", "inside-link/x"} {
+		_, err := tr.WriteFile(name, []byte("pwned"), spec)
+		if !errors.Is(err, ErrSymlink) {
+			t.Errorf("WriteFile(%s) err = %v, want ErrSymlink", name, err)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "remove the link") || strings.Contains(err.Error(), "\n")) {
+			t.Errorf("error is not a one-line fix: %q", err)
+		}
+	}
+	if _, err := tr.EnsureDir(".aws", FileSpec{Mode: 0o700, UID: KeepOwner, GID: KeepOwner}); !errors.Is(err, ErrSymlink) {
+		t.Errorf("EnsureDir through a link: %v", err)
+	}
+	if _, err := tr.ReadFile("config"); !errors.Is(err, ErrSymlink) {
+		t.Errorf("ReadFile of a link: %v", err)
+	}
+	got, _ := os.ReadFile(secret)
+	entries, _ := os.ReadDir(outside)
+	if string(got) != "root:*:" || len(entries) != 1 {
+		t.Fatalf("something was written outside the tree: %q, %d entries", got, len(entries))
+	}
+}
+
+func TestRefusesFIFOWithoutBlocking(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	if err := syscall.Mkfifo(filepath.Join(dir, ".bashrc"), 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	done := make(chan error, 2)
+	go func() {
+		_, err := tr.ReadFile(".bashrc")
+		done <- err
+		_, err = tr.WriteFile(".bashrc", []byte("x"), spec)
+		done <- err
+	}()
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrNotRegular) {
+				t.Fatalf("err = %v, want ErrNotRegular", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("blocked on a FIFO")
+		}
+	}
+}
+
+func TestRelativeLinkOutOfTreeCannotEscape(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	home := filepath.Join(parent, "home")
+	os.Mkdir(home, 0o755)
+	os.Mkdir(filepath.Join(parent, "etc"), 0o755)
+	os.Symlink("../etc", filepath.Join(home, "sub"))
+	tr, err := Open(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// Even the raw os.Root operations refuse the escape.
+	if f, err := tr.OpenFile("sub/x", os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		f.Close()
+		t.Fatal("created a file through ../ out of the tree")
+	}
+	if _, err := os.Stat(filepath.Join(parent, "etc/x")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("file appeared outside the tree")
+	}
+}
+
+func TestStaleTempFilesAreRemoved(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	stale := filepath.Join(dir, ".a"+tempMarker+"deadbeef")
+	os.WriteFile(stale, []byte("half"), 0o600)
+	if _, err := tr.WriteFile("a", []byte("whole"), spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("stale temp file left behind")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("entries after write: %d", len(entries))
+	}
+}
+
+func TestEnsureDir(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	d := FileSpec{Mode: 0o700, UID: KeepOwner, GID: KeepOwner}
+	changed, err := tr.EnsureDir("a/b", d)
+	if err != nil || !changed {
+		t.Fatalf("create: %v %v", changed, err)
+	}
+	changed, err = tr.EnsureDir("a/b", d)
+	if err != nil || changed {
+		t.Fatalf("second: %v %v", changed, err)
+	}
+	os.Chmod(filepath.Join(dir, "a/b"), 0o755)
+	if changed, _ := tr.EnsureDir("a/b", d); !changed {
+		t.Fatal("mode drift not fixed")
+	}
+	os.WriteFile(filepath.Join(dir, "f"), nil, 0o644)
+	if _, err := tr.EnsureDir("f", d); err == nil {
+		t.Fatal("file accepted as directory")
+	}
+}

@@ -1,0 +1,298 @@
+// Command ccboot prepares an EC2 instance for Claude Code on Amazon Bedrock:
+// packages, Claude Code, docker group, swap, profile.d, ~/.aws/config and
+// aliases, each converged idempotently. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/steps"
+)
+
+// Stamped at release build time (-ldflags -X).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// Exit codes. status uses 0/1/2 the same way as the converging commands.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitPending = 2 // drift found, changes pending, or no finished run yet
+	exitUsage   = 3 // bad flags or config: nothing was run
+)
+
+const usage = `ccboot prepares this instance for Claude Code on Amazon Bedrock.
+
+Usage: ccboot <command> [flags]
+
+Commands:
+  run       converge every step (steps already converged on this instance are left alone)
+  repair    converge every step, re-checking all of them (for SSM Run Command)
+  plan      show what run would change; exit 2 when changes are pending
+  status    show the last run; --check also looks for drift; --wait blocks until a run finished
+  install   install ccboot as a systemd unit and run it (UserData)
+  version   print the version
+
+Run 'ccboot <command> --help' for the flags of a command.
+Exit codes: 0 ok, 1 failed, 2 drift or pending, 3 bad flags or config.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return converge(ctx, bootstrap.ModeRun, rest, stdout, stderr)
+	case "repair":
+		return converge(ctx, bootstrap.ModeRepair, rest, stdout, stderr)
+	case "plan":
+		return converge(ctx, bootstrap.ModePlan, rest, stdout, stderr)
+	case "status":
+		return status(ctx, rest, stdout, stderr)
+	case "install":
+		return install(ctx, rest, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "ccboot %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "ccboot: unknown command %q; run 'ccboot help' for the list\n", cmd)
+		return exitUsage
+	}
+}
+
+// commonFlags are the flags every command that reads the config takes.
+type commonFlags struct {
+	root, config      string
+	sets              multiFlag
+	skip, only        string
+	imds, user, model string
+	region, swapSize  string
+	verbose           bool
+	fs                *flag.FlagSet
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func newFlags(name, summary string, stderr io.Writer) *commonFlags {
+	c := &commonFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	fs := c.fs
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: ccboot %s [flags]\n\n%s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.root, "root", "/", "bootstrap the system in `DIR` instead of this one (offline image mode: nothing is activated)")
+	fs.StringVar(&c.config, "config", bootstrap.DefaultConfigPath, "config `file`, inside --root")
+	fs.Var(&c.sets, "set", "override a config key, `section.key=value` (repeatable)")
+	fs.StringVar(&c.skip, "skip", "", "comma-separated `steps` not to run")
+	fs.StringVar(&c.only, "only", "", "comma-separated `steps` to run, no others")
+	fs.StringVar(&c.imds, "imds-endpoint", "", "IMDS endpoint `URL` (same as --set ccboot.imds_endpoint=URL)")
+	fs.StringVar(&c.user, "user", "", "target `user` (same as --set ccboot.user=...)")
+	fs.StringVar(&c.model, "model", "", "Bedrock model `ID` (same as --set bedrock.model=...)")
+	fs.StringVar(&c.region, "region", "", "AWS `region` instead of the instance's (same as --set aws.region=...)")
+	fs.StringVar(&c.swapSize, "swap-size", "", "swap file `size`, e.g. 512M, or off (same as --set swap.size=...)")
+	fs.BoolVar(&c.verbose, "v", false, "debug logging in the log file")
+	return c
+}
+
+// parse reads args; ok is false with the exit code to use when it did not parse.
+func (c *commonFlags) parse(args []string) (code int, ok bool) {
+	if err := c.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if c.fs.NArg() > 0 {
+		fmt.Fprintf(c.fs.Output(), "ccboot %s: unexpected argument %q; flags go before nothing else\n", c.fs.Name(), c.fs.Arg(0))
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
+	overrides := map[string]string{}
+	for _, s := range c.sets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || !strings.Contains(k, ".") {
+			return bootstrap.Options{}, &bootstrap.ConfigError{Msg: fmt.Sprintf("--set %q: use section.key=value, e.g. --set swap.size=1G", s)}
+		}
+		overrides[strings.TrimSpace(k)] = v
+	}
+	for key, v := range map[string]string{"ccboot.imds_endpoint": c.imds, "ccboot.user": c.user, "bedrock.model": c.model, "aws.region": c.region, "swap.size": c.swapSize} {
+		if v != "" {
+			overrides[key] = v
+		}
+	}
+	underSystemd := os.Getenv("INVOCATION_ID") != ""
+	return bootstrap.Options{
+		Root: c.root, ConfigPath: c.config, Overrides: overrides,
+		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
+		Steps: steps.All(), Version: version,
+		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout,
+		Notify: systemdStatus,
+	}, nil
+}
+
+// systemdStatus shows progress in `systemctl status ccboot`. Without
+// NOTIFY_SOCKET (not under systemd) SdNotify does nothing.
+func systemdStatus(msg string) { _, _ = daemon.SdNotify(false, "STATUS="+msg) }
+
+func splitCSV(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func openSession(c *commonFlags, stdout, stderr io.Writer) (*bootstrap.Session, int) {
+	opts, err := c.options(stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccboot: %v\n", err)
+		return nil, exitUsage
+	}
+	s, err := bootstrap.Open(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccboot: %v\n", err)
+		var ce *bootstrap.ConfigError
+		if errors.As(err, &ce) {
+			return nil, exitUsage
+		}
+		return nil, exitFailed
+	}
+	return s, exitOK
+}
+
+func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, stderr io.Writer) int {
+	summaries := map[bootstrap.Mode]string{
+		bootstrap.ModeRun:    "Converge every step. Steps that already converged on this instance with the same config are not re-checked (use repair for that).",
+		bootstrap.ModeRepair: "Check every step and converge what differs. Prints what changed; exit 0 ok, 1 failed.",
+		bootstrap.ModePlan:   "Check every step and print what run would change, with diffs of rendered files. Exit 0 in sync, 2 changes pending.",
+	}
+	c := newFlags(string(mode), summaries[mode], stderr)
+	if code, ok := c.parse(args); !ok {
+		return code
+	}
+	s, code := openSession(c, stdout, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.Close()
+	// Under systemd the journal gets JSON lines from the logger instead.
+	human := !s.Journal()
+	var finished func(bootstrap.StepReport)
+	if human && mode != bootstrap.ModePlan {
+		finished = func(sr bootstrap.StepReport) { fmt.Fprintln(stdout, bootstrap.StepLine(sr)) }
+	}
+	onWait := func(holder int) {
+		fmt.Fprintf(stderr, "ccboot: waiting for another ccboot (pid %d) that holds the run lock\n", holder)
+	}
+	report, err := s.Converge(ctx, mode, finished, onWait)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccboot: %v\n", err)
+		return exitFailed
+	}
+	switch {
+	case mode == bootstrap.ModePlan:
+		bootstrap.PrintReport(stdout, &report, true)
+	case human:
+		fmt.Fprintln(stdout, bootstrap.Summary(&report))
+		if report.Failed() {
+			fmt.Fprintf(stdout, "details: ccboot status; log: %s\n", s.LogFile())
+		}
+	}
+	if mode != bootstrap.ModePlan {
+		if err := s.SignalWaitCondition(ctx, &report); err != nil {
+			fmt.Fprintf(stderr, "ccboot: %v\n", err)
+		}
+	}
+	switch {
+	case report.Failed():
+		return exitFailed
+	case report.Count(bootstrap.ResultDrift) > 0:
+		return exitPending
+	}
+	return exitOK
+}
+
+func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := newFlags("status", "Show the last run: each step's result, timing and error, and where the logs are.\nExit 0 ok, 1 failed, 2 drift or no finished run.", stderr)
+	format := c.fs.String("format", "text", "output `format`: text or json")
+	check := c.fs.Bool("check", false, "also run every step's read-only check and report drift")
+	wait := c.fs.Bool("wait", false, "block until a run has finished (like cloud-init status --wait)")
+	timeout := c.fs.Duration("timeout", 0, "with --wait: give up after this `duration` (0: wait forever)")
+	if code, ok := c.parse(args); !ok {
+		return code
+	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintf(stderr, "ccboot status: --format %q: use text or json\n", *format)
+		return exitUsage
+	}
+	s, code := openSession(c, stdout, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.Close()
+	if *wait {
+		if _, err := bootstrap.WaitForRun(ctx, s.Env.Sys, *timeout); err != nil {
+			fmt.Fprintf(stderr, "ccboot status: %v\n", err)
+			return exitPending
+		}
+	}
+	report, err := s.Status(ctx, *check)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccboot status: %v\n", err)
+		return exitFailed
+	}
+	if report == nil {
+		if *format == "json" {
+			_ = bootstrap.WriteJSON(stdout, map[string]any{"complete": false, "steps": []any{}})
+		} else {
+			fmt.Fprintln(stdout, "ccboot has not run on this machine yet (no state file); run `ccboot run` or check the ccboot.service unit")
+		}
+		return exitPending
+	}
+	if *format == "json" {
+		_ = bootstrap.WriteJSON(stdout, report)
+	} else {
+		bootstrap.PrintStatus(stdout, report)
+	}
+	switch {
+	case report.Failed():
+		return exitFailed
+	case report.Count(bootstrap.ResultDrift) > 0 || !report.Complete || report.Count(bootstrap.ResultPending) > 0:
+		return exitPending
+	}
+	return exitOK
+}
