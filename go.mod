@@ -10,6 +10,7 @@ require (
 	go.uber.org/zap v1.28.0
 	golang.org/x/sys v0.50.0
 	gopkg.in/ini.v1 v1.68.0
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require go.uber.org/multierr v1.10.0 // indirect
