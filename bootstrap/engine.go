@@ -200,8 +200,8 @@ func (e *Engine) Execute(ctx context.Context, mode Mode, report Report) Report {
 	return report
 }
 
-func (e *Engine) runStep(ctx context.Context, mode Mode, i int, s Step, resultOf func(string) Result) StepReport {
-	sr := StepReport{Name: s.Name(), Started: time.Now()}
+func (e *Engine) runStep(ctx context.Context, mode Mode, i int, s Step, resultOf func(string) Result) (sr StepReport) {
+	sr = StepReport{Name: s.Name(), Started: time.Now()}
 	defer func() { sr.DurationMS = time.Since(sr.Started).Milliseconds() }()
 	log := e.Env.Log.With(zap.String("step", s.Name()))
 	if e.turnedOff(s.Name()) {

@@ -178,6 +178,11 @@ func TestEngineRunsIndependentStepsConcurrently(t *testing.T) {
 	if r.Count(ResultChanged) != 4 {
 		t.Fatalf("results %v", results(r))
 	}
+	for _, st := range r.Steps {
+		if st.DurationMS < 50 {
+			t.Errorf("%s took %dms by the report; its Apply sleeps 50ms", st.Name, st.DurationMS)
+		}
+	}
 	if maxRunning.Load() < 2 {
 		t.Fatalf("at most %d steps applied at once; independent steps should overlap", maxRunning.Load())
 	}
