@@ -99,7 +99,7 @@ func (AWSConfig) plan(ctx context.Context, env *bootstrap.Env) (awsPlan, error) 
 	default:
 		p.dirExists = true
 		if err := ownedByUserOrRoot(dirDisplay, fi, u); err != nil {
-			return p, err
+			return p, fmt.Errorf("aws-config: %w", err)
 		}
 		if uid, gid := fsroot.Owner(fi); uid != u.UID || gid != u.GID {
 			p.dirFix = fmt.Sprintf("chown %d:%d (is %d:%d)", u.UID, u.GID, uid, gid)
@@ -297,12 +297,13 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			}
 		}
 	}
-	if _, err := ini.LoadSources(iniLoadOptions, content); err != nil {
-		return nil, fmt.Errorf("cannot parse it (%v); fix or move it away and rerun", err)
-	}
+	// Our own pass first: it knows line numbers.
 	lines, err := parseINILines(string(content))
 	if err != nil {
 		return nil, fmt.Errorf("%v; fix or move it away and rerun", err)
+	}
+	if _, err := ini.LoadSources(iniLoadOptions, content); err != nil {
+		return nil, fmt.Errorf("cannot parse it (%v); fix or move it away and rerun", strings.TrimSpace(err.Error()))
 	}
 	eol := "\n"
 	if len(lines) > 0 && lines[0].eol == "\r\n" {
