@@ -8,18 +8,22 @@ STATICCHECK_VERSION := v0.8.2
 GOVULNCHECK_VERSION := v1.9.0
 PKGS := ./...
 
-.PHONY: all build tools lint test unit demo dist e2e reliability bench clean
+.PHONY: all build deps tools lint test unit demo dist e2e reliability bench clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ccboot ./cmd/ccboot
 
-# Go tools the tests use, at pinned versions, from the Go module proxy.
-tools:
-	@test -x $(GOBIN)/ec2-metadata-mock || $(GO) install github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@$(AEMM_VERSION)
-	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
-	@test -x $(GOBIN)/govulncheck || $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+# Debian packages the tests drive, and Go tools at pinned versions from the
+# Go module proxy.
+deps:
+	bash packaging/dev-deps.sh
+
+tools: deps
+	$(GO) install github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock@$(AEMM_VERSION)
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
 
 lint: tools
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt: $$unformatted"; exit 1; fi

@@ -136,3 +136,17 @@ func TestConfigReferenceCoversEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// The README documents every key; this keeps the two from drifting apart.
+func TestREADMEDocumentsEveryKey(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ConfigReference() {
+		if entry := "`[" + k.Section + "] " + k.Name + "`"; !strings.Contains(string(readme), entry) {
+			t.Errorf("README.md does not document %s", entry)
+		}
+	}
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` drive for real, when missing (needs
+# root for apt-get): shadow's groupadd/usermod, systemctl --root, mkswap and
+# fallocate, dpkg-deb, npm, curl. Checked by command, not package name: a
+# machine may carry e.g. npm from another Node.js distribution.
+set -euo pipefail
+declare -A package_of=(
+  [make]=make [git]=git [curl]=curl [groupadd]=passwd [usermod]=passwd
+  [systemctl]=systemd [mkswap]=util-linux [fallocate]=util-linux
+  [dpkg-deb]=dpkg [npm]=npm [update-ca-certificates]=ca-certificates
+)
+missing=()
+for cmd in "${!package_of[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
+done
+for extra in "$@"; do missing+=("$extra"); done
+[ ${#missing[@]} -eq 0 ] && exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [ "$(id -u)" != 0 ]; then
+  echo "dev-deps: missing packages: ${missing[*]}; run as root (sudo) or install them" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
