@@ -291,6 +291,9 @@ var safeINIValue = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/@+=,-]*$`)
 // Unchanged input comes back byte-identical.
 func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	for _, s := range sections {
+		if !safeINIValue.MatchString(strings.TrimPrefix(s.name, "profile ")) {
+			return nil, fmt.Errorf("refusing to write section [%s]: not a plain profile name", s.name)
+		}
 		for _, kv := range s.keys {
 			if !safeINIValue.MatchString(kv[1]) || !safeINIValue.MatchString(kv[0]) {
 				return nil, fmt.Errorf("refusing to write [%s] %s = %q: not a plain value", s.name, kv[0], kv[1])

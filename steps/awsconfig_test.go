@@ -192,6 +192,28 @@ func TestMergeAWSConfigRefuses(t *testing.T) {
 	}
 }
 
+// TestMergeAWSConfigRefusesUnsafeValues: names and values are checked by
+// the config, but the merge itself also refuses anything that could change
+// the file's structure (a Config built by hand skips validation).
+func TestMergeAWSConfigRefusesUnsafeValues(t *testing.T) {
+	t.Parallel()
+	for _, s := range []awsSection{
+		{"profile x]\n[evil", [][2]string{{"region", "eu-west-1"}}},
+		{"default", [][2]string{{"region", "eu-west-1\nrole_arn = evil"}}},
+		{"default", [][2]string{{"region", ""}}},
+		{"default", [][2]string{{"region = x\ny", "eu-west-1"}}},
+	} {
+		if out, err := mergeAWSConfig(nil, []awsSection{s}); err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Errorf("%+v: err = %v, out %q", s, err, out)
+		}
+	}
+	env, _ := newTestEnv(t)
+	env.Config.ReadOnlyProfile = "ro]\n[default"
+	if _, err := (AWSConfig{}).Check(context.Background(), env); err == nil {
+		t.Error("a hostile profile name was accepted")
+	}
+}
+
 func TestAWSConfigUnparseableFileIsNotTouched(t *testing.T) {
 	t.Parallel()
 	env, _ := newTestEnv(t)
