@@ -74,6 +74,7 @@ type swapState struct {
 	perm      fs.FileMode
 	uid, gid  int
 	valid     bool // swap header present and matching the size
+	sparse    bool // has holes: swapon refuses it
 	active    bool // live only
 	fstab     []byte
 	fstabFI   fs.FileInfo // nil when /etc/fstab is missing
@@ -81,7 +82,9 @@ type swapState struct {
 	fstabEdit bool
 }
 
-func (st swapState) rebuild(want int64) bool { return !st.exists || st.size != want || !st.valid }
+func (st swapState) rebuild(want int64) bool {
+	return !st.exists || st.size != want || !st.valid || st.sparse
+}
 
 func (Swap) inspect(env *bootstrap.Env, h host) (swapState, error) {
 	st := swapState{name: env.Config.SwapPath, display: env.Sys.Path(env.Config.SwapPath)}
@@ -95,6 +98,9 @@ func (Swap) inspect(env *bootstrap.Env, h host) (swapState, error) {
 	default:
 		st.exists, st.size, st.perm = true, fi.Size(), fi.Mode().Perm()
 		st.uid, st.gid = fsroot.Owner(fi)
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			st.sparse = sys.Blocks*512 < st.size
+		}
 		if st.valid, err = hasSwapHeader(env.Sys, st.name, st.size); err != nil {
 			return st, fmt.Errorf("swap: read header of %s: %w", st.display, err)
 		}
@@ -138,6 +144,8 @@ func (s Swap) check(_ context.Context, env *bootstrap.Env, h host) (bootstrap.Dr
 		d.Differ("rebuild %s: it is %s, want %s", st.display, humanBytes(st.size), humanBytes(want))
 	case !st.valid:
 		d.Differ("rebuild %s: no valid swap signature (mkswap)", st.display)
+	case st.sparse:
+		d.Differ("rebuild %s: it has holes, which swapon refuses", st.display)
 	default:
 		if st.perm != 0o600 {
 			d.Differ("chmod %s 0600 (is %04o)", st.display, st.perm)
@@ -263,7 +271,7 @@ func buildSwapFile(ctx context.Context, env *bootstrap.Env, name string, size in
 	if err = unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
 		return fmt.Errorf("swap: statfs %s: %w", tmpDisplay, err)
 	}
-	if err = allocate(ctx, f, sfs.Type, size); err != nil {
+	if err = allocate(ctx, f, int64(sfs.Type), size); err != nil { // Type is int32 on some 32-bit ports
 		if errors.Is(err, syscall.ENOSPC) {
 			free := int64(sfs.Bavail) * sfs.Bsize
 			where := path.Dir(display)

@@ -59,10 +59,7 @@ func fakeMkswap(c runner.Cmd) (runner.Result, error) {
 func makeSwapFile(t *testing.T, root, name string, size int64, perm os.FileMode) string {
 	t.Helper()
 	p := filepath.Join(root, name)
-	if err := os.WriteFile(p, nil, perm); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(p, size); err != nil {
+	if err := os.WriteFile(p, make([]byte, size), perm); err != nil {
 		t.Fatal(err)
 	}
 	if err := writeSwapHeader(p); err != nil {
@@ -378,6 +375,34 @@ func TestSwapOffLeavesFileAlone(t *testing.T) {
 	}
 }
 
+func TestSwapSparseFileRebuilt(t *testing.T) {
+	t.Parallel()
+	env, fake := swapEnv(t)
+	fake.On("mkswap ", fakeMkswap)
+	p := filepath.Join(env.Root, "swapfile")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, testSwapBytes); err != nil { // all hole
+		t.Fatal(err)
+	}
+	if err := writeSwapHeader(p); err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, env.Root, "etc/fstab", "/swapfile none swap defaults 0 0\n", 0o644)
+	ctx := context.Background()
+	d, err := Swap{}.Check(ctx, env)
+	if err != nil || !slices.Equal(d.Changes, []string{"rebuild " + p + ": it has holes, which swapon refuses"}) {
+		t.Fatalf("check: %v, %q", err, d.Changes)
+	}
+	if err := (Swap{}).Apply(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := (Swap{}).Check(ctx, env); err != nil || !d.InSync() {
+		t.Fatalf("after Apply: %v, %q", err, d.Changes)
+	}
+}
+
 func TestSwapRefusesNonRegular(t *testing.T) {
 	t.Parallel()
 	env, _ := swapEnv(t)
@@ -405,7 +430,9 @@ func TestSwapMkswapFailureLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestSwapDiskFull builds the swap file on a 4 MiB tmpfs: the build fails
+// TestSwapDiskFull builds the swap file on a 4 MiB tmpfs (the zero-writing
+// path; the other Apply tests run on the temp dir's filesystem, ext4 in CI,
+// which takes the fallocate path and is asserted hole-free): the build fails
 // with ENOSPC, the partial temp file is removed and fstab is untouched.
 func TestSwapDiskFull(t *testing.T) {
 	t.Parallel()
