@@ -216,7 +216,9 @@ func (m *IMDS) describe(what string, err error) error {
 	msg := fmt.Sprintf("IMDS %s at %s: %v", what, where, err)
 	if !unreachable(err) && strings.Contains(err.Error(), "API token") {
 		msg += " (ccboot needs IMDSv2: enable the token endpoint, e.g. HttpTokens=required, HttpEndpoint=enabled)"
-	} else if !errors.Is(err, ErrNoInstanceProfile) {
+	} else if !errors.As(err, new(permanent)) {
+		// Only waiting longer or reaching IMDS can fix a transient failure;
+		// a permanent answer (no profile, malformed JSON) says so itself.
 		msg += " (check that the instance metadata service is enabled and reachable, or raise imds_timeout in the config)"
 	}
 	return &Error{msg: msg, err: err}
