@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
 
 // Result is how a step ended.
@@ -179,6 +181,7 @@ func (e *Engine) Execute(ctx context.Context, mode Mode, report Report) Report {
 			for _, need := range s.Needs() {
 				<-done[need]
 			}
+			fsroot.CrashPoint("step/begin", s.Name())
 			sr := e.runStep(ctx, mode, i, s, resultOf)
 			mu.Lock()
 			report.Steps[i] = sr
@@ -189,6 +192,7 @@ func (e *Engine) Execute(ctx context.Context, mode Mode, report Report) Report {
 					e.Env.Log.Warn("could not save state", zap.Error(err))
 				}
 			}
+			fsroot.CrashPoint("step/saved", s.Name())
 			if e.Finished != nil {
 				e.Finished(sr)
 			}

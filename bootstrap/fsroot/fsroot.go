@@ -181,6 +181,7 @@ func (t *Tree) EnsureDir(name string, spec FileSpec) (bool, error) {
 		if err := t.root.Mkdir(name, spec.Mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
 			return false, err
 		}
+		CrashPoint("mkdir", name)
 		if _, err := t.fixMeta(name, spec, true); err != nil {
 			return false, err
 		}
@@ -290,6 +291,7 @@ func (t *Tree) replace(name string, data []byte, spec FileSpec) (err error) {
 	if _, err = f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", t.Path(name), err)
 	}
+	CrashPoint("replace/written", name)
 	// Without fsync before rename a crash can leave a zero-length file.
 	if err = f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", t.Path(name), err)
@@ -297,9 +299,11 @@ func (t *Tree) replace(name string, data []byte, spec FileSpec) (err error) {
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", t.Path(name), err)
 	}
+	CrashPoint("replace/synced", name)
 	if err = t.root.Rename(tmp, name); err != nil {
 		return fmt.Errorf("rename into %s: %w", t.Path(name), err)
 	}
+	CrashPoint("replace/renamed", name)
 	return t.syncDir(dir)
 }
 

@@ -80,7 +80,9 @@ func (e *Exec) Run(ctx context.Context, c Cmd) (Result, error) {
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	e.spawned.Add(1)
+	crashPoint("exec/before", c)
 	err := cmd.Run()
+	crashPoint("exec/after", c)
 	res := Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
 	if e.Log != nil {
 		e.Log.Debug("command", zap.String("cmd", c.String()), zap.Duration("took", time.Since(start)), zap.Error(err))
