@@ -414,11 +414,59 @@ func TestTemplateInstance(t *testing.T) {
 		!reflect.DeepEqual(dig(as, "Properties", "Targets"), []any{map[string]any{"Key": "InstanceIds", "Values": []any{map[string]any{"Ref": "Instance"}}}}) {
 		t.Errorf("RepairAssociation = %v", as)
 	}
+	// SSM rejects ApplyOnlyAtCronInterval together with a rate() schedule.
+	if dig(as, "Properties", "ApplyOnlyAtCronInterval") != nil {
+		t.Error("RepairAssociation: ApplyOnlyAtCronInterval is not supported with rate(1 day)")
+	}
+	if dig(as, "DependsOn") != "WaitCondition" {
+		t.Error("RepairAssociation must wait for the first run (DependsOn: WaitCondition)")
+	}
 	if got := dig(tpl, "Conditions", "RepairSchedule"); !reflect.DeepEqual(got, map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "EnableRepairSchedule"}, "true"}}) {
 		t.Errorf("RepairSchedule condition = %v", got)
 	}
 	if got := dig(tpl, "Parameters", "EnableRepairSchedule", "Default"); got != "false" {
 		t.Errorf("EnableRepairSchedule default = %v, want false", got)
+	}
+}
+
+// The URL and checksum parameters land inside single quotes in UserData:
+// their AllowedPatterns must keep quotes and $ out.
+func TestTemplateParameterPatterns(t *testing.T) {
+	t.Parallel()
+	tpl := loadTemplate(t)
+	for _, tc := range []struct {
+		param     string
+		good, bad []string
+	}{
+		{"CcbootUrlArm64",
+			[]string{"", "https://bucket.s3.eu-west-1.amazonaws.com/ccboot/v1.2.0/ccboot_v1.2.0_linux_arm64", "s3://bucket/ccboot"},
+			[]string{"http://example.com/ccboot", "https://x/a'b", "https://x/$(reboot)", "https://x/a b", "https://x/`id`", "ftp://x/y"}},
+		{"CcbootUrlAmd64", []string{"", "https://example.com/c"}, []string{"https://x/'"}},
+		{"CcbootSha256Arm64", []string{"", strings.Repeat("a", 64), strings.Repeat("F", 64)}, []string{strings.Repeat("a", 63), strings.Repeat("g", 64), strings.Repeat("a", 64) + "'"}},
+		{"CcbootSha256Amd64", []string{strings.Repeat("0", 64)}, []string{"x"}},
+		{"ModelId", []string{"us.anthropic.claude-sonnet-4-6"}, []string{"a'b", "a b", ""}},
+	} {
+		pat, ok := dig(tpl, "Parameters", tc.param, "AllowedPattern").(string)
+		if !ok {
+			t.Errorf("%s has no AllowedPattern", tc.param)
+			continue
+		}
+		// CloudFormation matches the whole value.
+		re, err := regexp.Compile("^(?:" + pat + ")$")
+		if err != nil {
+			t.Errorf("%s: %v", tc.param, err)
+			continue
+		}
+		for _, v := range tc.good {
+			if !re.MatchString(v) {
+				t.Errorf("%s rejects %q", tc.param, v)
+			}
+		}
+		for _, v := range tc.bad {
+			if re.MatchString(v) {
+				t.Errorf("%s accepts %q", tc.param, v)
+			}
+		}
 	}
 }
 
