@@ -271,12 +271,20 @@ func buildSwapFile(ctx context.Context, env *bootstrap.Env, name string, size in
 	if err = unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
 		return fmt.Errorf("swap: statfs %s: %w", tmpDisplay, err)
 	}
+	free := int64(sfs.Bavail) * sfs.Bsize
+	noSpace := func() error {
+		return fmt.Errorf("swap: allocate %s for %s: no space left on device; free %s on the filesystem of %s (%s were available) or set [swap] size = off",
+			humanBytes(size), display, humanBytes(size), path.Dir(display), humanBytes(free))
+	}
+	// Refuse before allocating: filling the filesystem, even only until the
+	// temp file is removed, makes the steps running beside this one fail
+	// with ENOSPC too (usermod, the state file).
+	if free < size {
+		return noSpace()
+	}
 	if err = allocate(ctx, f, int64(sfs.Type), size); err != nil { // Type is int32 on some 32-bit ports
 		if errors.Is(err, syscall.ENOSPC) {
-			free := int64(sfs.Bavail) * sfs.Bsize
-			where := path.Dir(display)
-			return fmt.Errorf("swap: allocate %s for %s: no space left on device; free %s on the filesystem of %s (%s were available) or set [swap] size = off",
-				humanBytes(size), display, humanBytes(size), where, humanBytes(free))
+			return noSpace()
 		}
 		return fmt.Errorf("swap: allocate %s for %s: %w", humanBytes(size), display, err)
 	}
