@@ -395,7 +395,12 @@ func aptInstall(ctx context.Context, env *bootstrap.Env, pkgs []string) error {
 func aptUpdate(ctx context.Context, env *bootstrap.Env) error {
 	env.Progress("refreshing apt package lists")
 	c := env.InRoot(runner.Cmd{Name: "apt-get", Args: append([]string{"update"}, aptLockOpt(env)...), Env: aptEnv})
-	if _, err := env.Run.Run(ctx, c); err != nil {
+	if res, err := env.Run.Run(ctx, c); err != nil {
+		// At first boot the lock is usually cloud-init's or
+		// unattended-upgrades' apt: not a network problem.
+		if lock := aptLockHeld.FindString(string(res.Stdout) + "\n" + string(res.Stderr)); lock != "" {
+			return fmt.Errorf("packages: apt-get update: %s (waited %s); wait for it to finish or raise [packages] lock_timeout", lock, env.Config.PackageLockTimeout)
+		}
 		return fmt.Errorf("packages: apt-get update: %w; check the network and the apt sources", err)
 	}
 	return nil
