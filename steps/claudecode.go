@@ -123,7 +123,11 @@ func (c ClaudeCode) Apply(ctx context.Context, env *bootstrap.Env) error {
 		if npmNoVersion.MatchString(out) {
 			return fmt.Errorf("claude-code: version %s does not exist on the npm registry; set [claude-code] version", want)
 		}
-		if !npmNetwork.MatchString(out) || i >= attempts {
+		network := npmNetwork.MatchString(out)
+		if network && i >= attempts {
+			return fmt.Errorf("claude-code: npm install %s@%s (attempt %d of %d): %w; check that this instance reaches the npm registry (route, DNS, proxy) and rerun, or raise [claude-code] retries", claudePackage, want, i, attempts, err)
+		}
+		if !network {
 			return fmt.Errorf("claude-code: npm install %s@%s (attempt %d of %d): %w", claudePackage, want, i, attempts, err)
 		}
 		env.Log.Warn("npm install failed on the network; retrying", zap.Int("attempt", i), zap.Duration("wait", wait), zap.Error(err))
