@@ -168,9 +168,15 @@ func aptGet(args []string) int {
 			pkgs = append(pkgs, a)
 		}
 	}
-	f, err := os.OpenFile(frontend, os.O_RDWR|os.O_CREATE, 0o640)
+	// update locks the lists, install dpkg's frontend, as apt does.
+	lockFile, what := frontend, "the dpkg frontend lock"
+	if cmd == "update" {
+		lockFile, what = "/var/lib/apt/lists/lock", "directory /var/lib/apt/lists/"
+		os.MkdirAll("/var/lib/apt/lists", 0o755)
+	}
+	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "E: Could not open lock file %s - open (%v)\n", frontend, err)
+		fmt.Fprintf(os.Stderr, "E: Could not open lock file %s - open (%v)\n", lockFile, err)
 		return 100
 	}
 	defer f.Close()
@@ -181,9 +187,9 @@ func aptGet(args []string) int {
 		}
 		probe := lockRange()
 		syscall.FcntlFlock(f.Fd(), syscall.F_GETLK, probe)
-		held := fmt.Sprintf("Could not get lock %s. It is held by process %d", frontend, probe.Pid)
+		held := fmt.Sprintf("Could not get lock %s. It is held by process %d", lockFile, probe.Pid)
 		if time.Since(start) >= time.Duration(timeout)*time.Second {
-			fmt.Fprintf(os.Stderr, "E: %s\nE: Unable to acquire the dpkg frontend lock (%s), is another process using it?\n", held, frontend)
+			fmt.Fprintf(os.Stderr, "E: %s\nE: Unable to lock %s, is another process using it?\n", held, what)
 			return 100
 		}
 		if !waited {
@@ -194,7 +200,7 @@ func aptGet(args []string) int {
 	switch cmd {
 	case "update":
 		os.MkdirAll("/var/lib/apt/lists", 0o755)
-		os.WriteFile("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease", []byte("fake\n"), 0o644)
+		os.WriteFile("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages", []byte("fake\n"), 0o644)
 		fmt.Println("Reading package lists... Done")
 		return 0
 	case "install":
@@ -302,6 +308,10 @@ func fakePMBinary(t *testing.T) string {
 	return fakePM
 }
 
+// aptListsFile makes apt's package lists present, so ccboot installs
+// without refreshing them first.
+const aptListsFile = "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
+
 // withFakePM puts the fake apt-get, apt-cache and npm into root and makes
 // the packages and claude-code steps have work to do: jq is not installed
 // and neither is Claude Code.
@@ -319,7 +329,7 @@ func withFakePM(t *testing.T, root string) {
 		}
 	}
 	mustMkdir(t, filepath.Join(root, "var/lib/apt/lists"))
-	mustWrite(t, filepath.Join(root, "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease"), "fake\n", 0o644)
+	mustWrite(t, filepath.Join(root, aptListsFile), "fake\n", 0o644)
 	mustMkdir(t, filepath.Join(root, "var/log"))
 	status := filepath.Join(root, "var/lib/dpkg/status")
 	b, err := os.ReadFile(status)
