@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/ini.v1"
 
@@ -319,7 +320,7 @@ func LoadConfig(sys interface {
 	default:
 		f, err := ini.LoadSources(ini.LoadOptions{Insensitive: false, AllowShadows: false}, data)
 		if err != nil {
-			return nil, &ConfigError{fmt.Sprintf("%s: not valid INI: %s; fix the line or move the file away", display, strings.Join(strings.Fields(err.Error()), " "))}
+			return nil, &ConfigError{fmt.Sprintf("%s: not valid INI: %s; fix the line or move the file away", display, printable(strings.Join(strings.Fields(err.Error()), " ")))}
 		}
 		for _, sec := range f.Sections() {
 			if sec.Name() == ini.DefaultSection && len(sec.Keys()) == 0 {
@@ -329,7 +330,7 @@ func LoadConfig(sys interface {
 				id := sec.Name() + "." + key.Name()
 				k, ok := byID[id]
 				if !ok {
-					return nil, &ConfigError{fmt.Sprintf("%s: unknown key [%s] %s; known keys: %s", display, sec.Name(), key.Name(), knownKeys(sec.Name(), table))}
+					return nil, &ConfigError{fmt.Sprintf("%s: unknown key [%s] %s; known keys: %s", display, printable(sec.Name()), printable(key.Name()), knownKeys(sec.Name(), table))}
 				}
 				if err := k.set(c, strings.TrimSpace(key.Value())); err != nil {
 					return nil, &ConfigError{fmt.Sprintf("%s: [%s] %s = %q: %v", display, k.Section, k.Name, key.Value(), err)}
@@ -345,7 +346,7 @@ func LoadConfig(sys interface {
 	for _, id := range ids {
 		k, ok := byID[id]
 		if !ok {
-			return nil, &ConfigError{fmt.Sprintf("--set %s: unknown key; known keys: %s", id, knownKeys("", table))}
+			return nil, &ConfigError{fmt.Sprintf("--set %s: unknown key; known keys: %s", printable(id), knownKeys("", table))}
 		}
 		if err := k.set(c, strings.TrimSpace(overrides[id])); err != nil {
 			return nil, &ConfigError{fmt.Sprintf("--set %s=%q: %v", id, overrides[id], err)}
@@ -361,6 +362,17 @@ func LoadConfig(sys interface {
 		return nil, &ConfigError{fmt.Sprintf("%s: set both [aws] readonly_role_arn and elevated_role_arn, or neither (to derive both from the instance profile)", display)}
 	}
 	return c, nil
+}
+
+// printable escapes control characters echoed from the file, so an error
+// stays one line and cannot carry terminal escape sequences.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func knownKeys(section string, table []configKey) string {
