@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 GOVULNCHECK_VERSION := v1.9.0
 PKGS := ./...
 
-.PHONY: all build deps tools lint test unit demo dist e2e reliability bench clean
+.PHONY: all build deps tools lint test unit demo dist generate e2e reliability bench clean
 
 all: build
 
@@ -36,6 +36,17 @@ unit: tools
 	AEMM=$(GOBIN)/ec2-metadata-mock $(GO) test -race -count=1 $(PKGS)
 
 test: lint unit
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+# Release artifacts into dist/: static stripped linux/arm64 and linux/amd64
+# binaries, tarballs, .deb/.rpm, SHA256SUMS; reproducible.
+dist:
+	VERSION=$(VERSION) packaging/dist.sh
+
+# Refresh the template's embedded UserData and the checked-in unit file.
+generate:
+	$(GO) test ./packaging -run 'TestTemplateUserData|TestUnitFileMatchesInstall' -update
 
 demo: tools
 	AEMM=$(GOBIN)/ec2-metadata-mock bash packaging/demo/demo.sh

@@ -64,6 +64,9 @@ type Report struct {
 	Finished   time.Time    `json:"finished,omitzero"`
 	Complete   bool         `json:"complete"`
 	LogFile    string       `json:"log_file,omitempty"`
+	// WaitConditionSignalled is the status sent to [ccboot]
+	// wait_condition_url for this instance; it is sent once per instance.
+	WaitConditionSignalled string `json:"wait_condition_signalled,omitempty"`
 	Steps      []StepReport `json:"steps"`
 }
 

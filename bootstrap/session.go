@@ -173,6 +173,9 @@ func (s *Session) Converge(ctx context.Context, mode Mode, finished func(StepRep
 			env.Log.Info("new instance: recorded state belongs to another instance", zap.String("recorded", prev.InstanceID), zap.String("now", id))
 			prev = nil
 		}
+		if prev != nil && prev.InstanceID == id {
+			report.WaitConditionSignalled = prev.WaitConditionSignalled
+		}
 	} else {
 		// Steps that need metadata will fail with the cause; the others
 		// can still converge (e.g. packages on an image bake without IMDS).

@@ -23,10 +23,11 @@ type waitConditionSignal struct {
 
 // SignalWaitCondition reports the run's outcome to [ccboot]
 // wait_condition_url, if set, so a stack completes only when the instance is
-// really ready. The URL is pre-signed: no credentials are involved.
+// really ready. The URL is pre-signed: no credentials are involved. It is
+// sent once per instance: later boots' runs would only hit an expired URL.
 func (s *Session) SignalWaitCondition(ctx context.Context, r *Report) error {
 	url := s.Env.Config.WaitConditionURL
-	if url == "" {
+	if url == "" || r.WaitConditionSignalled != "" {
 		return nil
 	}
 	sig := waitConditionSignal{Status: "SUCCESS", Reason: Summary(r), UniqueID: r.InstanceID, Data: Summary(r)}
@@ -48,7 +49,8 @@ func (s *Session) SignalWaitCondition(ctx context.Context, r *Report) error {
 		lastErr = putSignal(ctx, url, body)
 		if lastErr == nil {
 			s.Env.Log.Info("signalled wait condition", zap.String("status", sig.Status))
-			return nil
+			r.WaitConditionSignalled = sig.Status
+			return SaveState(s.Env.Sys, *r)
 		}
 		s.Env.Log.Warn("wait condition signal failed", zap.Int("attempt", attempt), zap.Error(lastErr))
 		select {

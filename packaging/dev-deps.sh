@@ -8,6 +8,7 @@ declare -A package_of=(
   [make]=make [git]=git [curl]=curl [groupadd]=passwd [usermod]=passwd
   [systemctl]=systemd [mkswap]=util-linux [fallocate]=util-linux
   [dpkg-deb]=dpkg [npm]=npm [update-ca-certificates]=ca-certificates
+  [qemu-aarch64-static]=qemu-user-static [rpm]=rpm [shellcheck]=shellcheck
 )
 missing=()
 for cmd in "${!package_of[@]}"; do

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -405,8 +406,15 @@ func TestTemplateInstance(t *testing.T) {
 	wc := dig(tpl, "Resources", "WaitCondition")
 	if dig(wc, "Type") != "AWS::CloudFormation::WaitCondition" || dig(wc, "DependsOn") != "Instance" ||
 		!reflect.DeepEqual(dig(wc, "Properties", "Handle"), map[string]any{"Ref": "WaitHandle"}) ||
-		dig(wc, "Properties", "Count") != 1 || dig(wc, "Properties", "Timeout") != "1800" {
+		dig(wc, "Properties", "Count") != 1 {
 		t.Errorf("WaitCondition = %v", wc)
+	}
+	// The stack must not give up before systemd would: the WaitCondition's
+	// timeout is at least the unit's TimeoutStartSec.
+	m := regexp.MustCompile(`TimeoutStartSec=([0-9]+)min`).FindSubmatch(bootstrap.UnitFile())
+	unitMinutes, _ := strconv.Atoi(string(m[1]))
+	if timeout, _ := strconv.Atoi(fmt.Sprint(dig(wc, "Properties", "Timeout"))); m == nil || timeout < unitMinutes*60 {
+		t.Errorf("WaitCondition Timeout %v is shorter than the unit's TimeoutStartSec (%s min)", dig(wc, "Properties", "Timeout"), m[1])
 	}
 	as := dig(tpl, "Resources", "RepairAssociation")
 	if dig(as, "Condition") != "RepairSchedule" || dig(as, "Properties", "ScheduleExpression") != "rate(1 day)" ||
