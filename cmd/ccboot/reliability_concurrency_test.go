@@ -29,6 +29,8 @@ import (
 func TestReliabilityConcurrency(t *testing.T) {
 	t.Parallel()
 	const n = 10
+	// Deferred, so the figure line is printed even when a check stops the test.
+	defer func() { figureOK(t, "concurrency", !t.Failed()) }()
 	imds := aemmtest.Start(t, aemmtest.Default())
 	ref := newRoot(t)
 	if r := runBin(t, ccbootBin, nil, "repair", "--root", ref, "--imds-endpoint", imds); r.code != 0 {
@@ -89,38 +91,30 @@ func TestReliabilityConcurrency(t *testing.T) {
 	for _, p := range procs {
 		pids[p.cmd.Process.Pid] = true
 	}
-	ok := true
 	holder := regexp.MustCompile(`^ccboot: waiting for another ccboot \(pid ([0-9]+)\) that holds the run lock$`)
 	for i, p := range procs {
 		if err := p.cmd.Wait(); err != nil {
 			t.Errorf("run %d: %v\n%s%s", i, err, p.stdout.String(), p.stderr.String())
-			ok = false
 		}
 		lines := strings.Split(strings.TrimSpace(p.stderr.String()), "\n")
 		m := holder.FindStringSubmatch(lines[0])
 		if len(lines) != 1 || m == nil {
 			t.Errorf("run %d stderr: want one line naming the holder, got:\n%s", i, p.stderr.String())
-			ok = false
 			continue
 		}
 		if pid, _ := strconv.Atoi(m[1]); !pids[pid] || pid == p.cmd.Process.Pid {
 			t.Errorf("run %d named pid %d as the holder, which is not another ccboot of this test", i, pid)
-			ok = false
 		}
 	}
 	if err := serialized(filepath.Join(root, "var/log/ccboot.log"), n); err != nil {
 		t.Error(err)
-		ok = false
 	}
 	if d := diffTrees(want, snapshot(t, root)); len(d) > 0 {
 		t.Errorf("10 concurrent runs left a different tree than one run:\n%s", strings.Join(d, "\n"))
-		ok = false
 	}
 	if l := leftovers(t, root); len(l) > 0 {
 		t.Errorf("left behind: %v", l)
-		ok = false
 	}
-	figureOK(t, "concurrency", ok)
 }
 
 // serialized reads ccboot's JSON log and checks that the n converging runs

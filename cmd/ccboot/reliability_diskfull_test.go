@@ -45,6 +45,8 @@ func TestReliabilityDiskFull(t *testing.T) {
 	if out, err := probe.CombinedOutput(); err != nil {
 		fmtSkip(t, "disk-full: skipped: cannot mount a tmpfs in a private mount namespace here ("+strings.TrimSpace(string(out))+")")
 	}
+	// Deferred, so the figure line is printed even when a check stops the test.
+	defer func() { figureOK(t, "disk-full", !t.Failed()) }()
 	imds := aemmtest.Start(t, aemmtest.Default())
 	src := newRoot(t)
 	fstabBefore, err := os.ReadFile(filepath.Join(src, "etc/fstab"))
@@ -62,12 +64,7 @@ func TestReliabilityDiskFull(t *testing.T) {
 		b, _ := os.ReadFile(out + suffix)
 		return strings.TrimSpace(string(b))
 	}
-	ok := true
-	fail := func(format string, args ...any) {
-		t.Helper()
-		t.Errorf(format, args...)
-		ok = false
-	}
+	fail := t.Errorf
 	stdout := read(".stdout")
 	if code := read(".code"); code != "1" {
 		fail("exit %s, want 1\n%s\n%s", code, stdout, read(".stderr"))
@@ -102,7 +99,6 @@ func TestReliabilityDiskFull(t *testing.T) {
 	if before-after > 1<<20 {
 		fail("free space went from %d to %d bytes: the failed swap file's space was not given back", before, after)
 	}
-	figureOK(t, "disk-full", ok)
 }
 
 // fmtSkip prints the figure's skip reason where the figures go, then skips.
