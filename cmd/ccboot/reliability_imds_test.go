@@ -31,11 +31,10 @@ type faultIMDS struct {
 	partition  string
 	profileARN string // "" answers iam/info 404
 
-	mu          sync.Mutex
-	firstGet    time.Time
-	getsServed  atomic.Int32 // GETs answered 200
-	tokenless   atomic.Int32 // GETs that came without a token
-	instanceIDs []string
+	mu         sync.Mutex
+	firstGet   time.Time
+	getsServed atomic.Int32 // GETs answered 200
+	tokenless  atomic.Int32 // GETs that came without a token
 }
 
 func identityDoc(region, instanceID string) string {

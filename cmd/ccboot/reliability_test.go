@@ -538,16 +538,3 @@ func leftovers(t *testing.T, root string) []string {
 	}
 	return out
 }
-
-// hashOutside hashes every path under root that is not under home (and not
-// a volatile file), for "0 bytes written outside the home".
-func hashOutside(t *testing.T, root, home string) map[string]entry {
-	t.Helper()
-	all := snapshot(t, root)
-	for p := range all {
-		if p == home || strings.HasPrefix(p, home+"/") {
-			delete(all, p)
-		}
-	}
-	return all
-}
