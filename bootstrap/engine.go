@@ -55,19 +55,19 @@ type StepReport struct {
 
 // Report is one run's outcome; the state file holds the last run's.
 type Report struct {
-	Version    string       `json:"ccboot_version"`
-	Mode       Mode         `json:"mode"`
-	InstanceID string       `json:"instance_id,omitempty"`
-	ConfigHash string       `json:"config_hash"`
-	PID        int          `json:"pid"`
-	Started    time.Time    `json:"started"`
-	Finished   time.Time    `json:"finished,omitzero"`
-	Complete   bool         `json:"complete"`
-	LogFile    string       `json:"log_file,omitempty"`
+	Version    string    `json:"ccboot_version"`
+	Mode       Mode      `json:"mode"`
+	InstanceID string    `json:"instance_id,omitempty"`
+	ConfigHash string    `json:"config_hash"`
+	PID        int       `json:"pid"`
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished,omitzero"`
+	Complete   bool      `json:"complete"`
+	LogFile    string    `json:"log_file,omitempty"`
 	// WaitConditionSignalled is the status sent to [ccboot]
 	// wait_condition_url for this instance; it is sent once per instance.
-	WaitConditionSignalled string `json:"wait_condition_signalled,omitempty"`
-	Steps      []StepReport `json:"steps"`
+	WaitConditionSignalled string       `json:"wait_condition_signalled,omitempty"`
+	Steps                  []StepReport `json:"steps"`
 }
 
 // Count returns how many steps ended with r.

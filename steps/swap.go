@@ -94,7 +94,7 @@ func (Swap) inspect(env *bootstrap.Env, h host) (swapState, error) {
 	case err != nil:
 		return st, fmt.Errorf("swap: %w", err)
 	case !fi.Mode().IsRegular():
-		return st, fmt.Errorf("swap: %s is a %s, not a swap file; move it away or set [swap] path", st.display, fileKind(fi.Mode()))
+		return st, fmt.Errorf("swap: %s is a %s, not a swap file; move it away or set [swap] path", st.display, fsroot.Kind(fi.Mode()))
 	default:
 		st.exists, st.size, st.perm = true, fi.Size(), fi.Mode().Perm()
 		st.uid, st.gid = fsroot.Owner(fi)
@@ -216,16 +216,8 @@ func fixSwapMeta(env *bootstrap.Env, st swapState) error {
 	if st.perm == 0o600 && st.uid == 0 && st.gid == 0 {
 		return nil
 	}
-	f, err := env.Sys.OpenFile(st.name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
+	if _, err := env.Sys.SetMeta(st.name, fsroot.FileSpec{Mode: 0o600, UID: 0, GID: 0}); err != nil {
 		return fmt.Errorf("swap: %w", err)
-	}
-	defer f.Close()
-	if err := f.Chown(0, 0); err != nil {
-		return fmt.Errorf("swap: chown %s: %w", st.display, err)
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("swap: chmod %s: %w", st.display, err)
 	}
 	return nil
 }
@@ -506,20 +498,5 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	default:
 		return fmt.Sprintf("%d bytes", n)
-	}
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeSymlink != 0:
-		return "symbolic link (ccboot never writes through links)"
-	case m&fs.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	default:
-		return "special file"
 	}
 }

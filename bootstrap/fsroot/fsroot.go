@@ -124,7 +124,7 @@ func (t *Tree) checkRegular(name string) (fs.FileInfo, error) {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return nil, t.linkError(name)
 	case !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("%s %w (it is a %s); move it away and rerun", t.Path(name), ErrNotRegular, kind(fi.Mode()))
+		return nil, fmt.Errorf("%s %w (it is a %s); move it away and rerun", t.Path(name), ErrNotRegular, Kind(fi.Mode()))
 	}
 	return fi, nil
 }
@@ -191,9 +191,19 @@ func (t *Tree) EnsureDir(name string, spec FileSpec) (bool, error) {
 	case fi.Mode()&fs.ModeSymlink != 0:
 		return false, t.linkError(name)
 	case !fi.IsDir():
-		return false, fmt.Errorf("%s is not a directory (it is a %s); move it away and rerun", t.Path(name), kind(fi.Mode()))
+		return false, fmt.Errorf("%s is not a directory (it is a %s); move it away and rerun", t.Path(name), Kind(fi.Mode()))
 	}
 	return t.fixMeta(name, spec, true)
+}
+
+// SetMeta gives an existing regular file spec's mode and owner without
+// touching its content, and reports whether anything changed.
+func (t *Tree) SetMeta(name string, spec FileSpec) (bool, error) {
+	name = clean(name)
+	if _, err := t.checkRegular(name); err != nil {
+		return false, err
+	}
+	return t.fixMeta(name, spec, false)
 }
 
 // fixMeta sets mode and owner on an existing file or directory through a
@@ -389,7 +399,11 @@ func clean(name string) string {
 	return strings.TrimPrefix(name, "/")
 }
 
-func kind(m fs.FileMode) string {
+// Readlink returns the target of a symbolic link inside the tree.
+func (t *Tree) Readlink(name string) (string, error) { return t.root.Readlink(clean(name)) }
+
+// Kind names the type of a non-regular file for messages.
+func Kind(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "directory"
