@@ -480,6 +480,7 @@ func parseINILines(s string) ([]iniLine, error) {
 	}
 	lines := make([]iniLine, 0, len(raw))
 	prev := lineBlank
+	inSection := false
 	for i, r := range raw {
 		l := iniLine{text: r, valueAt: -1}
 		if strings.HasSuffix(r, "\r\n") {
@@ -513,6 +514,11 @@ func parseINILines(s string) ([]iniLine, error) {
 				return nil, fmt.Errorf("line %d: empty section name []", i+1)
 			}
 			l.kind, l.name = lineSection, trimmed[1:end]
+			inSection = true
+		case !inSection:
+			// Python's configparser, which the AWS CLI uses, rejects a key
+			// before the first section header (MissingSectionHeaderError).
+			return nil, fmt.Errorf("line %d: %q stands before any [section], which the AWS CLI rejects; fix or move it away and rerun", i+1, trimmed)
 		default:
 			l.kind = lineKey
 			d := strings.IndexAny(trimmed, "=:")

@@ -181,6 +181,7 @@ func TestMergeAWSConfigRefuses(t *testing.T) {
 		{"duplicate managed section", "[default]\nregion = a\n[profile x]\n[default]\n", "line 4: section [default] appears twice"},
 		{"duplicate managed key", "[profile claudecode-readonly]\nrole_arn = a\nrole_arn = b\n", "line 3"},
 		{"backslash continuation swallows our line", "[default]\noutput = json \\\n", "cannot edit it safely"},
+		{"key before any section (found by FuzzMergeAWSConfig)", "\r\n0\n ", "line 2: \"0\" stands before any [section]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
