@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -196,7 +197,7 @@ func (s *Session) Converge(ctx context.Context, mode Mode, finished func(StepRep
 			return report, fmt.Errorf("save state: %w", err)
 		}
 	}
-	env.Log.Info("done", zap.String("mode", string(mode)), zap.Int("changed", report.Count(ResultChanged)), zap.Bool("failed", report.Failed()))
+	env.Log.Info("done", zap.String("mode", string(mode)), zap.Int("changed", report.Count(ResultChanged)), zap.Bool("failed", report.Failed()), selfCost(env.Run))
 	env.Progress(Summary(&report))
 	return report, nil
 }
@@ -278,4 +279,21 @@ func Summary(r *Report) string {
 	default:
 		return fmt.Sprintf("done: %d changed, %d ok, %d skipped", r.Count(ResultChanged), r.Count(ResultOK), r.Count(ResultSkipped))
 	}
+}
+
+// selfCost is ccboot's own footprint so far, children excluded: CPU time and
+// peak RSS of this process, and how many processes it started. The benchmark
+// (packaging/bench) reads it from the log; /usr/bin/time would count apt and
+// npm too.
+func selfCost(run runner.Runner) zap.Field {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fields := []zap.Field{
+		zap.Int64("cpu_ms", (ru.Utime.Nano()+ru.Stime.Nano())/1e6),
+		zap.Int64("maxrss_kib", ru.Maxrss),
+	}
+	if e, ok := run.(*runner.Exec); ok {
+		fields = append(fields, zap.Int64("spawned", e.Spawned()))
+	}
+	return zap.Dict("self", fields...)
 }
