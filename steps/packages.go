@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
 	"github.com/ccboot/ccboot/bootstrap/runner"
 )
 
@@ -131,6 +133,18 @@ type osRelease struct {
 
 func readOSRelease(env *bootstrap.Env) (osRelease, error) {
 	data, err := env.Sys.ReadFile("etc/os-release")
+	if errors.Is(err, fsroot.ErrSymlink) {
+		// Debian and Amazon Linux ship /etc/os-release as a link to
+		// ../usr/lib/os-release. It is only read, so follow one link
+		// inside the root (an escaping target is refused by the tree).
+		var target string
+		if target, err = env.Sys.Readlink("etc/os-release"); err == nil {
+			if !path.IsAbs(target) {
+				target = path.Join("etc", target)
+			}
+			data, err = env.Sys.ReadFile(target)
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		data, err = env.Sys.ReadFile("usr/lib/os-release")
 	}
