@@ -190,7 +190,7 @@ func (e *Engine) Execute(ctx context.Context, mode Mode, report Report) Report {
 			report.Steps[i] = sr
 			snapshot := report
 			snapshot.Steps = slices.Clone(report.Steps)
-			if e.Save != nil {
+			if e.Save != nil && !e.recorded(sr) {
 				if err := e.Save(snapshot); err != nil {
 					e.Env.Log.Warn("could not save state", zap.Error(err))
 				}
@@ -274,6 +274,18 @@ func failed(sr StepReport, log *zap.Logger, phase string, err error) StepReport 
 	sr.Error = err.Error()
 	log.Error(phase+" failed", zap.Error(err))
 	return sr
+}
+
+// recorded: the state file already says this step is ok, so saving now
+// would only rewrite (and fsync) it with new timestamps. A no-op repair then
+// writes the state once, at the end, instead of once per step; a run killed
+// before that leaves the previous report, which still describes the system.
+func (e *Engine) recorded(sr StepReport) bool {
+	if sr.Result != ResultOK || e.Previous == nil || !e.Previous.Complete {
+		return false
+	}
+	p, ok := e.Previous.Step(sr.Name)
+	return ok && p.Result.Succeeded()
 }
 
 // convergedBefore: the recorded run was on this instance, with this config
