@@ -348,3 +348,33 @@ func TestBlackboxInstallUnderRootWritesAndEnablesUnit(t *testing.T) {
 		t.Fatalf("second install: %d %q", again.code, again.stdout)
 	}
 }
+
+func TestBlackboxStatusWait(t *testing.T) {
+	t.Parallel()
+	root := newRoot(t)
+	imds := aemmtest.Start(t, aemmtest.Default())
+	flags := []string{"--root", root, "--imds-endpoint", imds}
+
+	// Nothing has run: --wait gives up at its timeout and says so.
+	start := time.Now()
+	r := ccboot(t, append([]string{"status", "--wait", "--timeout", "500ms"}, flags...)...)
+	if r.code != 2 || !strings.Contains(r.stderr, "no finished ccboot run yet") || time.Since(start) > 10*time.Second {
+		t.Fatalf("wait on a fresh root: exit %d %q after %s", r.code, r.stderr, time.Since(start))
+	}
+
+	// A run in progress: --wait returns only once it has finished.
+	run := exec.Command(ccbootBin, append([]string{"run"}, flags...)...)
+	run.Env = append(os.Environ(), "INVOCATION_ID=", "NOTIFY_SOCKET=")
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := ccboot(t, append([]string{"status", "--wait", "--timeout", "60s", "--format", "json"}, flags...)...)
+	runErr := run.Wait()
+	if runErr != nil || waited.code != 0 {
+		t.Fatalf("run: %v; status --wait exit %d: %s%s", runErr, waited.code, waited.stdout, waited.stderr)
+	}
+	var rep bootstrap.Report
+	if err := json.Unmarshal([]byte(waited.stdout), &rep); err != nil || !rep.Complete || rep.Count(bootstrap.ResultPending) != 0 {
+		t.Fatalf("status --wait returned before the run finished: %v %+v", err, rep)
+	}
+}
