@@ -13,10 +13,7 @@ import (
 // it, and exit with its outcome so cloud-init reports it.
 func install(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := newFlags("install", "Copy this binary to /usr/local/bin/ccboot, write and enable ccboot.service, then start it\nand wait for the run (under --root: only write and enable). Exit with the run's outcome.", stderr)
-	if code, ok := c.parse(args); !ok {
-		return code
-	}
-	s, code := openSession(c, stdout, stderr)
+	s, code := start(c, args, stdout, stderr)
 	if s == nil {
 		return code
 	}

@@ -176,6 +176,15 @@ func splitCSV(s string) []string {
 	return out
 }
 
+// start parses args and opens a session; on failure it returns nil and the
+// exit code (0 for --help).
+func start(c *commonFlags, args []string, stdout, stderr io.Writer) (*bootstrap.Session, int) {
+	if code, ok := c.parse(args); !ok {
+		return nil, code
+	}
+	return openSession(c, stdout, stderr)
+}
+
 func openSession(c *commonFlags, stdout, stderr io.Writer) (*bootstrap.Session, int) {
 	opts, err := c.options(stdout)
 	if err != nil {
@@ -201,10 +210,7 @@ func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, s
 		bootstrap.ModePlan:   "Check every step and print what run would change, with diffs of rendered files. Exit 0 in sync, 2 changes pending.",
 	}
 	c := newFlags(string(mode), summaries[mode], stderr)
-	if code, ok := c.parse(args); !ok {
-		return code
-	}
-	s, code := openSession(c, stdout, stderr)
+	s, code := start(c, args, stdout, stderr)
 	if s == nil {
 		return code
 	}
@@ -255,6 +261,8 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := c.parse(args); !ok {
 		return code
 	}
+	// Checked before the session opens (and creates the log): bad input
+	// writes nothing.
 	if *format != "text" && *format != "json" {
 		fmt.Fprintf(stderr, "ccboot status: --format %q: use text or json\n", *format)
 		return exitUsage
