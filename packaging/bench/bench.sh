@@ -43,7 +43,12 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 dirty=''
 if git status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then dirty=' +local changes'; fi
 bin=$out/ccboot
-CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin" ./cmd/ccboot
+[[ -x $bin ]] || CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin" ./cmd/ccboot
+# The figures describe the binary built here: record what it was built from.
+[[ -f $out/build.env ]] || printf 'commit=%s\ndirty=%s\ngoversion=%s\n' "$commit" "$dirty" "$(go env GOVERSION)" >"$out/build.env"
+commit=$(sed -n 's/^commit=//p' "$out/build.env")
+dirty=$(sed -n 's/^dirty=//p' "$out/build.env")
+goversion=$(sed -n 's/^goversion=//p' "$out/build.env")
 
 # 4. sizes
 log "binary sizes and dependency ladder"
@@ -62,9 +67,9 @@ AEMM=${AEMM:-$(go env GOPATH)/bin/ec2-metadata-mock} go test ./cmd/ccboot -count
 
 # 2/3/5/6 on the host, --root mode, in a loopback-only netns.
 log "host --root figures"
-[[ -f $out/host/host.env ]] || unshare --net "$here/host.sh" "$out/host" "$bin"
+[[ -f $out/host/host.env ]] || unshare --net --mount --propagation private "$here/host.sh" "$out/host" "$bin"
 # shellcheck disable=SC1091
-. <(sed 's/^\([a-z_]*\)=\(.*\)$/\1='"'"'\2'"'"'/' "$out/host/host.env")
+. <(sed 's/^\([A-Za-z0-9_]*\)=\(.*\)$/\1='"'"'\2'"'"'/' "$out/host/host.env")
 
 # 1/2/3/5 in nspawn
 cold=${BENCH_COLD_DIR:-$out/cold}
@@ -95,11 +100,11 @@ pair_ratios=$(for d in "$cold"/ccboot-*; do
 done)
 cc_rc=$(probe ccboot cold_rc | sort | uniq -c | awk '{printf "%s×rc%s ", $1, $2}')
 rerun=$(probe shell rerun_s | median)
-rerun_execs=$(probe shell rerun_execs | head -1)
+rerun_execs=$(probe shell rerun_execs | awk 'NR == 1')
 rerun_written=$(probe shell rerun_files_written | median)
-rerun_dups="fstab swap lines $(probe shell rerun_fstab_swap_lines | head -1), alias lines $(probe shell rerun_alias_lines | head -1)"
-g_repair_execs=$(probe ccboot repair_execs | head -1)
-g_repair_written=$(probe ccboot repair_files_written_list | head -1)
+rerun_dups="fstab swap lines $(probe shell rerun_fstab_swap_lines | awk 'NR == 1'), alias lines $(probe shell rerun_alias_lines | awk 'NR == 1')"
+g_repair_execs=$(probe ccboot repair_execs | awk 'NR == 1')
+g_repair_written=$(probe ccboot repair_files_written_list | awk 'NR == 1')
 hf_median() { # NAME -> median ms over the boots' medians
 	local f
 	for f in "$cold"/ccboot-*/boot-1/hyperfine.json; do
@@ -126,8 +131,8 @@ gob() { # BENCH NAME -> median ns/op over -count runs, as ms
 gob_metric() { # BENCH UNIT
 	awk -v n="$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" { for (i=2; i<=NF; i++) if ($(i+1) == u) print $i }' "$out/gobench.txt" | median
 }
-imds_run=$(sed -n 's/.*bench_test.go:[0-9]*: run: \([0-9]*\) IMDS requests: \(.*\); *$/\1 (\2)/p' "$out/gobench.txt" | head -1)
-imds_repair=$(sed -n 's/.*bench_test.go:[0-9]*: repair: \([0-9]*\) IMDS requests.*/\1/p' "$out/gobench.txt" | head -1)
+imds_run=$(sed -n 's/.*bench_test.go:[0-9]*: run: \([0-9]*\) IMDS requests: \(.*\); *$/\1 (\2)/p' "$out/gobench.txt" | awk 'NR == 1')
+imds_repair=$(sed -n 's/.*bench_test.go:[0-9]*: repair: \([0-9]*\) IMDS requests.*/\1/p' "$out/gobench.txt" | awk 'NR == 1')
 mib() { awk -v b="$1" 'BEGIN{printf "%.2f MiB", b/1048576}'; }
 kib_mib() { awk -v k="$1" 'BEGIN{ if (k == "n/a" || k == "") print "n/a"; else printf "%.1f MiB", k/1024}'; }
 verdict() { # VALUE OP LIMIT -> ✅/❌
@@ -136,7 +141,7 @@ verdict() { # VALUE OP LIMIT -> ✅/❌
 ladder_arm=$(awk -F'\t' '$1 == "arm64" { printf "| %s | %d | %s |\n", $2, $3, $4 }' "$out/sizes/ladder.txt")
 ladder_amd=$(awk -F'\t' '$1 == "amd64" { printf "%s: %d (%s); ", substr($2, 1, 1), $3, $4 }' "$out/sizes/ladder.txt")
 cpu_model=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')
-machine="$(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r), $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, load average at the end $(cut -d' ' -f1-3 /proc/loadavg); $(go version | awk '{print $3}')"
+machine="$(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r), $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, load average at the end $(cut -d' ' -f1-3 /proc/loadavg); $goversion"
 
 table=$(
 	cat <<-EOF
@@ -149,6 +154,7 @@ table=$(
 	| 2d | no-op repair, host \`--root\` mode (hyperfine median) | ${root_repair_ms:-n/a} ms; processes: ${root_repair_execs:-n/a}; written: ${root_repair_written:-n/a} | goal ≤ 100 ms | $(verdict "${root_repair_ms%% *}" "<=" 100) |
 	| 3a | ccboot's own CPU (getrusage SELF, children excluded), cold run in nspawn | $(fmt "$g_cpu" 0) ms ($(fmt "$g_spawned" 0) processes started) | goal ≤ 50 ms | $(verdict "$g_cpu" "<=" 50) |
 	| 3b | ccboot's own CPU, cold \`--root\` run on the host (ext4: swap file by fallocate) | $(fmt "$r_cpu" 0) ms | goal ≤ 50 ms | $(verdict "$r_cpu" "<=" 50) |
+	| 3a′ | why 3a is high: cold \`--root\` run on a tmpfs root (no fallocate, 512 MiB of zeros written, as on nspawn's overlayfs) with swap 512M / off | $(jq -r .cpu_ms <<<"${tmpfs_run_swap_512M:-{\}}") ms / $(jq -r .cpu_ms <<<"${tmpfs_run_swap_off:-{\}}") ms | – | – |
 	| 3c | ccboot's peak RSS (getrusage SELF maxrss), cold run nspawn / host | $(kib_mib "$g_rss") / $(kib_mib "$r_rss") | goal ≤ 25 MiB | $(verdict "$(awk -v a="$g_rss" -v b="$r_rss" 'BEGIN{print (a > b ? a : b)/1024}')" "<=" 25) |
 	| 4a | binary linux/arm64, static, stripped, -trimpath | $size_arm64 B ($(mib "$size_arm64")) | goal ≤ 6 MiB (6291456 B) | $(verdict "$size_arm64" "<=" 6291456) |
 	| 4b | binary linux/amd64 | $size_amd64 B ($(mib "$size_amd64")) | – | – |
