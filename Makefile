@@ -64,5 +64,13 @@ reliability: tools
 	AEMM=$(GOBIN)/ec2-metadata-mock CCBOOT_FUZZTIME=$(FUZZTIME) $(GO) test -tags reliability -count=1 -timeout 20m -run Reliability -v ./cmd/ccboot/ 2>&1 | tee .reliability.log | grep -E '^(crash-consistency|imds-faults|hostile-home|bad-config|concurrency|disk-full|pkg-faults|fuzz):|^(---|FAIL|ok|PASS)'; test $${PIPESTATUS[0]} -eq 0
 	bash packaging/govulncheck.sh
 
+# Cold bootstrap vs the seed shell UserData (alternating nspawn boots), no-op
+# repair, status, self cost, binary size ladder, IMDS calls -> BENCHMARKS.md.
+# BENCH_PAIRS=N (default 3; 0 skips nspawn). Needs root and the e2e cache.
+bench: tools
+	bash packaging/e2e/deps.sh
+	command -v hyperfine >/dev/null && command -v strace >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hyperfine strace
+	AEMM=$(GOBIN)/ec2-metadata-mock bash packaging/bench/bench.sh
+
 clean:
 	rm -rf bin dist

@@ -112,55 +112,12 @@ func TestMetadataCallsPerRun(t *testing.T) {
 	}
 }
 
-// benchRoot is newRoot (blackbox_test.go) for a benchmark, converged by
-// one `ccboot run` through the binary: what an operator's repair meets on a
-// bootstrapped machine. newRoot takes a *testing.T, hence the copy.
+// benchRoot is newRoot (blackbox_test.go) converged by one `ccboot run`
+// through the binary: what an operator's repair meets on a bootstrapped
+// machine.
 func benchRoot(b *testing.B, imds string) string {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: ccboot chowns files to the target user")
-	}
-	for _, tool := range []string{"groupadd", "usermod", "systemctl", "mkswap", "fallocate"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("%s not installed", tool)
-		}
-	}
-	root := b.TempDir()
-	w := func(name, content string, mode os.FileMode) {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), mode); err != nil {
-			b.Fatal(err)
-		}
-	}
-	w("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n", 0o644)
-	w("etc/passwd", "root:x:0:0:root:/root:/bin/bash\nec2-user:x:1000:1000::/home/ec2-user:/bin/bash\n", 0o644)
-	w("etc/group", "root:x:0:\nec2-user:x:1000:\n", 0o644)
-	w("etc/shadow", "root:*:20000:0:99999:7:::\nec2-user:!:20000:0:99999:7:::\n", 0o640)
-	w("etc/gshadow", "root:*::\nec2-user:!::\n", 0o640)
-	w("etc/fstab", "UUID=1234 / ext4 defaults 0 1\n", 0o644)
-	var status strings.Builder
-	for _, p := range []string{"unzip", "git", "jq", "nodejs", "npm", "docker.io"} {
-		fmt.Fprintf(&status, "Package: %s\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n", p)
-	}
-	w("var/lib/dpkg/status", status.String(), 0o644)
-	w("usr/lib/systemd/system/docker.service", "[Unit]\nDescription=Docker\n[Service]\nExecStart=/usr/bin/dockerd\n[Install]\nWantedBy=multi-user.target\n", 0o644)
-	w("usr/local/lib/node_modules/@anthropic-ai/claude-code/package.json", `{"name":"@anthropic-ai/claude-code","version":"`+bootstrap.DefaultClaudeCodeVersion+`"}`, 0o644)
-	w("usr/local/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", "#!/bin/sh\necho claude\n", 0o755)
-	if err := os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.Symlink("../lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", filepath.Join(root, "usr/local/bin/claude")); err != nil {
-		b.Fatal(err)
-	}
-	w("home/ec2-user/.bashrc", "# ~/.bashrc\n", 0o644)
-	for _, p := range []string{"home/ec2-user", "home/ec2-user/.bashrc"} {
-		if err := os.Chown(filepath.Join(root, p), 1000, 1000); err != nil {
-			b.Fatal(err)
-		}
-	}
+	root := newRoot(b)
 	cmd := exec.Command(ccbootBin, "run", "--root", root, "--imds-endpoint", imds)
 	cmd.Env = append(os.Environ(), "INVOCATION_ID=", "NOTIFY_SOCKET=")
 	if out, err := cmd.CombinedOutput(); err != nil {

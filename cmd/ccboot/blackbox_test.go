@@ -55,7 +55,7 @@ var managedFiles = []string{
 // whose image already carries the packages and Claude Code (so the package
 // steps are checked for real against dpkg's database and npm's layout, and
 // have nothing to install), but nothing ccboot configures.
-func newRoot(t *testing.T) string {
+func newRoot(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: ccboot chowns files to the target user")
@@ -89,11 +89,11 @@ func newRoot(t *testing.T) string {
 	w("usr/lib/systemd/system/docker.service", "[Unit]\nDescription=Docker\n[Service]\nExecStart=/usr/bin/dockerd\n[Install]\nWantedBy=multi-user.target\n", 0o644)
 	w("usr/local/lib/node_modules/@anthropic-ai/claude-code/package.json", `{"name":"@anthropic-ai/claude-code","version":"`+bootstrap.DefaultClaudeCodeVersion+`"}`, 0o644)
 	w("usr/local/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", "#!/bin/sh\necho claude\n", 0o755)
+	if err := os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink("../lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", filepath.Join(root, "usr/local/bin/claude")); err != nil {
-		os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755)
-		if err := os.Symlink("../lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", filepath.Join(root, "usr/local/bin/claude")); err != nil {
-			t.Fatal(err)
-		}
+		t.Fatal(err)
 	}
 	w("home/ec2-user/.bashrc", "# ~/.bashrc\nexport EDITOR=vi\n", 0o644)
 	if err := os.Chown(filepath.Join(root, "home/ec2-user"), 1000, 1000); err != nil {
