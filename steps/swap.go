@@ -204,6 +204,9 @@ func (s Swap) apply(ctx context.Context, env *bootstrap.Env, h host) error {
 	}
 	if h.live && !st.active {
 		if _, err := env.Run.Run(ctx, runner.Cmd{Name: "swapon", Args: []string{st.display}}); err != nil {
+			if manager := container(env); manager != "" {
+				return fmt.Errorf("swap: swapon %s refused: this system runs in a container (%s), where swap belongs to the host; set [swap] size = off", st.display, manager)
+			}
 			return fmt.Errorf("swap: swapon %s: %w; check dmesg (a file with holes or on an unsupported filesystem cannot be swap)", st.display, err)
 		}
 	}
@@ -499,4 +502,14 @@ func humanBytes(n int64) string {
 	default:
 		return fmt.Sprintf("%d bytes", n)
 	}
+}
+
+// container names the container manager this system runs under ("" for a
+// VM or bare metal), from the file systemd writes at boot.
+func container(env *bootstrap.Env) string {
+	b, err := env.Sys.ReadFile("run/systemd/container")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -630,3 +630,18 @@ func otherLines(content []byte, path string) []string {
 	}
 	return out
 }
+
+// In a container swapon is refused whatever ccboot does; the error says so
+// and names the setting that turns swap management off.
+func TestSwapInContainerSaysWhy(t *testing.T) {
+	t.Parallel()
+	env, fake := swapEnv(t)
+	p := makeSwapFile(t, env.Root, "swapfile", testSwapBytes, 0o600)
+	writeTestFile(t, env.Root, "etc/fstab", "/swapfile none swap defaults 0 0\n", 0o644)
+	writeTestFile(t, env.Root, "run/systemd/container", "systemd-nspawn\n", 0o444)
+	fake.OnExit("swapon "+p, 255, "swapon: /swapfile: swapon failed: Operation not permitted")
+	err := (Swap{}).apply(context.Background(), env, liveHost(t, "/some/other/swap"))
+	if err == nil || !strings.Contains(err.Error(), "container (systemd-nspawn)") || !strings.Contains(err.Error(), "[swap] size = off") {
+		t.Fatalf("err = %v", err)
+	}
+}
