@@ -152,7 +152,10 @@ func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
 			overrides[key] = v
 		}
 	}
-	underSystemd := os.Getenv("INVOCATION_ID") != ""
+	// Under systemd (ccboot.service), stdout is the journal: log JSON lines
+	// there. A child of some other service (SSM agent, cloud-init) prints
+	// its report like in a terminal.
+	underSystemd := stdoutIsJournal(os.Stdout, os.Getenv("JOURNAL_STREAM"))
 	return bootstrap.Options{
 		Root: c.root, ConfigPath: c.config, Overrides: overrides,
 		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
