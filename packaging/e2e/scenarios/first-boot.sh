@@ -1,0 +1,58 @@
+# Probe of the main nspawn boot (Debian, apt, --docker): scenario 1 (first
+# boot), then 4 (idempotent repair) and 5 (drift repair) on the same machine.
+set -u
+# (the test prepends lib-probe.sh)
+
+# --- 1. first boot: facts as cloud-init left them
+systemctl show ccboot.service -p ActiveState -p SubState -p Result -p ExecMainStatus \
+	-p ActiveEnterTimestampMonotonic -p ExecMainExitTimestampMonotonic >"$o/unit-ccboot.txt"
+systemctl show cloud-final.service -p ActiveState -p ActiveEnterTimestampMonotonic \
+	-p ExecMainExitTimestampMonotonic >"$o/unit-cloud-final.txt"
+systemctl is-active ccboot >"$o/is-active.txt" 2>&1
+SYSTEMD_COLORS=0 systemctl status ccboot --no-pager -l -n 0 >"$o/systemctl-status.txt" 2>&1
+cp /var/lib/ccboot/state.json "$o/state-boot.json" 2>/dev/null
+capture status-json cc status --format json
+dpkg-query -W -f='${Package} ${Status}\n' unzip git jq nodejs docker.io >"$o/dpkg.txt" 2>&1
+capture claude-version runuser -u ec2-user -- bash -lc 'command -v claude && claude --version'
+id -nG ec2-user >"$o/ec2-user-groups.txt"
+systemctl is-enabled docker.service >"$o/docker-enabled.txt" 2>&1
+systemctl is-active docker.service >"$o/docker-active.txt" 2>&1
+cp /etc/profile.d/claude-bedrock.sh "$o/profile.sh" 2>/dev/null
+cp /home/ec2-user/.aws/config "$o/aws-config" 2>/dev/null
+cp /home/ec2-user/.bashrc "$o/bashrc" 2>/dev/null
+cp /etc/fstab "$o/fstab" 2>/dev/null
+for f in /etc/profile.d/claude-bedrock.sh /home/ec2-user/.aws /home/ec2-user/.aws/config \
+	/home/ec2-user/.bashrc /usr/local/bin/ccboot /etc/ccboot/ccboot.conf /var/lib/ccboot/state.json; do
+	stat -c '%n %a %U:%G' "$f" 2>&1
+done >"$o/modes.txt"
+capture aliases runuser -u ec2-user -- bash -ic 'alias'
+temp_files temp-files-boot.txt
+
+# --- 4. idempotence: repair right after bootstrap
+snapshot files-before.txt "${managed_files[@]}"
+capture repair-noop cc repair
+snapshot files-after.txt "${managed_files[@]}"
+cp /var/lib/ccboot/state.json "$o/state-noop.json"
+
+# --- 5. drift: break four things, check, repair, check
+rm -f /etc/profile.d/claude-bedrock.sh
+gpasswd -d ec2-user docker >"$o/gpasswd.txt" 2>&1
+sed -i '/^role_arn/s/claudecode-readonly/claudecode-tampered/' /home/ec2-user/.aws/config
+sed -i 's/^alias claude-ro=.*/alias claude-ro=true/' /home/ec2-user/.bashrc
+capture drift-check cc status --check
+capture drift-repair cc repair
+capture drift-recheck cc status --check
+cp /etc/profile.d/claude-bedrock.sh "$o/profile-repaired.sh" 2>/dev/null
+cp /home/ec2-user/.aws/config "$o/aws-config-repaired" 2>/dev/null
+cp /home/ec2-user/.bashrc "$o/bashrc-repaired" 2>/dev/null
+id -nG ec2-user >"$o/ec2-user-groups-repaired.txt"
+
+# the model line: change it in the profile.d file the repair just wrote
+sed -i 's/^\(export \)\{0,1\}ANTHROPIC_MODEL=.*/export ANTHROPIC_MODEL=tampered.model/' /etc/profile.d/claude-bedrock.sh
+cp /etc/profile.d/claude-bedrock.sh "$o/profile-tampered.sh"
+capture model-check cc status --check
+capture model-repair cc repair
+capture model-recheck cc status --check
+cp /etc/profile.d/claude-bedrock.sh "$o/profile-model-repaired.sh" 2>/dev/null
+temp_files temp-files-end.txt
+exit 0

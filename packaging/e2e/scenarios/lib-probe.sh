@@ -1,0 +1,62 @@
+# shellcheck shell=bash
+# Sourced by the scenario probes. They collect facts from inside the guest
+# into $E2E_OUT; the Go test (packaging/e2e/e2e_test.go) makes the
+# assertions, so a probe keeps going after a surprise and reports it.
+o=${E2E_OUT:?}
+
+# cc: ccboot with the flags this scenario's unit runs with (the e2e drop-in's
+# ExecStart), from $E2E_CCBOOT_FLAGS, so hand-run commands see the same config.
+cc() {
+	local sub=$1
+	shift
+	# shellcheck disable=SC2086 # word splitting of the flags is intended
+	ccboot "$sub" ${E2E_CCBOOT_FLAGS:-} "$@"
+}
+
+# capture NAME CMD...: stdout to NAME.out, stderr to NAME.err, exit code to
+# NAME.rc, wall time in milliseconds to NAME.ms.
+capture() {
+	local name=$1 t0 rc=0
+	shift
+	t0=$(date +%s%N)
+	"$@" >"$o/$name.out" 2>"$o/$name.err" || rc=$?
+	echo "$rc" >"$o/$name.rc"
+	echo $((($(date +%s%N) - t0) / 1000000)) >"$o/$name.ms"
+	return 0
+}
+
+# snapshot NAME FILES...: inode, mtime (ns), mode, owner and sha256 of each
+# file that exists, one line each.
+snapshot() {
+	local name=$1 f
+	shift
+	: >"$o/$name"
+	for f in "$@"; do
+		if [ -e "$f" ]; then
+			printf '%s %s %s\n' "$f" "$(stat -c '%i %.9Y %a %U:%G' "$f")" "$(sha256sum <"$f" | cut -c1-16)" >>"$o/$name"
+		else
+			printf '%s missing\n' "$f" >>"$o/$name"
+		fi
+	done
+}
+
+# temp_files NAME: leftover temp files of atomic writes anywhere ccboot writes.
+temp_files() {
+	find / -xdev \( -path /proc -o -path /sys -o -path /out -o -path /srv \) -prune -o \
+		-name '*.ccboot-tmp-*' -print >"$o/$1" 2>/dev/null || true
+}
+
+# Every file ccboot manages (and the things around them whose identity
+# must not change on a no-op run).
+managed_files=(
+	/etc/profile.d/claude-bedrock.sh
+	/home/ec2-user/.aws/config
+	/home/ec2-user/.bashrc
+	/etc/fstab
+	/etc/group
+	/etc/gshadow
+	/usr/local/bin/ccboot
+	/etc/systemd/system/ccboot.service
+	/usr/local/lib/node_modules/@anthropic-ai/claude-code/package.json
+	/usr/local/bin/claude
+)
