@@ -49,6 +49,9 @@ func (p Packages) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drif
 		return d, err
 	}
 	d.Notes = pl.notes
+	if len(pl.interrupted) > 0 {
+		d.Differ("finish an interrupted dpkg run (dpkg --configure -a): %s", summarize(pl.interrupted, 5))
+	}
 	if len(pl.install) > 0 {
 		d.Differ("install %s (%s)", strings.Join(pl.install, ", "), pl.family)
 	}
@@ -63,6 +66,14 @@ func (p Packages) Apply(ctx context.Context, env *bootstrap.Env) error {
 	pl, err := p.plan(ctx, env)
 	if err != nil {
 		return err
+	}
+	if len(pl.interrupted) > 0 {
+		// A run killed inside dpkg (power loss, OOM, systemctl kill) leaves
+		// packages unpacked but not configured; apt refuses every install
+		// until dpkg has finished them.
+		if err := dpkgFinish(ctx, env); err != nil {
+			return err
+		}
 	}
 	if len(pl.install) > 0 {
 		env.Progress("installing " + strings.Join(pl.install, ", "))
@@ -99,6 +110,9 @@ type pkgPlan struct {
 	notes      []string
 	nodeAlt    string // namespaced node to select with alternatives ("" none)
 	altMissing bool   // nodeAlt's package is installed but node/npm do not resolve
+	// interrupted: dpkg was killed mid-run (packages half-installed or
+	// pending status updates); apt refuses to install until it is finished.
+	interrupted []string
 }
 
 func (pl *pkgPlan) add(names ...string) {
@@ -204,7 +218,14 @@ type dpkgPkg struct {
 type dpkgDB struct {
 	pkgs     map[string]dpkgPkg
 	provided map[string]bool
+	// interrupted lists packages dpkg left in the middle of an install
+	// (unpacked, half-installed, half-configured, triggers not run).
+	interrupted []string
 }
+
+// dpkgMidway are the states (third word of Status) of a package whose
+// install was started and not finished.
+var dpkgMidway = map[string]bool{"half-installed": true, "unpacked": true, "half-configured": true, "triggers-awaited": true, "triggers-pending": true}
 
 func (db dpkgDB) has(name string) bool { return db.pkgs[name].Installed || db.provided[name] }
 
@@ -218,6 +239,9 @@ func parseDpkgStatus(data []byte) dpkgDB {
 	flush := func() {
 		if name != "" {
 			installed := strings.Join(strings.Fields(status), " ") == "install ok installed"
+			if f := strings.Fields(status); len(f) == 3 && (f[0] == "install" || f[0] == "hold") && dpkgMidway[f[2]] {
+				db.interrupted = append(db.interrupted, name)
+			}
 			// Multi-arch packages appear once per architecture; any installed one counts.
 			if prev := db.pkgs[name]; !prev.Installed {
 				db.pkgs[name] = dpkgPkg{Version: version, Installed: installed}
@@ -287,6 +311,10 @@ func planApt(ctx context.Context, env *bootstrap.Env) (pkgPlan, error) {
 		return pl, fmt.Errorf("packages: read %s: %w", env.Sys.Path("var/lib/dpkg/status"), err)
 	}
 	db := parseDpkgStatus(data)
+	pl.interrupted = db.interrupted
+	if len(pl.interrupted) == 0 && dpkgUpdatesPending(env) {
+		pl.interrupted = []string{"pending status updates in /var/lib/dpkg/updates"}
+	}
 	for _, seed := range env.Config.Packages {
 		accept, install := aptWant(seed)
 		if !anySetInstalled(accept, db.has) {
@@ -368,6 +396,48 @@ func aptLockOpt(env *bootstrap.Env) []string {
 }
 
 var aptEnv = []string{"DEBIAN_FRONTEND=noninteractive"}
+
+// dpkgUpdatesPending reports whether dpkg has status updates it never
+// merged (files in /var/lib/dpkg/updates): what makes apt say "dpkg was
+// interrupted".
+func dpkgUpdatesPending(env *bootstrap.Env) bool {
+	f, err := env.Sys.OpenFile("var/lib/dpkg/updates", os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(-1)
+	for _, n := range names {
+		if n != "tmp.i" && !strings.HasPrefix(n, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// dpkgFinish completes what a killed dpkg left: configure what was
+// unpacked, then let apt fix what was only half unpacked.
+func dpkgFinish(ctx context.Context, env *bootstrap.Env) error {
+	env.Progress("finishing an interrupted dpkg run")
+	conf := []string{"--force-confdef", "--force-confold", "--configure", "-a"}
+	if _, err := env.Run.Run(ctx, env.InRoot(runner.Cmd{Name: "dpkg", Args: conf, Env: aptEnv})); err != nil {
+		return fmt.Errorf("packages: finish the interrupted dpkg run: dpkg --configure -a: %w; run it by hand and read its errors", err)
+	}
+	args := append([]string{"install", "-y", "--fix-broken", "--no-install-recommends",
+		"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"}, aptLockOpt(env)...)
+	if _, err := env.Run.Run(ctx, env.InRoot(runner.Cmd{Name: "apt-get", Args: args, Env: aptEnv})); err != nil {
+		return fmt.Errorf("packages: finish the interrupted dpkg run: apt-get install --fix-broken: %w; run `apt-get -f install` by hand", err)
+	}
+	return nil
+}
+
+// summarize lists up to n names and says how many more there are.
+func summarize(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+}
 
 func aptInstall(ctx context.Context, env *bootstrap.Env, pkgs []string) error {
 	updated := false

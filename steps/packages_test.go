@@ -843,3 +843,74 @@ func TestDnfLockMessages(t *testing.T) {
 		t.Error("a missing package was taken for a lock failure")
 	}
 }
+
+// A run killed inside dpkg leaves packages unpacked; apt then refuses every
+// install ("dpkg was interrupted"). Found by the e2e interrupted-bootstrap
+// scenario: Check must call it drift and Apply must finish dpkg's work first.
+func TestPackagesAptInterruptedDpkg(t *testing.T) {
+	t.Parallel()
+	all := installedStatus("unzip", "git", "jq", "docker.io", "npm") + dpkgStanza("nodejs", "22.12.0-1", "install ok installed")
+	tests := []struct {
+		name     string
+		status   string
+		updates  bool
+		wantText string // in the drift; "" means no drift
+	}{
+		{"all installed", all, false, ""},
+		{"unpacked dependency", all + dpkgStanza("libfoo1", "1.0-1", "install ok unpacked"), false, "libfoo1"},
+		{"half-configured", all + dpkgStanza("containerd", "1.6-1", "install ok half-configured"), false, "containerd"},
+		{"pending status updates", all, true, "/var/lib/dpkg/updates"},
+		{"removed, config files left: not interrupted", all + dpkgStanza("old", "1", "deinstall ok config-files"), false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env, fake, _ := newAptEnv(t, tt.status, true)
+			if tt.updates {
+				writeTestFile(t, env.Root, "var/lib/dpkg/updates/0001", "Package: libfoo1\n", 0o644)
+			}
+			d, err := Packages{}.Check(context.Background(), env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(d.Changes, "; ")
+			if tt.wantText == "" {
+				if len(d.Changes) != 0 {
+					t.Fatalf("drift %q, want none", got)
+				}
+				return
+			}
+			if !strings.Contains(got, "dpkg --configure -a") || !strings.Contains(got, tt.wantText) {
+				t.Fatalf("drift %q, want dpkg --configure -a naming %s", got, tt.wantText)
+			}
+			fake.OnOutput("chroot "+env.Root+" dpkg ", "")
+			fake.OnOutput("chroot "+env.Root+" apt-get install", "")
+			if err := (Packages{}).Apply(context.Background(), env); err != nil {
+				t.Fatal(err)
+			}
+			calls := fake.Calls()
+			conf, fix := -1, -1
+			for i, c := range calls {
+				switch {
+				case strings.HasPrefix(c, "chroot "+env.Root+" dpkg ") && strings.Contains(c, "--configure -a"):
+					conf = i
+				case strings.HasPrefix(c, "chroot "+env.Root+" apt-get install") && strings.Contains(c, "--fix-broken"):
+					fix = i
+				}
+			}
+			if conf < 0 || fix < conf {
+				t.Errorf("want dpkg --configure -a, then apt-get install --fix-broken; calls: %q", calls)
+			}
+		})
+	}
+}
+
+func TestPackagesAptInterruptedDpkgFails(t *testing.T) {
+	t.Parallel()
+	env, fake, _ := newAptEnv(t, installedStatus("unzip", "git", "jq", "docker.io", "npm", "nodejs")+dpkgStanza("libfoo1", "1", "install ok unpacked"), true)
+	fake.OnExit("chroot "+env.Root+" dpkg", 1, "dpkg: error processing package libfoo1 (--configure)\n")
+	err := (Packages{}).Apply(context.Background(), env)
+	if err == nil || !strings.Contains(err.Error(), "dpkg --configure -a") {
+		t.Fatalf("err = %v, want one naming dpkg --configure -a", err)
+	}
+}
