@@ -294,8 +294,9 @@ step_al2023() {
 	local t d=$work/rootfs/debian r=$work/rootfs/al2023 a=$here/image/al2023 debs=$work/dnf-debs
 	t=$(e2e_now)
 	cp -a --reflink=auto "$d" "$r"
-	# dnf from Debian, downloaded on the host, installed offline.
-	apt_download "$r/var/lib/dpkg/status" "$debs" dnf
+	# dnf from Debian, downloaded on the host, installed offline; and the
+	# rpm command, which Amazon Linux always has (ccboot queries rpm -q).
+	apt_download "$r/var/lib/dpkg/status" "$debs" dnf rpm
 	in_chroot "$r" --bind "$debs" /tmp/dnf-debs -- bash -euc '
 		printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
 		dpkg -i /tmp/dnf-debs/*.deb >/dev/null
