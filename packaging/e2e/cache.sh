@@ -310,6 +310,7 @@ step_al2023() {
 	install -m 0644 "$a/os-release" "$r/usr/lib/os-release"
 	ln -s ../usr/lib/os-release "$r/etc/os-release"
 	install -m 0644 "$a/system-release" "$r/etc/system-release"
+	install -m 0755 "$a/alternatives" "$r/usr/sbin/alternatives"
 	ln -s system-release "$r/etc/amazon-linux-release"
 	mkdir -p "$r/etc/yum.repos.d"
 	install -m 0644 "$a/local.repo" "$r/etc/yum.repos.d/local.repo"

@@ -205,7 +205,13 @@ func (s *suite) writeSeed(t *testing.T, dir string, o seedOpts) {
 // userData is packaging/userdata/userdata.sh with the settings block set.
 func (s *suite) userData(t *testing.T, o seedOpts) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.repo, "packaging", "userdata", "userdata.sh"))
+	// CCBOOT_E2E_USERDATA: another script in its place, for breakage
+	// experiments (e.g. a copy without the checksum check).
+	src := filepath.Join(s.repo, "packaging", "userdata", "userdata.sh")
+	if p := os.Getenv("CCBOOT_E2E_USERDATA"); p != "" {
+		src = p
+	}
+	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
