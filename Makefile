@@ -32,7 +32,9 @@ tools: deps
 lint: tools
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt: $$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e,reliability,crashhook $(PKGS)
 	$(GOBIN)/staticcheck $(PKGS)
+	$(GOBIN)/staticcheck -tags e2e,reliability,crashhook $(PKGS)
 	bash packaging/govulncheck.sh
 
 # Unit, integration (metadata mock on loopback, real dpkg/npm/mkswap/systemctl
@@ -63,6 +65,19 @@ FUZZTIME ?= 15s
 reliability: tools
 	AEMM=$(GOBIN)/ec2-metadata-mock CCBOOT_FUZZTIME=$(FUZZTIME) $(GO) test -tags reliability -count=1 -timeout 20m -run Reliability -v ./cmd/ccboot/ 2>&1 | tee .reliability.log | grep -E '^(crash-consistency|imds-faults|hostile-home|bad-config|concurrency|disk-full|pkg-faults|fuzz):|^(---|FAIL|ok|PASS)'; test $${PIPESTATUS[0]} -eq 0
 	bash packaging/govulncheck.sh
+
+# Real boots: systemd as PID 1, real cloud-init, apt/dnf/npm from local
+# repositories, the metadata mock, the shipped UserData; nspawn and QEMU in
+# loopback-only namespaces. Needs root. The rootfs/repository cache lives
+# outside the clone (/var/cache/ccboot-e2e), built once (~8-10 min cold).
+e2e: tools
+	mkdir -p dist
+	CGO_ENABLED=0 $(GO) build -trimpath -o dist/ccboot-e2e-amd64 ./cmd/ccboot
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) build -trimpath -o dist/ccboot-e2e-arm64 ./cmd/ccboot
+	bash packaging/e2e/deps.sh
+	bash packaging/e2e/cache.sh >/dev/null
+	CCBOOT_E2E_BIN_AMD64=$(CURDIR)/dist/ccboot-e2e-amd64 CCBOOT_E2E_BIN_ARM64=$(CURDIR)/dist/ccboot-e2e-arm64 \
+	  $(GO) test -tags e2e -count=1 -v -timeout 60m ./packaging/e2e/ 2>&1 | tee .e2e.log | grep -E '^(timing:|---|FAIL|ok|PASS)|^\s+---'; test $${PIPESTATUS[0]} -eq 0
 
 # Cold bootstrap vs the seed shell UserData (alternating nspawn boots), no-op
 # repair, status, self cost, binary size ladder, IMDS calls -> BENCHMARKS.md.

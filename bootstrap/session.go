@@ -34,8 +34,10 @@ type Options struct {
 	Version    string
 	// Journal: running under systemd, so JSON log lines also go to stdout.
 	Journal bool
-	Verbose bool
-	Stdout  io.Writer
+	// ReadOnly commands (plan, status) write nothing, not even the log file.
+	ReadOnly bool
+	Verbose  bool
+	Stdout   io.Writer
 	// Runner and Meta replace the real ones (tests, fault injection).
 	Runner runner.Runner
 	Meta   metadata.Source
@@ -119,11 +121,9 @@ func (s *Session) newLogger(sys *fsroot.Tree) *zap.Logger {
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	enc := zapcore.NewJSONEncoder(encCfg)
 	var cores []zapcore.Core
-	if _, err := sys.EnsureDir("var/log", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err == nil {
-		if f, err := sys.OpenFile(LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err == nil {
-			s.logFile = f
-			cores = append(cores, zapcore.NewCore(enc, zapcore.AddSync(f), level))
-		}
+	if f := s.openLogFile(sys); f != nil {
+		s.logFile = f
+		cores = append(cores, zapcore.NewCore(enc, zapcore.AddSync(f), level))
 	}
 	if s.opts.Journal && s.opts.Stdout != nil {
 		cores = append(cores, zapcore.NewCore(enc.Clone(), zapcore.AddSync(s.opts.Stdout), level))
@@ -133,6 +133,22 @@ func (s *Session) newLogger(sys *fsroot.Tree) *zap.Logger {
 
 // Journal reports whether log lines go to the journal (running under systemd).
 func (s *Session) Journal() bool { return s.opts.Journal }
+
+// openLogFile opens the JSON log for appending; nil for read-only commands
+// (plan and status write nothing) or when it cannot be opened.
+func (s *Session) openLogFile(sys *fsroot.Tree) *os.File {
+	if s.opts.ReadOnly {
+		return nil
+	}
+	if _, err := sys.EnsureDir("var/log", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
+		return nil
+	}
+	f, err := sys.OpenFile(LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil
+	}
+	return f
+}
 
 // LogFile is where the JSON log goes, for messages.
 func (s *Session) LogFile() string { return s.Env.Sys.Path(LogPath) }

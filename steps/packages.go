@@ -352,7 +352,9 @@ func aptNodeNote(ctx context.Context, env *bootstrap.Env, db dpkgDB) []string {
 	if !db.pkgs["nodejs"].Installed {
 		// Only asked when nodejs is about to be installed, so a no-op
 		// Check spawns no process.
-		res, err := env.Run.Run(ctx, env.InRoot(runner.Cmd{Name: "apt-cache", Args: []string{"policy", "nodejs"}}))
+		// Empty cache file names keep apt-cache from writing its binary
+		// caches: Check (and so plan) must not write into the root.
+		res, err := env.Run.Run(ctx, env.InRoot(runner.Cmd{Name: "apt-cache", Args: []string{"-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=", "policy", "nodejs"}}))
 		if err != nil {
 			return nil
 		}

@@ -252,7 +252,7 @@ func TestPackagesAptCheck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			env, fake, _ := newAptEnv(t, tt.status, true)
-			fake.OnOutput("chroot "+env.Root+" apt-cache policy nodejs", "nodejs:\n"+tt.candidate)
+			fake.OnOutput("chroot "+env.Root+" apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy nodejs", "nodejs:\n"+tt.candidate)
 			d, err := Packages{}.Check(context.Background(), env)
 			if err != nil {
 				t.Fatal(err)
@@ -293,7 +293,7 @@ func (a *aptFake) handle(fake *runner.Fake, root string, results ...func(runner.
 		return runner.Result{}, nil
 	})
 	fake.OnOutput("chroot "+root+" apt-get update", "")
-	fake.OnOutput("chroot "+root+" apt-cache policy nodejs", "  Candidate: 22.11.0-1\n")
+	fake.OnOutput("chroot "+root+" apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy nodejs", "  Candidate: 22.11.0-1\n")
 }
 
 func aptFail(stderr string) func(runner.Cmd) (runner.Result, error) {

@@ -378,3 +378,24 @@ func TestBlackboxStatusWait(t *testing.T) {
 		t.Fatalf("status --wait returned before the run finished: %v %+v", err, rep)
 	}
 }
+
+// plan and status are read-only: on a fresh root they leave no file behind,
+// not even a log.
+func TestBlackboxPlanAndStatusWriteNothing(t *testing.T) {
+	t.Parallel()
+	root := newRoot(t)
+	imds := aemmtest.Start(t, aemmtest.Default())
+	var before []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error { before = append(before, p); return nil })
+	if r := ccboot(t, "plan", "--root", root, "--imds-endpoint", imds); r.code != 2 {
+		t.Fatalf("plan on a fresh root: exit %d, want 2\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := ccboot(t, "status", "--check", "--root", root, "--imds-endpoint", imds); r.code != 2 {
+		t.Fatalf("status --check on a fresh root: exit %d, want 2", r.code)
+	}
+	var after []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error { after = append(after, p); return nil })
+	if len(after) != len(before) {
+		t.Fatalf("plan/status wrote files: %d -> %d entries", len(before), len(after))
+	}
+}

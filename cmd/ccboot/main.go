@@ -93,6 +93,7 @@ type commonFlags struct {
 	imds, user, model string
 	region, swapSize  string
 	verbose           bool
+	readOnly          bool // plan, status: no log file, nothing written
 	fs                *flag.FlagSet
 }
 
@@ -160,7 +161,7 @@ func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
 		Root: c.root, ConfigPath: c.config, Overrides: overrides,
 		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
 		Steps: steps.All(), Version: version,
-		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout,
+		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly,
 		Notify: systemdStatus,
 	}, nil
 }
@@ -213,6 +214,7 @@ func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, s
 		bootstrap.ModePlan:   "Check every step and print what run would change, with diffs of rendered files. Exit 0 in sync, 2 changes pending.",
 	}
 	c := newFlags(string(mode), summaries[mode], stderr)
+	c.readOnly = mode == bootstrap.ModePlan
 	s, code := start(c, args, stdout, stderr)
 	if s == nil {
 		return code
@@ -261,6 +263,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	check := c.fs.Bool("check", false, "also run every step's read-only check and report drift")
 	wait := c.fs.Bool("wait", false, "block until a run has finished (like cloud-init status --wait)")
 	timeout := c.fs.Duration("timeout", 0, "with --wait: give up after this `duration` (0: wait forever)")
+	c.readOnly = true
 	if code, ok := c.parse(args); !ok {
 		return code
 	}

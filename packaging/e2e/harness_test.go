@@ -359,11 +359,6 @@ func (g guest) file(name string) string {
 	return string(b)
 }
 
-func (g guest) has(name string) bool {
-	_, err := os.Stat(filepath.Join(g.dir, name))
-	return err == nil
-}
-
 // rc is the exit code a capture in the probe recorded.
 func (g guest) rc(name string) int {
 	g.t.Helper()
