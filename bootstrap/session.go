@@ -77,8 +77,9 @@ func Open(opts Options) (*Session, error) {
 		sys.Close()
 		return nil, err
 	}
-	skip := append(append([]string(nil), cfg.Skip...), opts.Skip...)
-	eng := &Engine{Steps: opts.Steps, Skip: skip, Only: opts.Only}
+	// Steps turned off by the config and by flags alike.
+	opts.Skip = append(append([]string(nil), cfg.Skip...), opts.Skip...)
+	eng := &Engine{Steps: opts.Steps, Skip: opts.Skip, Only: opts.Only}
 	if err := eng.Validate(); err != nil {
 		sys.Close()
 		return nil, err
@@ -199,7 +200,7 @@ func (s *Session) Converge(ctx context.Context, mode Mode, finished func(StepRep
 		env.Log.Warn("instance ID unavailable", zap.Error(err))
 	}
 	eng := &Engine{
-		Env: env, Steps: s.opts.Steps, Skip: append(append([]string(nil), env.Config.Skip...), s.opts.Skip...), Only: s.opts.Only,
+		Env: env, Steps: s.opts.Steps, Skip: s.opts.Skip, Only: s.opts.Only,
 		Previous: prev, Finished: finished,
 	}
 	if mode.converges() {
