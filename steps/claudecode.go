@@ -94,6 +94,10 @@ func (c ClaudeCode) Check(_ context.Context, env *bootstrap.Env) (bootstrap.Drif
 		d.Differ("install %s %s (installed: %s)", claudePackage, want, ci.version)
 	case !ci.bin:
 		d.Differ("install %s %s (%s missing)", claudePackage, want, bin)
+	default:
+		// What status shows for this step: the version, read from
+		// package.json (running claude on every check would cost a process).
+		d.Note("%s %s at %s", claudePackage, ci.version, bin)
 	}
 	return d, nil
 }

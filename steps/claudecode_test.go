@@ -43,7 +43,7 @@ func TestClaudeCodeCheck(t *testing.T) {
 		changes   []string
 		notes     int
 	}{
-		{name: "same version", want: "2.1.332", installed: "2.1.332", bin: true},
+		{name: "same version", want: "2.1.332", installed: "2.1.332", bin: true, notes: 1},
 		{name: "other version", want: "2.1.332", installed: "2.1.300", bin: true,
 			changes: []string{"install @anthropic-ai/claude-code 2.1.332 (installed: 2.1.300)"}},
 		{name: "not installed", want: "2.1.332",
@@ -53,7 +53,7 @@ func TestClaudeCodeCheck(t *testing.T) {
 		{name: "latest, something installed", want: "latest", installed: "2.0.1", bin: true, notes: 1},
 		{name: "latest, not installed", want: "latest",
 			changes: []string{"install @anthropic-ai/claude-code latest (not installed)"}},
-		{name: "custom prefix", want: "2.1.332", prefix: "/opt/claude", installed: "2.1.332", bin: true},
+		{name: "custom prefix", want: "2.1.332", prefix: "/opt/claude", installed: "2.1.332", bin: true, notes: 1},
 		{name: "custom prefix, other version", want: "2.1.332", prefix: "/opt/claude", installed: "1.0.0", bin: true,
 			changes: []string{"install @anthropic-ai/claude-code 2.1.332 (installed: 1.0.0)"}},
 	}
