@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap"
-	"github.com/ccboot/ccboot/bootstrap/fsroot"
 	"github.com/ccboot/ccboot/bootstrap/runner"
 )
 
@@ -146,21 +144,10 @@ type osRelease struct {
 }
 
 func readOSRelease(env *bootstrap.Env) (osRelease, error) {
-	data, err := env.Sys.ReadFile("etc/os-release")
-	if errors.Is(err, fsroot.ErrSymlink) {
-		// Debian and Amazon Linux ship /etc/os-release as a link to
-		// ../usr/lib/os-release. It is only read, so follow one link
-		// inside the root (an escaping target is refused by the tree).
-		var target string
-		if target, err = env.Sys.Readlink("etc/os-release"); err == nil {
-			if !path.IsAbs(target) {
-				target = path.Join("etc", target)
-			}
-			data, err = env.Sys.ReadFile(target)
-		}
-	}
+	// Debian and Amazon Linux ship it as a link to ../usr/lib/os-release.
+	data, err := env.Sys.ReadInfo("etc/os-release")
 	if errors.Is(err, fs.ErrNotExist) {
-		data, err = env.Sys.ReadFile("usr/lib/os-release")
+		data, err = env.Sys.ReadInfo("usr/lib/os-release")
 	}
 	if err != nil {
 		return osRelease{}, fmt.Errorf("packages: cannot tell the distribution: read %s: %w; set [steps] skip = packages to manage packages yourself", env.Sys.Path("etc/os-release"), err)
@@ -306,7 +293,7 @@ func aptWant(seed string) (accept [][]string, install []string) {
 
 func planApt(ctx context.Context, env *bootstrap.Env) (pkgPlan, error) {
 	pl := pkgPlan{family: familyApt}
-	data, err := env.Sys.ReadFile("var/lib/dpkg/status")
+	data, err := env.Sys.ReadInfo("var/lib/dpkg/status")
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return pl, fmt.Errorf("packages: read %s: %w", env.Sys.Path("var/lib/dpkg/status"), err)
 	}

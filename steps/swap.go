@@ -507,7 +507,7 @@ func humanBytes(n int64) string {
 // container names the container manager this system runs under ("" for a
 // VM or bare metal), from the file systemd writes at boot.
 func container(env *bootstrap.Env) string {
-	b, err := env.Sys.ReadFile("run/systemd/container")
+	b, err := env.Sys.ReadInfo("run/systemd/container")
 	if err != nil {
 		return ""
 	}

@@ -100,6 +100,48 @@ func (t *Tree) ReadFile(name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
+// maxLinkHops bounds ReadInfo's link following (loops are refused).
+const maxLinkHops = 8
+
+// ReadInfo reads a file ccboot only consults and never writes, such as
+// /etc/os-release, /etc/passwd or dpkg's status file. Distributions ship
+// some of these as symbolic links (/etc/os-release -> ../usr/lib/os-release),
+// so links are followed, absolute ones resolved against the tree, and never
+// out of it. Non-regular files are refused, since reading a FIFO would block.
+// Managed files go through ReadFile, which refuses links.
+func (t *Tree) ReadInfo(name string) ([]byte, error) {
+	name = clean(name)
+	for hop := 0; ; hop++ {
+		fi, err := t.root.Lstat(name)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			if !fi.Mode().IsRegular() {
+				return nil, fmt.Errorf("%s %w (it is a %s)", t.Path(name), ErrNotRegular, Kind(fi.Mode()))
+			}
+			break
+		}
+		if hop == maxLinkHops {
+			return nil, fmt.Errorf("%s: more than %d symbolic links", t.Path(name), maxLinkHops)
+		}
+		target, err := t.root.Readlink(name)
+		if err != nil {
+			return nil, err
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(name), target)
+		}
+		name = clean(target)
+	}
+	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
 // Exists reports whether name exists (without following a final link).
 func (t *Tree) Exists(name string) (bool, error) {
 	_, err := t.root.Lstat(clean(name))

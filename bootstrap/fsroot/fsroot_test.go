@@ -211,3 +211,38 @@ func TestEnsureDir(t *testing.T) {
 		t.Fatal("file accepted as directory")
 	}
 }
+
+func TestReadInfoFollowsLinksInsideTheTreeOnly(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "usr/lib"), 0o755)
+	os.WriteFile(filepath.Join(dir, "usr/lib/os-release"), []byte("ID=debian\n"), 0o644)
+	os.Symlink("../usr/lib/os-release", filepath.Join(dir, "etc/os-release"))
+	// An absolute link means the same path inside the tree, not the host's.
+	os.Symlink("/usr/lib/os-release", filepath.Join(dir, "etc/abs"))
+	for _, name := range []string{"etc/os-release", "etc/abs"} {
+		if got, err := tr.ReadInfo(name); err != nil || string(got) != "ID=debian\n" {
+			t.Errorf("ReadInfo(%s) = %q, %v", name, got, err)
+		}
+	}
+	outside := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(outside, []byte("host"), 0o644)
+	os.Symlink("../../../../../../../.."+outside, filepath.Join(dir, "etc/escape"))
+	if got, err := tr.ReadInfo("etc/escape"); err == nil && string(got) == "host" {
+		t.Fatal("ReadInfo followed a link out of the tree")
+	}
+	os.Symlink("loop", filepath.Join(dir, "etc/loop"))
+	if _, err := tr.ReadInfo("etc/loop"); err == nil {
+		t.Fatal("a link loop was read")
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "etc/fifo"), 0o644); err == nil {
+		if _, err := tr.ReadInfo("etc/fifo"); !errors.Is(err, ErrNotRegular) {
+			t.Fatalf("FIFO: %v", err)
+		}
+	}
+	// Managed reads stay strict.
+	if _, err := tr.ReadFile("etc/os-release"); !errors.Is(err, ErrSymlink) {
+		t.Fatalf("ReadFile through a link: %v", err)
+	}
+}

@@ -28,7 +28,7 @@ var ErrNoUser = errors.New("no such user")
 
 // Lookup finds name in the tree's /etc/passwd.
 func Lookup(sys *fsroot.Tree, name string) (User, error) {
-	data, err := sys.ReadFile("etc/passwd")
+	data, err := sys.ReadInfo("etc/passwd")
 	if err != nil {
 		return User{}, fmt.Errorf("read %s: %w", sys.Path("etc/passwd"), err)
 	}
@@ -55,7 +55,7 @@ type Group struct {
 
 // LookupGroup finds name in the tree's /etc/group; found is false when absent.
 func LookupGroup(sys *fsroot.Tree, name string) (g Group, found bool, err error) {
-	data, err := sys.ReadFile("etc/group")
+	data, err := sys.ReadInfo("etc/group")
 	if errors.Is(err, fs.ErrNotExist) {
 		return Group{}, false, nil
 	}
