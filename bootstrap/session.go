@@ -166,17 +166,19 @@ func ConfigHash(c *Config) string {
 // step. Converging modes take the run lock and save state after each step.
 func (s *Session) Converge(ctx context.Context, mode Mode, finished func(StepReport), onWait func(holder int)) (Report, error) {
 	env := s.Env
+	// Only converging modes use the recorded run (run trusts its successes,
+	// the wait condition is signalled once); plan and check read nothing.
+	var prev *Report
 	if mode.converges() {
 		lock, err := AcquireLock(ctx, env.Sys, env.Config.LockTimeout, onWait)
 		if err != nil {
 			return Report{}, err
 		}
 		defer lock.Release()
-	}
-	prev, err := LoadState(env.Sys)
-	if err != nil {
-		env.Log.Warn("ignoring unreadable state", zap.Error(err))
-		prev = nil
+		if prev, err = LoadState(env.Sys); err != nil {
+			env.Log.Warn("ignoring unreadable state", zap.Error(err))
+			prev = nil
+		}
 	}
 	report := Report{
 		Version:    s.opts.Version,
