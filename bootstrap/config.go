@@ -83,6 +83,9 @@ var (
 	sessionPattern = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 	aliasPattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
 	packagePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9+._-]{0,99}$`)
+	// pathPattern keeps file paths to characters no shell, fstab or INI
+	// reader treats as syntax, so a path prints and passes as one plain word.
+	pathPattern    = regexp.MustCompile(`^(/[A-Za-z0-9._+@-]+)+$`)
 	versionPattern = regexp.MustCompile(`^(latest|[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?)$`)
 	// RoleARNPattern is the shape of an IAM role ARN; group 1 is the partition.
 	RoleARNPattern = regexp.MustCompile(`^arn:(aws[a-z-]*):iam::([0-9]{12}):role/([\w+=,.@/-]{1,512})$`)
@@ -165,8 +168,8 @@ func keys(c *Config) []configKey {
 		{"packages", "lock_timeout", "5m", "How long to wait for another process holding the package manager lock.", dur(&c.PackageLockTimeout)},
 		{"claude-code", "version", DefaultClaudeCodeVersion, "@anthropic-ai/claude-code version to install: x.y.z or latest.", str(&c.ClaudeVersion, versionPattern, "a version like 2.1.332 or latest")},
 		{"claude-code", "prefix", "/usr/local", "npm global prefix Claude Code is installed under (root-owned).", func(_ *Config, v string) error {
-			if !path.IsAbs(v) || path.Clean(v) != v || v == "/" {
-				return errors.New("must be a clean absolute directory such as /usr/local")
+			if !pathPattern.MatchString(v) || path.Clean(v) != v {
+				return errors.New("must be a clean absolute directory of letters, digits and . _ + @ - such as /usr/local")
 			}
 			c.ClaudePrefix = v
 			return nil
@@ -181,8 +184,8 @@ func keys(c *Config) []configKey {
 			return nil
 		}},
 		{"swap", "path", "/swapfile", "Swap file location.", func(_ *Config, v string) error {
-			if !path.IsAbs(v) || path.Clean(v) != v || v == "/" || underVirtualFS(v) {
-				return errors.New("must be a clean absolute file path outside /proc, /sys, /dev and /run, e.g. /swapfile")
+			if !pathPattern.MatchString(v) || path.Clean(v) != v || underVirtualFS(v) {
+				return errors.New("must be a clean absolute file path of letters, digits and . _ + @ - outside /proc, /sys, /dev and /run, e.g. /swapfile")
 			}
 			c.SwapPath = v
 			return nil

@@ -85,6 +85,9 @@ func TestConfigErrorsNameFileKeyAndFix(t *testing.T) {
 		{"http wait condition", "[ccboot]\nwait_condition_url = http://example.com/x\n", nil, []string{"wait_condition_url", "https://"}},
 		{"unknown override", "", map[string]string{"swap.sise": "1G"}, []string{"--set swap.sise", "unknown key"}},
 		{"bad override", "", map[string]string{"swap.size": "lots"}, []string{"--set swap.size", "lots"}},
+		{"prefix with shell syntax", "[claude-code]\nprefix = /!\n", nil, []string{"[claude-code] prefix", "/usr/local"}},
+		{"swap path with a space", "", map[string]string{"swap.path": "/swap file"}, []string{"--set swap.path", "/swapfile"}},
+		{"swap path under /proc", "[swap]\npath = /proc/swap\n", nil, []string{"[swap] path", "/proc"}},
 		{"same profiles", "[aws]\nelevated_profile = claudecode-readonly\n", nil, []string{"must differ"}},
 	}
 	for _, tc := range cases {
