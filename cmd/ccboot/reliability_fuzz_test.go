@@ -24,22 +24,29 @@ var fuzzTargets = []struct{ pkg, name string }{
 	{"./steps", "FuzzRenderAliasQuoting"},
 }
 
-// TestReliabilityFuzz runs each fuzz target for a bounded time
-// (CCBOOT_FUZZTIME, default 15s) and counts targets that found a failing
-// input. New failing inputs land in the package's testdata/fuzz, to be
-// checked in as seeds once fixed. Not parallel: fuzzing uses every core,
-// and it runs before the parallel families start.
+// TestReliabilityFuzz checks the fuzz targets. With CCBOOT_FUZZTIME=0 (what
+// make reliability and CI use) it replays each target's seeds and checked-in
+// corpus (testdata/fuzz): deterministic, so CI fails only for a real
+// regression. With a duration (make fuzz) it explores for that long per
+// target and counts targets that found a failing input; new failing inputs
+// land in the package's testdata/fuzz, to be fixed and checked in as seeds.
+// Not parallel: fuzzing uses every core.
 func TestReliabilityFuzz(t *testing.T) {
 	fuzztime := os.Getenv("CCBOOT_FUZZTIME")
 	if fuzztime == "" {
-		fuzztime = "15s"
+		fuzztime = "0"
 	}
-	if _, err := time.ParseDuration(fuzztime); err != nil {
-		t.Fatalf("CCBOOT_FUZZTIME=%q: %v", fuzztime, err)
+	d, err := time.ParseDuration(fuzztime)
+	if err != nil || d < 0 {
+		t.Fatalf("CCBOOT_FUZZTIME=%q: want a duration such as 60s, or 0 to replay the corpus only", fuzztime)
 	}
 	moduleRoot, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d == 0 {
+		replayFuzzCorpus(t, moduleRoot)
+		return
 	}
 	crashes := 0
 	for _, ft := range fuzzTargets {
@@ -58,7 +65,29 @@ func TestReliabilityFuzz(t *testing.T) {
 			t.Logf("%s: %s, %s", ft.name, time.Since(start).Round(time.Second), lastFuzzLine(string(out)))
 		}
 	}
-	fmt.Printf("fuzz: %d targets, %d crashes\n", len(fuzzTargets), crashes)
+	fmt.Printf("fuzz: %d targets, %s each, %d crashes\n", len(fuzzTargets), fuzztime, crashes)
+}
+
+// replayFuzzCorpus runs every target over its seeds and testdata/fuzz
+// inputs, as plain tests, and counts the inputs so a target that lost its
+// corpus shows.
+func replayFuzzCorpus(t *testing.T, moduleRoot string) {
+	inputs, failures := 0, 0
+	for _, ft := range fuzzTargets {
+		cmd := exec.Command("go", "test", "-count=1", "-run", "^"+ft.name+"$", "-v", ft.pkg)
+		cmd.Dir = moduleRoot
+		out, err := cmd.CombinedOutput()
+		n := strings.Count(string(out), "--- PASS: "+ft.name+"/")
+		if err != nil {
+			failures++
+			t.Errorf("%s %s: a corpus input fails: %v\n%s", ft.pkg, ft.name, err, tail(string(out), 30))
+		} else if n == 0 {
+			failures++
+			t.Errorf("%s %s replayed no inputs:\n%s", ft.pkg, ft.name, tail(string(out), 30))
+		}
+		inputs += n
+	}
+	fmt.Printf("fuzz: %d targets, %d corpus inputs replayed, %d failures\n", len(fuzzTargets), inputs, failures)
 }
 
 func lastFuzzLine(out string) string {
