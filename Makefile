@@ -16,8 +16,12 @@ PKGS := ./...
 
 all: build
 
+# nethttpomithttp2: no bundled HTTP/2 (IMDS and the WaitCondition PUT speak
+# HTTP/1.1); every build that stands for the release uses the same tags.
+TAGS := nethttpomithttp2
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ccboot ./cmd/ccboot
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -o bin/ccboot ./cmd/ccboot
 
 # Debian packages the tests drive, and Go tools at pinned versions from the
 # Go module proxy.
@@ -82,8 +86,8 @@ fuzz:
 # outside the clone (/var/cache/ccboot-e2e), built once (~8-10 min cold).
 e2e: tools
 	mkdir -p dist
-	CGO_ENABLED=0 $(GO) build -trimpath -o dist/ccboot-e2e-amd64 ./cmd/ccboot
-	CGO_ENABLED=0 GOARCH=arm64 $(GO) build -trimpath -o dist/ccboot-e2e-arm64 ./cmd/ccboot
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -o dist/ccboot-e2e-amd64 ./cmd/ccboot
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) build -trimpath -tags $(TAGS) -o dist/ccboot-e2e-arm64 ./cmd/ccboot
 	bash packaging/e2e/deps.sh
 	bash packaging/e2e/cache.sh >/dev/null
 	CCBOOT_E2E_BIN_AMD64=$(CURDIR)/dist/ccboot-e2e-amd64 CCBOOT_E2E_BIN_ARM64=$(CURDIR)/dist/ccboot-e2e-arm64 \

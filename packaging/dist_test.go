@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -193,6 +195,20 @@ func checkStaticStripped(t *testing.T, path string, machine elf.Machine) {
 	}
 	if f.Section(".symtab") != nil {
 		t.Errorf("%s has a symbol table; build with -ldflags -s", path)
+	}
+	// The release leaves out net/http's bundled HTTP/2 (see dist.sh).
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%s: no Go build info: %v", path, err)
+	}
+	tags := ""
+	for _, s := range info.Settings {
+		if s.Key == "-tags" {
+			tags = s.Value
+		}
+	}
+	if !slices.Contains(strings.Split(tags, ","), "nethttpomithttp2") {
+		t.Errorf("%s built with tags %q, want nethttpomithttp2", path, tags)
 	}
 }
 

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	ccbootBin = filepath.Join(dir, "ccboot")
-	build := exec.Command("go", "build", "-trimpath", "-o", ccbootBin, ".")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "nethttpomithttp2", "-o", ccbootBin, ".") // as make dist
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build ccboot: %v\n%s", err, out)

@@ -71,7 +71,7 @@ func crashBinary(t *testing.T) string {
 			return
 		}
 		crashBin = filepath.Join(dir, "ccboot-crash")
-		build := exec.Command("go", "build", "-tags", "crashhook", "-trimpath", "-o", crashBin, ".")
+		build := exec.Command("go", "build", "-tags", "crashhook,nethttpomithttp2", "-trimpath", "-o", crashBin, ".")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			crashBinErr = fmt.Errorf("build crashhook binary: %v\n%s", err, out)

@@ -43,7 +43,7 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 dirty=''
 if git status --porcelain --untracked-files=no 2>/dev/null | grep -q .; then dirty=' +local changes'; fi
 bin=$out/ccboot
-[[ -x $bin ]] || CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin" ./cmd/ccboot
+[[ -x $bin ]] || CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags nethttpomithttp2 -ldflags "-s -w" -o "$bin" ./cmd/ccboot
 # The figures describe the binary built here: record what it was built from.
 [[ -f $out/build.env ]] || printf 'commit=%s\ndirty=%s\ngoversion=%s\n' "$commit" "$dirty" "$(go env GOVERSION)" >"$out/build.env"
 commit=$(sed -n 's/^commit=//p' "$out/build.env")

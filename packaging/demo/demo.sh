@@ -25,7 +25,7 @@ aemm=${AEMM:-$(command -v ec2-metadata-mock || echo "$(go env GOPATH)/bin/ec2-me
 [ -x "$aemm" ] || { echo "demo: ec2-metadata-mock missing; run: make tools" >&2; exit 1; }
 
 echo "== building ccboot"
-(cd "$here" && CGO_ENABLED=0 go build -trimpath -o "$work/ccboot" ./cmd/ccboot)
+(cd "$here" && CGO_ENABLED=0 go build -trimpath -tags nethttpomithttp2 -o "$work/ccboot" ./cmd/ccboot)
 
 echo "== starting the EC2 metadata mock on 127.0.0.1:1338 (IMDSv2 only)"
 cat > "$work/aemm.json" <<'JSON'

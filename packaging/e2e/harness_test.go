@@ -100,10 +100,8 @@ func (s *suite) build(t *testing.T, out, goarch string, tags ...string) {
 		copyFile(t, bin, out, 0o755)
 		return
 	}
-	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
+	tags = append([]string{"nethttpomithttp2"}, tags...) // as make dist
+	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e", "-o", out, "-tags", strings.Join(tags, ",")}
 	args = append(args, "./cmd/ccboot")
 	cmd := exec.Command("go", args...)
 	cmd.Dir = s.repo
