@@ -264,14 +264,13 @@ func arnPartition(arn string) string {
 }
 
 // iniLoadOptions parse ~/.aws/config the way the AWS CLI and SDKs read it:
-// "#" and ";" inside a value are part of the value, keys may have no value,
+// "#" and ";" inside a value are part of the value, every key has a value,
 // indented lines continue a value (nested s3 settings), and key names are
 // case-insensitive. ini.v1 only validates and verifies here; it never writes
 // the file, because its writer reformats lines and wraps values containing
 // "#" in backquotes, which the AWS tools would read literally.
 var iniLoadOptions = ini.LoadOptions{
 	IgnoreInlineComment:        true,
-	AllowBooleanKeys:           true,
 	AllowNestedValues:          true,
 	AllowPythonMultilineValues: true,
 	InsensitiveKeys:            true,
@@ -518,7 +517,7 @@ func parseINILines(s string) ([]iniLine, error) {
 		case !inSection:
 			// Python's configparser, which the AWS CLI uses, rejects a key
 			// before the first section header (MissingSectionHeaderError).
-			return nil, fmt.Errorf("line %d: %q stands before any [section], which the AWS CLI rejects; fix or move it away and rerun", i+1, trimmed)
+			return nil, fmt.Errorf("line %d: %q stands before any [section], which the AWS CLI rejects", i+1, trimmed)
 		default:
 			l.kind = lineKey
 			d := strings.IndexAny(trimmed, "=:")
@@ -526,8 +525,10 @@ func parseINILines(s string) ([]iniLine, error) {
 				return nil, fmt.Errorf("line %d: %q has no key name", i+1, trimmed)
 			}
 			if d < 0 {
-				l.name = strings.ToLower(strings.TrimSpace(trimmed))
-				break
+				// configparser (allow_no_value off, as the AWS CLI uses it)
+				// rejects a key without a value; ini.v1 would read it, and
+				// an indented line after it, in ways the CLI never does.
+				return nil, fmt.Errorf("line %d: %q has no = or : (key = value), which the AWS CLI rejects", i+1, trimmed)
 			}
 			l.name = strings.ToLower(strings.TrimSpace(trimmed[:d]))
 			l.delimEnd = indent + d + 1

@@ -140,9 +140,6 @@ func TestMergeAWSConfigCases(t *testing.T) {
 		{"key case-insensitive, prefix as written",
 			"[default]\n  REGION : us-east-1\n",
 			"[default]\n  REGION : eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
-		{"key without value gets one",
-			"[default]\nregion\n",
-			"[default]\nregion = eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
 		{"empty value",
 			"[default]\nregion =\n",
 			"[default]\nregion = eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
@@ -182,11 +179,13 @@ func TestMergeAWSConfigRefuses(t *testing.T) {
 		{"duplicate managed key", "[profile claudecode-readonly]\nrole_arn = a\nrole_arn = b\n", "line 3"},
 		{"backslash continuation swallows our line", "[default]\noutput = json \\\n", "cannot edit it safely"},
 		{"key before any section (found by FuzzMergeAWSConfig)", "\r\n0\n ", "line 2: \"0\" stands before any [section]"},
+		{"key without a value", "[default]\nregion\n", "line 2: \"region\" has no = or :"},
+		{"key without a value, then an indented line (found by FuzzMergeAWSConfig)", "[0]\r\n0\n ", "line 2: \"0\" has no = or :"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := mergeAWSConfig([]byte(tc.in), testSections())
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "fix or move it away") {
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "fix or move it away") != 1 {
 				t.Fatalf("err = %v, want one containing %q and the fix", err, tc.want)
 			}
 		})
