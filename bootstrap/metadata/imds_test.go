@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,78 +45,19 @@ func TestIMDSNoInstanceProfileAtMetadataMock(t *testing.T) {
 	}
 }
 
-// fakeIMDS is an httptest IMDSv2 with switchable faults; it counts requests.
-type fakeIMDS struct {
-	mu        sync.Mutex
-	failFirst int // GETs answered 500 before recovering
-	noToken   bool
-	tokenCode int
-	slow      time.Duration
-	identity  string
-	partition string
-	requests  map[string]int
-	gets      atomic.Int32
-}
-
-func (f *fakeIMDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	if f.requests == nil {
-		f.requests = map[string]int{}
+// fault is a loopback IMDSv2 answering like aemmtest.Default(), changed by mod.
+func fault(mod func(f *aemmtest.Fault)) *aemmtest.Fault {
+	f := aemmtest.NewFault(aemmtest.Default())
+	if mod != nil {
+		mod(f)
 	}
-	f.requests[r.Method+" "+r.URL.Path]++
-	f.mu.Unlock()
-	if r.URL.Path == "/latest/api/token" {
-		switch {
-		case f.noToken:
-			http.NotFound(w, r)
-		case f.tokenCode != 0:
-			w.WriteHeader(f.tokenCode)
-		case r.Method != http.MethodPut:
-			w.WriteHeader(http.StatusMethodNotAllowed)
-		default:
-			w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "21600")
-			w.Write([]byte("TOKEN"))
-		}
-		return
-	}
-	if !f.noToken && r.Header.Get("X-Aws-Ec2-Metadata-Token") != "TOKEN" {
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	if n := f.gets.Add(1); int(n) <= f.failFirst {
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	}
-	time.Sleep(f.slow)
-	switch r.URL.Path {
-	case "/latest/dynamic/instance-identity/document":
-		w.Write([]byte(f.identity))
-	case "/latest/meta-data/services/partition":
-		w.Write([]byte(f.partition))
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-const goodIdentity = `{"region":"us-west-2","accountId":"111122223333","instanceId":"i-0123456789abcdef0","availabilityZone":"us-west-2a"}`
-
-func serve(t *testing.T, f *fakeIMDS) string {
-	t.Helper()
-	if f.identity == "" {
-		f.identity = goodIdentity
-	}
-	if f.partition == "" {
-		f.partition = "aws"
-	}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return f
 }
 
 func TestIMDSFetchesEachValueOnce(t *testing.T) {
 	t.Parallel()
-	f := &fakeIMDS{}
-	m := metadata.NewIMDS(serve(t, f), 5*time.Second, nil)
+	f := fault(nil)
+	m := metadata.NewIMDS(f.Serve(t), 5*time.Second, nil)
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
 		m.Region(ctx)
@@ -126,19 +65,17 @@ func TestIMDSFetchesEachValueOnce(t *testing.T) {
 		m.InstanceID(ctx)
 		m.Partition(ctx)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.requests["PUT /latest/api/token"] != 1 || f.requests["GET /latest/dynamic/instance-identity/document"] != 1 || f.requests["GET /latest/meta-data/services/partition"] != 1 {
-		t.Fatalf("requests = %v; want one token and one request per value", f.requests)
+	if r := f.Requests(); r["PUT /latest/api/token"] != 1 || r["GET /latest/dynamic/instance-identity/document"] != 1 || r["GET /latest/meta-data/services/partition"] != 1 {
+		t.Fatalf("requests = %v; want one token and one request per value", r)
 	}
 }
 
 func TestIMDSRecoversFromTransientErrors(t *testing.T) {
 	t.Parallel()
-	f := &fakeIMDS{failFirst: 3}
-	m := metadata.NewIMDS(serve(t, f), 20*time.Second, nil)
+	f := fault(func(f *aemmtest.Fault) { f.FailFirst = 3 })
+	m := metadata.NewIMDS(f.Serve(t), 20*time.Second, nil)
 	r, err := m.Region(context.Background())
-	if err != nil || r != "us-west-2" {
+	if err != nil || r != "eu-west-1" {
 		t.Fatalf("after 3 errors: %q %v", r, err)
 	}
 }
@@ -147,24 +84,26 @@ func TestIMDSFaultsGiveBoundedClearErrors(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name     string
-		f        *fakeIMDS
+		f        *aemmtest.Fault
 		deadline time.Duration
 		get      func(*metadata.IMDS) (string, error)
 		want     string
 	}{
-		{"IMDSv1 only: refuses, no fallback", &fakeIMDS{noToken: true}, 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "IMDSv2"},
-		{"token forbidden", &fakeIMDS{tokenCode: http.StatusForbidden}, 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "IMDSv2"},
-		{"always 500", &fakeIMDS{failFirst: 1 << 30}, 2 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "gave up after 2s"},
-		{"slow beyond deadline", &fakeIMDS{slow: 4 * time.Second}, 2 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "gave up"},
-		{"malformed identity", &fakeIMDS{identity: `{"region": [`}, 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "malformed JSON"},
-		{"empty region", &fakeIMDS{identity: `{"region":"","accountId":"111122223333","instanceId":"i-0123456789abcdef0"}`}, 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "empty region"},
-		{"unknown partition", &fakeIMDS{partition: "aws-mars"}, 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Partition(context.Background()) }, "invalid partition \"aws-mars\""},
-		{"no profile", &fakeIMDS{}, 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.InstanceProfileARN(context.Background()) }, "no instance profile"},
+		{"IMDSv1 only: refuses, no fallback", fault(func(f *aemmtest.Fault) { f.NoToken = true }), 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "IMDSv2"},
+		{"token forbidden", fault(func(f *aemmtest.Fault) { f.TokenStatus = http.StatusForbidden }), 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "IMDSv2"},
+		{"always 500", fault(func(f *aemmtest.Fault) { f.FailFirst = 1 << 30 }), 2 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "gave up after 2s"},
+		{"slow beyond deadline", fault(func(f *aemmtest.Fault) { f.Slow = 4 * time.Second }), 2 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "gave up"},
+		{"malformed identity", fault(func(f *aemmtest.Fault) { f.Identity = `{"region": [` }), 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "malformed JSON"},
+		{"empty region", fault(func(f *aemmtest.Fault) {
+			f.Identity = `{"region":"","accountId":"111122223333","instanceId":"i-0123456789abcdef0"}`
+		}), 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Region(context.Background()) }, "empty region"},
+		{"unknown partition", fault(func(f *aemmtest.Fault) { f.Partition = "aws-mars" }), 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.Partition(context.Background()) }, "invalid partition \"aws-mars\""},
+		{"no profile", fault(func(f *aemmtest.Fault) { f.ProfileARN = "" }), 3 * time.Second, func(m *metadata.IMDS) (string, error) { return m.InstanceProfileARN(context.Background()) }, "no instance profile"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			m := metadata.NewIMDS(serve(t, tc.f), tc.deadline, nil)
+			m := metadata.NewIMDS(tc.f.Serve(t), tc.deadline, nil)
 			start := time.Now()
 			v, err := tc.get(m)
 			took := time.Since(start)

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,116 +19,15 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
 )
 
-// faultIMDS is a loopback IMDSv2 with switchable faults.
-type faultIMDS struct {
-	tokenCode  int           // answer the token PUT with this status
-	tokenHang  time.Duration // hold the token PUT this long
-	noToken    bool          // IMDSv1 only: no token endpoint, GETs without a token
-	failFor    time.Duration // answer GETs 500 for this long after the first
-	slow       time.Duration // hold every GET this long
-	identity   string
-	partition  string
-	profileARN string // "" answers iam/info 404
-
-	mu         sync.Mutex
-	firstGet   time.Time
-	getsServed atomic.Int32 // GETs answered 200
-	tokenless  atomic.Int32 // GETs that came without a token
-}
-
-func identityDoc(region, instanceID string) string {
-	b, _ := json.Marshal(map[string]string{"region": region, "accountId": "111122223333", "instanceId": instanceID, "availabilityZone": region + "a"})
-	return string(b)
-}
-
-func (f *faultIMDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/latest/api/token" {
-		switch {
-		case f.noToken:
-			http.NotFound(w, r)
-		case f.tokenHang > 0:
-			select {
-			case <-time.After(f.tokenHang):
-			case <-r.Context().Done():
-			}
-			w.WriteHeader(http.StatusServiceUnavailable)
-		case f.tokenCode != 0:
-			w.WriteHeader(f.tokenCode)
-		case r.Method != http.MethodPut:
-			w.WriteHeader(http.StatusMethodNotAllowed)
-		default:
-			w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "21600")
-			w.Write([]byte("TOKEN"))
-		}
-		return
-	}
-	if r.Header.Get("X-Aws-Ec2-Metadata-Token") == "" {
-		f.tokenless.Add(1)
-	}
-	if !f.noToken && r.Header.Get("X-Aws-Ec2-Metadata-Token") != "TOKEN" {
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	f.mu.Lock()
-	if f.firstGet.IsZero() {
-		f.firstGet = time.Now()
-	}
-	failing := time.Since(f.firstGet) < f.failFor
-	f.mu.Unlock()
-	if failing {
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	}
-	if f.slow > 0 {
-		select {
-		case <-time.After(f.slow):
-		case <-r.Context().Done():
-			return
-		}
-	}
-	var body string
-	switch r.URL.Path {
-	case "/latest/dynamic/instance-identity/document":
-		body = f.identity
-	case "/latest/meta-data/services/partition":
-		body = f.partition
-	case "/latest/meta-data/iam/info":
-		if f.profileARN == "" {
-			http.NotFound(w, r)
-			return
-		}
-		b, _ := json.Marshal(map[string]string{"Code": "Success", "LastUpdated": "2026-11-27T00:00:00Z", "InstanceProfileArn": f.profileARN, "InstanceProfileId": "AIPAEXAMPLE"})
-		body = string(b)
-	default:
-		http.NotFound(w, r)
-		return
-	}
-	f.getsServed.Add(1)
-	w.Write([]byte(body))
-}
-
-// goodIMDS answers like aemmtest.Default().
-func goodIMDS() *faultIMDS {
-	return &faultIMDS{identity: identityDoc("eu-west-1", "i-0123456789abcdef0"), partition: "aws",
-		profileARN: "arn:aws:iam::111122223333:instance-profile/claudecode-ec2-demo"}
-}
-
-func serveIMDS(t *testing.T, f *faultIMDS) string {
-	t.Helper()
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
 // imdsCase is one fault: what the run must end with and what the failed
 // steps' one-line errors must say (the cause and the fix).
 type imdsCase struct {
 	name   string
-	imds   func(t *testing.T) (endpoint string, f *faultIMDS)
+	imds   func(t *testing.T) (endpoint string, f *aemmtest.Fault)
 	failed []string // steps that must fail; nil: the run succeeds
 	want   []string // substrings of each failed step's error
 	not    []string // advice that would be wrong for this cause
-	check  func(t *testing.T, f *faultIMDS)
+	check  func(t *testing.T, f *aemmtest.Fault)
 }
 
 // TestReliabilityIMDSFaults drives the binary against loopback IMDS servers
@@ -139,42 +37,46 @@ type imdsCase struct {
 func TestReliabilityIMDSFaults(t *testing.T) {
 	t.Parallel()
 	const timeout = 3 * time.Second
-	with := func(mod func(f *faultIMDS)) func(t *testing.T) (string, *faultIMDS) {
-		return func(t *testing.T) (string, *faultIMDS) {
-			f := goodIMDS()
+	with := func(mod func(f *aemmtest.Fault)) func(t *testing.T) (string, *aemmtest.Fault) {
+		return func(t *testing.T) (string, *aemmtest.Fault) {
+			f := aemmtest.NewFault(aemmtest.Default())
 			mod(f)
-			return serveIMDS(t, f), f
+			return f.Serve(t), f
 		}
 	}
 	imdsSteps := []string{"profile-env", "aws-config"}
 	cases := []imdsCase{
-		{name: "token PUT refused (403)", imds: with(func(f *faultIMDS) { f.tokenCode = http.StatusForbidden }),
+		{name: "token PUT refused (403)", imds: with(func(f *aemmtest.Fault) { f.TokenStatus = http.StatusForbidden }),
 			failed: imdsSteps, want: []string{"403", "ccboot needs IMDSv2", "HttpTokens"}},
-		{name: "token PUT times out", imds: with(func(f *faultIMDS) { f.tokenHang = 20 * time.Second }),
+		{name: "token PUT times out", imds: with(func(f *aemmtest.Fault) { f.TokenHang = 20 * time.Second }),
 			failed: imdsSteps, want: []string{"gave up after 3s", "raise imds_timeout"}},
-		{name: "500 for a while, then recovers", imds: with(func(f *faultIMDS) { f.failFor = 1200 * time.Millisecond })},
-		{name: "responses slower than the deadline", imds: with(func(f *faultIMDS) { f.slow = 8 * time.Second }),
+		{name: "500 for a while, then recovers", imds: with(func(f *aemmtest.Fault) { f.FailFor = 1200 * time.Millisecond })},
+		{name: "responses slower than the deadline", imds: with(func(f *aemmtest.Fault) { f.Slow = 8 * time.Second }),
 			failed: imdsSteps, want: []string{"gave up after 3s", "raise imds_timeout"}},
-		{name: "iam/info 404: no instance profile", imds: with(func(f *faultIMDS) { f.profileARN = "" }),
+		{name: "iam/info 404: no instance profile", imds: with(func(f *aemmtest.Fault) { f.ProfileARN = "" }),
 			failed: []string{"aws-config"}, want: []string{"no instance profile", "[aws] readonly_role_arn"}},
-		{name: "malformed identity document", imds: with(func(f *faultIMDS) { f.identity = `{"region": "eu-west-1", "instanceId": [` }),
+		{name: "malformed identity document", imds: with(func(f *aemmtest.Fault) { f.Identity = `{"region": "eu-west-1", "instanceId": [` }),
 			failed: imdsSteps, want: []string{"malformed JSON", "[aws] region"}, not: []string{"raise imds_timeout"}},
-		{name: "empty region", imds: with(func(f *faultIMDS) { f.identity = identityDoc("", "i-0123456789abcdef0") }),
+		{name: "empty region", imds: with(func(f *aemmtest.Fault) {
+			inst := aemmtest.Default()
+			inst.Region = ""
+			f.Identity = aemmtest.IdentityDocument(inst)
+		}),
 			failed: imdsSteps, want: []string{"empty region", "[aws] region"}},
-		{name: "unknown partition", imds: with(func(f *faultIMDS) { f.partition = "aws-mars" }),
+		{name: "unknown partition", imds: with(func(f *aemmtest.Fault) { f.Partition = "aws-mars" }),
 			failed: []string{"aws-config"}, want: []string{`invalid partition "aws-mars"`, "readonly_role_arn"}},
-		{name: "instance profile off the naming convention, no ARNs configured", imds: with(func(f *faultIMDS) {
-			f.profileARN = "arn:aws:iam::111122223333:instance-profile/web-server"
+		{name: "instance profile off the naming convention, no ARNs configured", imds: with(func(f *aemmtest.Fault) {
+			f.ProfileARN = "arn:aws:iam::111122223333:instance-profile/web-server"
 		}), failed: []string{"aws-config"}, want: []string{"web-server", "naming convention", "[aws] readonly_role_arn"}},
-		{name: "down for the whole deadline", imds: func(t *testing.T) (string, *faultIMDS) {
+		{name: "down for the whole deadline", imds: func(t *testing.T) (string, *aemmtest.Fault) {
 			srv := httptest.NewServer(http.NotFoundHandler())
 			srv.Close() // nothing listens there now
 			return srv.URL, nil
 		}, failed: imdsSteps, want: []string{"connection refused", "gave up after 3s", "reachable", "raise imds_timeout"}},
-		{name: "IMDSv1 only: refuses, no fallback", imds: with(func(f *faultIMDS) { f.noToken = true }),
+		{name: "IMDSv1 only: refuses, no fallback", imds: with(func(f *aemmtest.Fault) { f.NoToken = true }),
 			failed: imdsSteps, want: []string{"404", "ccboot needs IMDSv2"},
-			check: func(t *testing.T, f *faultIMDS) {
-				if n := f.tokenless.Load(); n > 0 {
+			check: func(t *testing.T, f *aemmtest.Fault) {
+				if n := f.Tokenless(); n > 0 {
 					t.Errorf("%d metadata GETs without a token: ccboot fell back to IMDSv1", n)
 				}
 			}},
