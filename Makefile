@@ -62,20 +62,22 @@ generate:
 demo: tools
 	AEMM=$(GOBIN)/ec2-metadata-mock bash packaging/demo/demo.sh
 
-# Fault injection, hostile input, crash consistency and the fuzz corpus:
-# prints each figure and fails below its goal. Needs root (chown, chroot, a
-# tmpfs in a private mount namespace); -v is needed for the figure lines.
-# The fuzz targets replay their checked-in corpus here, so CI is
-# deterministic; `make fuzz` explores for new inputs. On failure the test
-# messages are printed from the full log.
+# Fault injection, hostile input, crash consistency and fuzzing: prints each
+# figure and fails below its goal. Needs root (chown, chroot, a tmpfs in a
+# private mount namespace); -v is needed for the figure lines. Each fuzz
+# target replays its checked-in corpus, then explores for
+# RELIABILITY_FUZZTIME (0: replay only). On failure the failing tests'
+# messages (a new fuzz input in full) are printed from the full log, since
+# CI shows only this output.
+RELIABILITY_FUZZTIME ?= 15s
 reliability: tools
-	AEMM=$(GOBIN)/ec2-metadata-mock CCBOOT_FUZZTIME=0 $(GO) test -tags reliability -count=1 -timeout 20m -run Reliability -v ./cmd/ccboot/ 2>&1 | tee .reliability.log | grep -E '^(crash-consistency|imds-faults|hostile-home|bad-config|concurrency|disk-full|pkg-faults|fuzz):|^(---|FAIL|ok|PASS)'; \
-	  test $${PIPESTATUS[0]} -eq 0 || { echo "failure details (from .reliability.log):"; grep -E '_test\.go:[0-9]+:' .reliability.log | head -n 200; exit 1; }
+	AEMM=$(GOBIN)/ec2-metadata-mock CCBOOT_FUZZTIME=$(RELIABILITY_FUZZTIME) $(GO) test -tags reliability -count=1 -timeout 20m -run Reliability -v ./cmd/ccboot/ 2>&1 | tee .reliability.log | grep -E '^(crash-consistency|imds-faults|hostile-home|bad-config|concurrency|disk-full|pkg-faults|fuzz):|^(---|FAIL|ok|PASS)'; \
+	  test $${PIPESTATUS[0]} -eq 0 || { echo "failure details (from .reliability.log):"; grep -E -A 40 '_test\.go:[0-9]+:' .reliability.log | head -n 300; exit 1; }
 	bash packaging/govulncheck.sh
 
-# Coverage-guided fuzzing of the parsers and editors, FUZZTIME per target.
-# A failing input lands in the package's testdata/fuzz: fix the code, give
-# the file a name that says what it is, and commit it as a seed.
+# Longer coverage-guided fuzzing of the parsers and editors, FUZZTIME per
+# target. A failing input lands in the package's testdata/fuzz: fix the
+# code, give the file a name that says what it is, and commit it as a seed.
 FUZZTIME ?= 60s
 fuzz:
 	CCBOOT_FUZZTIME=$(FUZZTIME) $(GO) test -tags reliability -count=1 -timeout 0 -run 'ReliabilityFuzz$$' -v ./cmd/ccboot/ 2>&1 | tee .fuzz.log | grep -E '^fuzz:|^(---|FAIL|ok|PASS)|_test\.go:[0-9]+:'; test $${PIPESTATUS[0]} -eq 0
@@ -92,7 +94,7 @@ e2e: tools
 	bash packaging/e2e/cache.sh >/dev/null
 	CCBOOT_E2E_BIN_AMD64=$(CURDIR)/dist/ccboot-e2e-amd64 CCBOOT_E2E_BIN_ARM64=$(CURDIR)/dist/ccboot-e2e-arm64 \
 	  $(GO) test -tags e2e -count=1 -v -timeout 60m ./packaging/e2e/ 2>&1 | tee .e2e.log | grep -E '^(timing:|---|FAIL|ok|PASS)|^\s+---'; \
-	  test $${PIPESTATUS[0]} -eq 0 || { echo "failure details (from .e2e.log):"; grep -E '_test\.go:[0-9]+:' .e2e.log | head -n 200; exit 1; }
+	  test $${PIPESTATUS[0]} -eq 0 || { echo "failure details (from .e2e.log):"; grep -E -A 20 '_test\.go:[0-9]+:' .e2e.log | head -n 300; exit 1; }
 
 # Cold bootstrap vs the seed shell UserData (alternating nspawn boots), no-op
 # repair, status, self cost, binary size ladder, IMDS calls -> BENCHMARKS.md.
