@@ -514,6 +514,18 @@ func mustMkdirOwned(t *testing.T, dir string, uid int) {
 	}
 }
 
+// cliValues prints a section's keys and values as the AWS CLI and SDKs read
+// them: with universal newlines. ini.v1 keeps the \r of a CRLF-terminated
+// continuation line, so giving an unterminated last line its CRLF would
+// look like a change to ini.v1 that no AWS tool sees.
+func cliValues(kv map[string]string) string {
+	out := map[string]string{}
+	for k, v := range kv {
+		out[k] = strings.TrimSuffix(strings.ReplaceAll(v, "\r\n", "\n"), "\r")
+	}
+	return fmt.Sprint(out)
+}
+
 // FuzzMergeAWSConfig: for any file the merge accepts, merging is
 // idempotent, the result parses and holds every managed value, and every
 // section ccboot does not manage reads back with the same keys and values.
@@ -564,7 +576,7 @@ func FuzzMergeAWSConfig(f *testing.F) {
 			if err != nil {
 				t.Fatalf("section [%s] lost:\ninput %q\nout %q", sec.Name(), in, out)
 			}
-			if a, b := fmt.Sprint(sec.KeysHash()), fmt.Sprint(got.KeysHash()); a != b {
+			if a, b := cliValues(sec.KeysHash()), cliValues(got.KeysHash()); a != b {
 				t.Fatalf("section [%s] changed: %s -> %s\ninput %q\nout %q", sec.Name(), a, b, in, out)
 			}
 		}
