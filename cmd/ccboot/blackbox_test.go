@@ -112,11 +112,17 @@ type result struct {
 
 func ccboot(t *testing.T, args ...string) result {
 	t.Helper()
+	return ccbootEnv(t, nil, args...)
+}
+
+// ccbootEnv runs the binary with extra environment variables.
+func ccbootEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(ccbootBin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// Never let an ambient setting point the binary at a real IMDS.
-	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "INVOCATION_ID=", "NOTIFY_SOCKET=")
+	cmd.Env = append(append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "INVOCATION_ID=", "NOTIFY_SOCKET="), env...)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,18 +48,8 @@ func TestBlackboxWaitConditionOverHTTPS(t *testing.T) {
 	url := srv.URL + "/arn%3Aaws%3Acloudformation/handle?" + query
 	args := []string{"--root", root, "--imds-endpoint", imds, "--set", "ccboot.wait_condition_url=" + url}
 
-	run := func(sub string) result {
-		cmd := exec.Command(ccbootBin, append([]string{sub}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "INVOCATION_ID=", "NOTIFY_SOCKET=", "HTTPS_PROXY=", "https_proxy=")
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatalf("ccboot %s: %v", sub, err)
-		}
-		return result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
-	}
+	env := []string{"SSL_CERT_FILE=" + ca, "HTTPS_PROXY=", "https_proxy="}
+	run := func(sub string) result { return ccbootEnv(t, env, append([]string{sub}, args...)...) }
 	if r := run("run"); r.code != 0 {
 		t.Fatalf("run exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
