@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 GOVULNCHECK_VERSION := v1.9.0
 PKGS := ./...
 
-.PHONY: all build deps tools lint test unit demo dist generate reliability fuzz e2e bench clean
+.PHONY: all build deps tools lint test unit demo dist licenses generate reliability fuzz e2e bench clean
 
 all: build
 
@@ -54,6 +54,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # binaries, tarballs, .deb/.rpm, SHA256SUMS; reproducible.
 dist:
 	VERSION=$(VERSION) packaging/dist.sh
+
+# Rewrite THIRD_PARTY_LICENSES after a dependency change (dist checks it).
+licenses:
+	bash packaging/licenses.sh
 
 # Refresh the template's embedded UserData and the checked-in unit file.
 generate:

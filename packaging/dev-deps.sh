@@ -3,6 +3,8 @@
 # root for apt-get): shadow's groupadd/usermod, systemctl --root, mkswap and
 # fallocate, dpkg-deb, npm, curl. Checked by command, not package name: a
 # machine may carry e.g. npm from another Node.js distribution.
+# Test tools only, never linked into or shipped with ccboot (GPL among them:
+# qemu-user-static and rpm GPL-2.0(+), shellcheck GPL-3.0+).
 set -euo pipefail
 declare -A package_of=(
   [make]=make [git]=git [curl]=curl [groupadd]=passwd [usermod]=passwd

@@ -3,7 +3,8 @@
 # the same commit, Go toolchain and SOURCE_DATE_EPOCH give the same bytes.
 #
 #   ccboot_VERSION_linux_ARCH          stripped static binary (the UserData URL)
-#   ccboot_VERSION_linux_ARCH.tar.gz   binary + ccboot.service + README.md
+#   ccboot_VERSION_linux_ARCH.tar.gz   binary + ccboot.service + README.md +
+#                                      LICENSE + THIRD_PARTY_LICENSES
 #   ccboot_PKGVER-1_ARCH.deb, ccboot-PKGVER-1.ARCH.rpm
 #   SHA256SUMS                         over all of the above
 #
@@ -33,6 +34,9 @@ esac
 case "$VERSION$COMMIT" in
   *[!A-Za-z0-9._+-]*) echo "dist: VERSION/COMMIT may only hold letters, digits and . _ + -" >&2; exit 3 ;;
 esac
+
+# The licenses of what the binary links must be listed before it ships.
+bash packaging/licenses.sh --check
 
 outputs=()
 mkdir -p "$DIST_DIR"
@@ -65,6 +69,8 @@ for arch in $ARCHES; do
   install -m 0755 "$DIST_DIR/$bin" "$dir/ccboot"
   install -m 0644 packaging/systemd/ccboot.service "$dir/ccboot.service"
   if [ -f README.md ]; then install -m 0644 README.md "$dir/README.md"; fi
+  install -m 0644 LICENSE "$dir/LICENSE"
+  install -m 0644 THIRD_PARTY_LICENSES "$dir/THIRD_PARTY_LICENSES"
   tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
     --format=gnu -C "$stage" -cf - "$bin" | gzip -n -9 >"$DIST_DIR/$bin.tar.gz"
 

@@ -232,6 +232,7 @@ func checkTarball(t *testing.T, path, top string, bin []byte) {
 	tr := tar.NewReader(zr)
 	var names []string
 	found := false
+	licenses := map[string]bool{}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -260,9 +261,21 @@ func checkTarball(t *testing.T, path, top string, bin []byte) {
 				t.Errorf("%s: ccboot.service differs from %s", path, unitPath)
 			}
 		}
+		for _, doc := range []string{"LICENSE", "THIRD_PARTY_LICENSES"} {
+			if h.Name == top+"/"+doc {
+				licenses[doc] = true
+				got, _ := io.ReadAll(tr)
+				if !bytes.Equal(got, readFile(t, filepath.Join("..", doc))) {
+					t.Errorf("%s: %s differs from the repository's", path, doc)
+				}
+			}
+		}
 	}
 	if !found {
 		t.Errorf("%s has no %s/ccboot: %v", path, top, names)
+	}
+	if !licenses["LICENSE"] || !licenses["THIRD_PARTY_LICENSES"] {
+		t.Errorf("%s lacks LICENSE or THIRD_PARTY_LICENSES: %v", path, names)
 	}
 	if !sort.StringsAreSorted(names) {
 		t.Errorf("%s: entries not sorted: %v", path, names)
@@ -279,8 +292,14 @@ func checkPackages(t *testing.T, dir string) {
 		if err != nil || string(out) != "Version: 0.3.1~test-1\nArchitecture: arm64\n" {
 			t.Errorf("dpkg-deb -f %s: %v\n%s", deb, err, out)
 		}
+		// dpkg has no License field of its own; nfpm.yaml adds one.
+		out, err = exec.Command("dpkg-deb", "-f", deb, "License").CombinedOutput()
+		if err != nil || string(out) != "Apache-2.0\n" {
+			t.Errorf("dpkg-deb -f %s License: %v\n%s", deb, err, out)
+		}
 		out, err = exec.Command("dpkg-deb", "-c", deb).CombinedOutput()
-		for _, p := range []string{" ./usr/local/bin/ccboot\n", " ./usr/lib/systemd/system/ccboot.service\n"} {
+		for _, p := range []string{" ./usr/local/bin/ccboot\n", " ./usr/lib/systemd/system/ccboot.service\n",
+			" ./usr/share/doc/ccboot/LICENSE\n", " ./usr/share/doc/ccboot/THIRD_PARTY_LICENSES\n"} {
 			if err != nil || !strings.Contains(string(out), p) || !strings.Contains(string(out), "-rwxr-xr-x root/root") {
 				t.Errorf("%s lacks%s: %v\n%s", deb, strings.TrimSpace(p), err, out)
 			}
@@ -295,6 +314,10 @@ func checkPackages(t *testing.T, dir string) {
 		if err != nil || !strings.HasPrefix(got, "0.3.1~test-1 aarch64\n") || !strings.Contains(got, "\n/usr/local/bin/ccboot\n") ||
 			!strings.Contains(got, "\n/usr/lib/systemd/system/ccboot.service\n") {
 			t.Errorf("rpm -qpl %s: %v\n%s", rpm, err, got)
+		}
+		out, err = exec.Command("rpm", "-qp", "--qf", "%{LICENSE}\n", "--licensefiles", rpm).CombinedOutput()
+		if want := "Apache-2.0\n/usr/share/doc/ccboot/LICENSE\n/usr/share/doc/ccboot/THIRD_PARTY_LICENSES\n"; err != nil || string(out) != want {
+			t.Errorf("rpm -qp --licensefiles %s: %v\n%s\nwant\n%s", rpm, err, out, want)
 		}
 	} else {
 		t.Log("no rpm: .rpm contents not checked")
@@ -351,5 +374,36 @@ func checkBinaryRuns(t *testing.T, prefix []string, bin, platform string) {
 	}
 	if code, out := ccboot(append([]string{"plan"}, flags...)...); code != 0 {
 		t.Errorf("plan after run: exit %d, want 0 (in sync):\n%s", code, out)
+	}
+}
+
+// TestThirdPartyLicenses: THIRD_PARTY_LICENSES lists what the release binary
+// links (dist.sh refuses to build otherwise), and the check notices a stale
+// list, so a dependency change cannot ship with its license unlisted.
+func TestThirdPartyLicenses(t *testing.T) {
+	if out, err := exec.Command("bash", "licenses.sh", "--check").CombinedOutput(); err != nil {
+		t.Fatalf("licenses.sh --check: %v\n%s", err, out)
+	}
+	listed := string(readFile(t, "../THIRD_PARTY_LICENSES"))
+	for _, want := range []string{
+		"github.com/aws/aws-sdk-go-v2/feature/ec2/imds", "gopkg.in/ini.v1", "github.com/coreos/go-systemd/v22",
+		"go.uber.org/zap", "golang.org/x/sys", "Go standard library",
+	} {
+		if !strings.Contains(listed, "\n"+want+" ") {
+			t.Errorf("THIRD_PARTY_LICENSES does not list %s", want)
+		}
+	}
+
+	src := snapshotRepo(t)
+	stale := filepath.Join(src, "THIRD_PARTY_LICENSES")
+	edited := strings.Replace(listed, "go.uber.org/zap", "go.uber.org/zapp", 1)
+	if err := os.WriteFile(stale, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "packaging/licenses.sh", "--check")
+	cmd.Dir = src
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "out of date") || !strings.Contains(string(out), "make licenses") {
+		t.Fatalf("licenses.sh --check on a stale list: %v, want a failure naming make licenses:\n%s", err, out)
 	}
 }

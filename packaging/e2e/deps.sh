@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install the host tools the e2e harness needs. Idempotent: a second run
 # installs nothing. Needs root and the host's apt and Go module proxy.
+# Test tools only, never linked into or shipped with ccboot; several are
+# GPL: qemu, busybox, genisoimage (GPL-2.0), rpm, dnf, createrepo-c
+# (GPL-2.0+), shellcheck (GPL-3.0+); the guests' cloud-init is GPL-3.0 or
+# Apache-2.0.
 set -euo pipefail
 
 pkgs=(
