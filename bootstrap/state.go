@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
@@ -37,6 +38,11 @@ func SaveState(sys *fsroot.Tree, r Report) error {
 	steps := make([]StepReport, len(r.Steps))
 	for i, s := range r.Steps {
 		s.Diff = ""
+		// Bounded, whatever an error quotes: the state is read by status
+		// and the WaitCondition reason, and must not grow with input.
+		s.Error = capText(s.Error)
+		s.Changes = capTexts(s.Changes)
+		s.Notes = capTexts(s.Notes)
 		steps[i] = s
 	}
 	r.Steps = steps
@@ -49,6 +55,31 @@ func SaveState(sys *fsroot.Tree, r Report) error {
 	}
 	_, err = sys.WriteFile(StatePath, append(data, '\n'), stateSpec)
 	return err
+}
+
+// maxStateText bounds each message saved in the state file.
+const maxStateText = 2048
+
+func capText(s string) string {
+	if len(s) <= maxStateText {
+		return s
+	}
+	cut := maxStateText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes, cut)", s[:cut], len(s))
+}
+
+func capTexts(list []string) []string {
+	if len(list) == 0 {
+		return list
+	}
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = capText(s)
+	}
+	return out
 }
 
 // CreatedPath records the entries in a user's home that ccboot itself

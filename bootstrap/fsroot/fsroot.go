@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 )
 
 // KeepOwner in a FileSpec leaves the owner as it is (new files: the caller's).
@@ -349,7 +350,24 @@ func (t *Tree) refuseLinkedParents(name string) error {
 
 func (t *Tree) linkError(name string) error {
 	target, _ := t.root.Readlink(name)
-	return fmt.Errorf("refusing %s: it %w to %q; ccboot never writes through links (remove the link and rerun)", t.Path(name), ErrSymlink, target)
+	return fmt.Errorf("refusing %s: it %w to %s; ccboot never writes through links (remove the link and rerun)", t.Path(name), ErrSymlink, Quote(target))
+}
+
+// MaxQuoted bounds text from a file or link that a message quotes.
+const MaxQuoted = 200
+
+// Quote quotes s for a message: control characters escaped (%q), at most
+// MaxQuoted bytes of it, so a planted value can neither flood the state
+// file and log nor drive root's terminal.
+func Quote(s string) string {
+	if len(s) <= MaxQuoted {
+		return fmt.Sprintf("%q", s)
+	}
+	cut := MaxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:cut], len(s))
 }
 
 // EnsureDir makes name a directory with spec's mode and owner, creating

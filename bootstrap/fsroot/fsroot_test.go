@@ -347,3 +347,15 @@ func TestReplaceRefusesASwappedName(t *testing.T) {
 		}
 	}
 }
+
+func TestQuoteBoundsAndEscapes(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", 4000) + "\x1b]0;owned\x07"
+	q := Quote(long)
+	if len(q) > MaxQuoted+40 || strings.ContainsAny(q, "\x1b\x07") || !strings.Contains(q, "bytes)") {
+		t.Errorf("Quote(long) = %q", q)
+	}
+	if q := Quote("a\x1b[2Jb"); q != `"a\x1b[2Jb"` {
+		t.Errorf("Quote = %s", q)
+	}
+}
