@@ -381,7 +381,9 @@ func (t *Tree) EnsureDir(name string, spec FileSpec) (bool, error) {
 // which existing ones of another owner it may take over.
 type DirHooks struct {
 	// Created is called with the fstat of a directory ccboot just made,
-	// before its owner changes; an error undoes nothing but stops there.
+	// before it gets its name and its owner changes; an error stops there.
+	// With Created set, the directory is made under a temp name and
+	// renamed into place (see createRecorded).
 	Created func(name string, fi fs.FileInfo) error
 	// Adopt says whether an existing directory whose owner is not spec's
 	// may be chowned to spec's owner (guarded trees only; nil: never). It
@@ -405,11 +407,15 @@ func (t *Tree) EnsureDirWith(name string, spec FileSpec, h DirHooks) (bool, erro
 				return false, err
 			}
 		}
+		if h.Created != nil {
+			return t.createRecorded(name, spec, h)
+		}
 		err := t.root.Mkdir(name, spec.Mode.Perm())
 		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return false, err
 		}
 		created = err == nil
+		CrashPoint("mkdir", name)
 	case err != nil:
 		return false, err
 	case fi.Mode()&fs.ModeSymlink != 0:
@@ -417,43 +423,80 @@ func (t *Tree) EnsureDirWith(name string, spec FileSpec, h DirHooks) (bool, erro
 	case !fi.IsDir():
 		return false, fmt.Errorf("%s is not a directory (it is a %s); move it away and rerun", t.Path(name), Kind(fi.Mode()))
 	}
-	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
-	if errors.Is(err, syscall.ELOOP) {
-		return false, t.linkError(name)
-	}
+	f, fi, err := t.openDir(name)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return false, err
+	adopt := h.Adopt
+	if adopt != nil {
+		adopt = func(name string, fi fs.FileInfo) bool {
+			_, err := f.Readdirnames(1)
+			return errors.Is(err, io.EOF) && h.Adopt(name, fi)
+		}
 	}
-	if created {
-		// A fresh directory is empty; a non-empty one was swapped in
-		// between mkdir and open, and is not ccboot's to record.
-		if _, err := f.Readdirnames(1); !errors.Is(err, io.EOF) {
-			return false, fmt.Errorf("%s %w (it was replaced right after ccboot created it); rerun", t.Path(name), ErrChanged)
-		}
-		if h.Created != nil {
-			if err := h.Created(name, fi); err != nil {
-				return false, err
-			}
-		}
-		CrashPoint("mkdir", name)
-	} else {
-		adopt := h.Adopt
-		if adopt != nil {
-			adopt = func(name string, fi fs.FileInfo) bool {
-				_, err := f.Readdirnames(1)
-				return errors.Is(err, io.EOF) && h.Adopt(name, fi)
-			}
-		}
+	if !created {
 		if err := t.vetOwner(name, fi, spec, adopt); err != nil {
 			return false, err
 		}
 	}
 	changed, err := t.fixMeta(f, fi, name, spec)
 	return created || changed, err
+}
+
+func (t *Tree) openDir(name string) (*os.File, fs.FileInfo, error) {
+	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, nil, t.linkError(name)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// createRecorded makes a directory that must never stand under its name
+// owned by root unrecorded: it is made under a temp name, recorded by
+// inode (h.Created), renamed into place and only then chowned. A run
+// killed before the rename leaves an empty temp directory the next
+// creation removes; one killed after it leaves a recorded directory that
+// h.Adopt can recognise.
+func (t *Tree) createRecorded(name string, spec FileSpec, h DirHooks) (bool, error) {
+	dir, base := path.Split(name)
+	t.removeStaleTemps(dir, base)
+	tmp := dir + "." + base + tempMarker + randomSuffix()
+	if err := t.root.Mkdir(tmp, spec.Mode.Perm()); err != nil {
+		return false, fmt.Errorf("create %s: %w", t.Path(name), err)
+	}
+	f, fi, err := t.openDir(tmp)
+	if err != nil {
+		t.root.Remove(tmp)
+		return false, err
+	}
+	defer f.Close()
+	if err := h.Created(name, fi); err != nil {
+		t.root.Remove(tmp)
+		return false, err
+	}
+	// No rename over anything: a name that appeared meanwhile is not ours.
+	if _, err := t.root.Lstat(name); !errors.Is(err, fs.ErrNotExist) {
+		t.root.Remove(tmp)
+		return false, fmt.Errorf("%s %w (it appeared while ccboot created it); rerun", t.Path(name), ErrChanged)
+	}
+	if err := t.root.Rename(tmp, name); err != nil {
+		t.root.Remove(tmp)
+		return false, fmt.Errorf("create %s: %w", t.Path(name), err)
+	}
+	CrashPoint("mkdir", name)
+	if _, err := t.fixMeta(f, fi, name, spec); err != nil {
+		return false, err
+	}
+	return true, t.syncDir(dir)
 }
 
 // vetOwner refuses, in a guarded tree, an existing entry that is not owned
@@ -636,7 +679,9 @@ func (t *Tree) removeStaleTemps(dir, base string) {
 	}
 	prefix := "." + base + tempMarker
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+		// Directories only when empty (Remove refuses others): a temp
+		// directory from createRecorded never had anything put in it.
+		if strings.HasPrefix(e.Name(), prefix) && (e.Type().IsRegular() || e.IsDir()) {
 			t.root.Remove(dir + e.Name())
 		}
 	}

@@ -359,3 +359,51 @@ func TestQuoteBoundsAndEscapes(t *testing.T) {
 		t.Errorf("Quote = %s", q)
 	}
 }
+
+// TestEnsureDirRecordsBeforeTheNameAppears: with a Created hook, the
+// directory is recorded while it still has a temp name, so no root-owned
+// unrecorded directory ever stands under the final name; a killed run's
+// empty temp directory is removed by the next creation.
+func TestEnsureDirRecordsBeforeTheNameAppears(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	g := tr.Guarded()
+	stale := filepath.Join(dir, "..aws"+tempMarker+"dead") // the temp name of .aws
+	os.Mkdir(stale, 0o700)
+	var recorded fs.FileInfo
+	h := DirHooks{Created: func(name string, fi fs.FileInfo) error {
+		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists before it is recorded", name)
+		}
+		recorded = fi
+		return nil
+	}}
+	changed, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h)
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, ".aws"))
+	if err != nil || recorded == nil || !os.SameFile(fi, recorded) {
+		t.Fatalf("recorded %v, created %v (%v)", recorded, fi, err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || fi.Mode().Perm() != 0o700 {
+		t.Errorf("owner %d mode %v", st.Uid, fi.Mode())
+	}
+	if _, err := os.Lstat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale temp directory left: %v", err)
+	}
+	// Root-owned and not adoptable: refused, unchanged.
+	os.Chown(filepath.Join(dir, ".aws"), 0, 0)
+	if _, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h); !errors.Is(err, ErrOwner) {
+		t.Errorf("root-owned: err = %v, want ErrOwner", err)
+	}
+	h.Adopt = func(string, fs.FileInfo) bool { return true }
+	if _, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h); err != nil {
+		t.Errorf("adoptable and empty: %v", err)
+	}
+	os.Chown(filepath.Join(dir, ".aws"), 0, 0)
+	os.WriteFile(filepath.Join(dir, ".aws/credentials"), []byte("x"), 0o600)
+	if _, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h); !errors.Is(err, ErrOwner) {
+		t.Errorf("adoptable but not empty: err = %v, want ErrOwner", err)
+	}
+}
