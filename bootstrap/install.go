@@ -52,6 +52,12 @@ func UnitFile() []byte {
 		unit.NewUnitOption("Service", "TimeoutStartSec", "45min"),
 		unit.NewUnitOption("Service", "Environment", "HOME=/root"),
 		unit.NewUnitOption("Service", "UMask", "0022"),
+		// A bound on memory, so a run that goes wrong on hostile input is
+		// killed in its own cgroup instead of the OOM killer choosing among
+		// the host's processes. ccboot itself stays under ~50 MB (it
+		// reads at most 1 MiB of any file in a user's home); apt-get, dpkg
+		// and npm run in the same cgroup and need the headroom.
+		unit.NewUnitOption("Service", "MemoryMax", "2G"),
 		// Hardening that the steps survive. ProtectSystem and ProtectHome
 		// stay off: ccboot writes /etc, /usr/local (npm), / (swap file) and
 		// the user's home. NoNewPrivileges and RestrictSUIDSGID stay off:

@@ -144,12 +144,21 @@ func (s *Session) openLogFile(sys *fsroot.Tree) *os.File {
 	if _, err := sys.EnsureDir("var/log", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
 		return nil
 	}
+	// Bounded: a log over LogMaxSize becomes LogPath.1 (replacing the one
+	// before) when a run opens it, so the log and its predecessor hold at
+	// most about twice that.
+	if fi, err := sys.Lstat(LogPath); err == nil && fi.Mode().IsRegular() && fi.Size() > LogMaxSize {
+		_ = sys.Rename(LogPath, LogPath+".1")
+	}
 	f, err := sys.OpenFile(LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil
 	}
 	return f
 }
+
+// LogMaxSize is the size at which the log is rotated to LogPath.1.
+const LogMaxSize = 10 << 20
 
 // LogFile is where the JSON log goes, for messages.
 func (s *Session) LogFile() string { return s.Env.Sys.Path(LogPath) }

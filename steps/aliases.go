@@ -61,32 +61,26 @@ func (Aliases) file(env *bootstrap.Env) (managedFile, error) {
 	if err != nil {
 		return managedFile{}, err
 	}
-	home, u, err := env.Home()
+	home, u, err := userHome(env)
 	if err != nil {
 		return managedFile{}, fmt.Errorf("aliases: %w", err)
 	}
 	display := home.Path(bashrcPath)
 	spec := fsroot.FileSpec{Mode: 0o644, UID: u.UID, GID: u.GID}
-	var old []byte
-	fi, err := home.Lstat(bashrcPath)
+	// One descriptor (fsroot refuses links, FIFOs, hard-linked and
+	// oversized files before reading): the owner and mode kept are those
+	// of the bytes edited, and WriteFile refuses a file of another owner
+	// swapped in later.
+	old, fi, err := home.ReadFileCheck(bashrcPath, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return managedFile{}, fmt.Errorf("aliases: %w", err)
 	default:
-		if fi.Mode().IsRegular() {
-			if err := refuseHardLinks(display, fi); err != nil {
-				return managedFile{}, fmt.Errorf("aliases: %w", err)
-			}
-			// The existing owner is passed explicitly: KeepOwner would
-			// leave a rewritten file owned by root.
-			spec.Mode = fi.Mode().Perm()
-			spec.UID, spec.GID = fsroot.Owner(fi)
-		}
-		// ReadFile refuses links, FIFOs and devices before opening them.
-		if old, err = home.ReadFile(bashrcPath); err != nil {
-			return managedFile{}, fmt.Errorf("aliases: %w", err)
-		}
+		// The existing owner is passed explicitly: KeepOwner would
+		// leave a rewritten file owned by root.
+		spec.Mode = fi.Mode().Perm()
+		spec.UID, spec.GID = fsroot.Owner(fi)
 	}
 	content, err := editManagedBlock(old, block)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"regexp"
 	"strings"
 	"unicode"
@@ -53,9 +54,10 @@ func (s AWSConfig) Apply(ctx context.Context, env *bootstrap.Env) error {
 	if err != nil {
 		return err
 	}
-	// Both calls go through the home tree: a link swapped in after plan()
-	// is refused by fsroot, and nothing can resolve outside the home.
-	if _, err := p.home.EnsureDir(awsDir, fsroot.FileSpec{Mode: 0o700, UID: p.user.UID, GID: p.user.GID}); err != nil {
+	// Both calls go through the guarded home tree: a link, a hard link or
+	// another owner's entry swapped in after plan() is refused by fsroot,
+	// and nothing can resolve outside the home.
+	if _, err := p.home.EnsureDirWith(awsDir, fsroot.FileSpec{Mode: 0o700, UID: p.user.UID, GID: p.user.GID}, p.dirHooks); err != nil {
 		return fmt.Errorf("aws-config: %w", err)
 	}
 	if err := p.file.write(); err != nil {
@@ -70,22 +72,34 @@ type awsPlan struct {
 	user      sysuser.User
 	dirExists bool
 	dirFix    string // "chown ..."/"chmod ..." when ~/.aws exists but differs
+	dirHooks  fsroot.DirHooks
 	file      managedFile
 }
 
 // plan inspects ~/.aws and ~/.aws/config and renders the merged file. It
 // refuses anything in the home that a root process must not follow or
-// adopt: links, another user's directory, files with other hard links.
+// adopt: links, files with other hard links, oversized files, and entries
+// not owned by the user (root's included) that ccboot did not create.
 func (AWSConfig) plan(ctx context.Context, env *bootstrap.Env) (awsPlan, error) {
 	sections, err := awsSections(ctx, env)
 	if err != nil {
 		return awsPlan{}, err
 	}
-	home, u, err := env.Home()
+	home, u, err := userHome(env)
 	if err != nil {
 		return awsPlan{}, fmt.Errorf("aws-config: %w", err)
 	}
 	p := awsPlan{home: home, user: u}
+	// inRoot is a home path as the record of created entries names it.
+	inRoot := func(name string) string { return path.Join(u.Home, name) }
+	adopt := func(name string, fi fs.FileInfo) bool {
+		uid, _ := fsroot.Owner(fi)
+		return uid == 0 && bootstrap.CreatedByCCBoot(env.Sys, inRoot(name), fi)
+	}
+	p.dirHooks = fsroot.DirHooks{
+		Created: func(name string, fi fs.FileInfo) error { return bootstrap.RecordCreated(env.Sys, inRoot(name), fi) },
+		Adopt:   adopt,
+	}
 	dirDisplay := home.Path(awsDir)
 	fi, err := home.Lstat(awsDir)
 	switch {
@@ -98,7 +112,10 @@ func (AWSConfig) plan(ctx context.Context, env *bootstrap.Env) (awsPlan, error) 
 		return p, fmt.Errorf("aws-config: %s is not a directory; move it away and rerun", dirDisplay)
 	default:
 		p.dirExists = true
-		if err := ownedByUserOrRoot(dirDisplay, fi, u); err != nil {
+		// Only an empty directory is adopted (fsroot asks Adopt about
+		// nothing else): a run killed between mkdir and chown leaves one.
+		empty, _ := home.EmptyDir(awsDir)
+		if err := ownedByUser(dirDisplay, fi, u, empty && adopt(awsDir, fi)); err != nil {
 			return p, fmt.Errorf("aws-config: %w", err)
 		}
 		if uid, gid := fsroot.Owner(fi); uid != u.UID || gid != u.GID {
@@ -123,38 +140,33 @@ func (AWSConfig) plan(ctx context.Context, env *bootstrap.Env) (awsPlan, error) 
 	return p, nil
 }
 
-// readUserFile reads a file in the home that ccboot will take over (chown to
-// the user): missing gives nil; links, FIFOs, hard-linked files and files
-// of a third user are refused.
+// readUserFile reads a file in the home that ccboot will rewrite as the
+// user's: missing gives nil; links, FIFOs, hard-linked or oversized files
+// (fsroot) and files not owned by the user are refused, all on the one
+// descriptor the bytes are read from. ccboot never leaves a file of its
+// own there owned by root (it chowns the temp file before the rename), so
+// no exception for files it created is needed.
 func readUserFile(home *fsroot.Tree, name string, u sysuser.User) ([]byte, error) {
-	display := home.Path(name)
-	fi, err := home.Lstat(name)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	data, _, err := home.ReadFileCheck(name, func(fi fs.FileInfo) error {
+		return ownedByUser(home.Path(name), fi, u, false)
+	})
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
-	case err != nil:
-		return nil, err
-	case fi.Mode().IsRegular():
-		if err := ownedByUserOrRoot(display, fi, u); err != nil {
-			return nil, err
-		}
-		if err := refuseHardLinks(display, fi); err != nil {
-			return nil, err
-		}
 	}
-	// fsroot refuses links and non-regular files with its own message.
-	return home.ReadFile(name)
+	return data, err
 }
 
-// ownedByUserOrRoot refuses a path in the user's home owned by a third
-// user: adopting it (chown to the target user) would hand that user
-// someone else's file.
-func ownedByUserOrRoot(display string, fi fs.FileInfo, u sysuser.User) error {
-	if uid, _ := fsroot.Owner(fi); uid != u.UID && uid != 0 {
-		return fmt.Errorf("refusing %s: it is owned by uid %d, not %s (uid %d) or root; check who created it, then chown it to %s or move it away and rerun",
-			display, uid, u.Name, u.UID, u.Name)
+// ownedByUser refuses an entry in the user's home owned by anyone else,
+// root included, unless adopted (ccboot created it): taking it over (chown
+// to the user) would hand the user someone else's file, e.g. root's
+// credentials left by `sudo aws configure`.
+func ownedByUser(display string, fi fs.FileInfo, u sysuser.User, adopted bool) error {
+	uid, _ := fsroot.Owner(fi)
+	if uid == u.UID || adopted {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("refusing %s: it is owned by uid %d, not %s (uid %d), and ccboot did not create it; it may hold that owner's secrets: check it, then chown it to %s (chown -R %s: %s) or move it away, and rerun",
+		display, uid, u.Name, u.UID, u.Name, u.Name, display)
 }
 
 // awsSection is one [section] ccboot manages and the keys it sets there, in
@@ -305,7 +317,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 		return nil, fmt.Errorf("%v; fix or move it away and rerun", err)
 	}
 	if _, err := ini.LoadSources(iniLoadOptions, content); err != nil {
-		return nil, fmt.Errorf("cannot parse it (%v); fix or move it away and rerun", strings.TrimSpace(err.Error()))
+		return nil, fmt.Errorf("cannot parse it (%s); fix or move it away and rerun", iniErrorText(err, lines))
 	}
 	eol := "\n"
 	if len(lines) > 0 && lines[0].eol == "\r\n" {
@@ -412,7 +424,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 func verifyAWSConfig(out []byte, sections []awsSection) error {
 	f, err := ini.LoadSources(iniLoadOptions, out)
 	if err != nil {
-		return fmt.Errorf("cannot edit it safely (the edited file would not parse: %v); fix or move it away and rerun", err)
+		return fmt.Errorf("cannot edit it safely (the edited file would not parse: %s); fix or move it away and rerun", iniErrorText(err, nil))
 	}
 	for _, s := range sections {
 		sec, err := f.GetSection(s.name)
@@ -420,8 +432,9 @@ func verifyAWSConfig(out []byte, sections []awsSection) error {
 			return fmt.Errorf("cannot edit it safely ([%s] would not read back); fix or move it away and rerun", s.name)
 		}
 		for _, kv := range s.keys {
-			if got := sec.Key(kv[0]).String(); got != kv[1] {
-				return fmt.Errorf("cannot edit it safely ([%s] %s would read back as %q); fix or move it away and rerun", s.name, kv[0], got)
+			// What it reads back as is left out: it may be the user's text.
+			if sec.Key(kv[0]).String() != kv[1] {
+				return fmt.Errorf("cannot edit it safely ([%s] %s would not read back as written); fix or move it away and rerun", s.name, kv[0])
 			}
 		}
 	}
@@ -467,6 +480,52 @@ func (l iniLine) withValue(v string) string {
 	return prefix + v
 }
 
+// iniErrorText is an ini.v1 error without the text of the user's file:
+// ini.v1 quotes the offending line, and in ~/.aws/config that line can be
+// a secret key (a malformed aws_secret_access_key line), which must not
+// reach the state file, status output or a CloudFormation event. It keeps
+// ini.v1's description (the part before the quoted text) and adds the line
+// number when the quoted line can be found in lines.
+func iniErrorText(err error, lines []iniLine) string {
+	var quoted string
+	switch e := err.(type) {
+	case ini.ErrDelimiterNotFound:
+		quoted = e.Line
+	case ini.ErrEmptyKeyName:
+		quoted = e.Line
+	}
+	// ini.v1's messages are "description: line" or "description from
+	// %q to %q"; keep the description only.
+	kind := err.Error()
+	if i := strings.IndexAny(kind, ":\"\n"); i >= 0 {
+		kind = kind[:i]
+	}
+	kind = escapeControl(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kind), " from")))
+	if quoted != "" {
+		q := strings.TrimSpace(quoted)
+		for i, l := range lines {
+			if strings.TrimSpace(l.text) == q {
+				return fmt.Sprintf("line %d: %s", i+1, kind)
+			}
+		}
+	}
+	return kind
+}
+
+// escapeControl writes control characters as Go escapes, so no text from a
+// file can move root's terminal cursor or retitle it.
+func escapeControl(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // parseINILines classifies each line the way the AWS tools' parser does,
 // keeping the exact text so unchanged lines are written back as they were.
 func parseINILines(s string) ([]iniLine, error) {
@@ -507,7 +566,7 @@ func parseINILines(s string) ([]iniLine, error) {
 		case trimmed[0] == '[':
 			end := strings.LastIndexByte(trimmed, ']')
 			if end < 0 {
-				return nil, fmt.Errorf("line %d: section header %q has no closing ]", i+1, trimmed)
+				return nil, fmt.Errorf("line %d: a section header has no closing ]", i+1)
 			}
 			if end == 1 {
 				return nil, fmt.Errorf("line %d: empty section name []", i+1)
@@ -517,18 +576,18 @@ func parseINILines(s string) ([]iniLine, error) {
 		case !inSection:
 			// Python's configparser, which the AWS CLI uses, rejects a key
 			// before the first section header (MissingSectionHeaderError).
-			return nil, fmt.Errorf("line %d: %q stands before any [section], which the AWS CLI rejects", i+1, trimmed)
+			return nil, fmt.Errorf("line %d: a key stands before any [section], which the AWS CLI rejects", i+1)
 		default:
 			l.kind = lineKey
 			d := strings.IndexAny(trimmed, "=:")
 			if d == 0 {
-				return nil, fmt.Errorf("line %d: %q has no key name", i+1, trimmed)
+				return nil, fmt.Errorf("line %d: a key = value line has no key name", i+1)
 			}
 			if d < 0 {
 				// configparser (allow_no_value off, as the AWS CLI uses it)
 				// rejects a key without a value; ini.v1 would read it, and
 				// an indented line after it, in ways the CLI never does.
-				return nil, fmt.Errorf("line %d: %q has no = or : (key = value), which the AWS CLI rejects", i+1, trimmed)
+				return nil, fmt.Errorf("line %d: a line has no = or : (key = value), which the AWS CLI rejects", i+1)
 			}
 			l.name = strings.ToLower(strings.TrimSpace(trimmed[:d]))
 			l.delimEnd = indent + d + 1

@@ -54,9 +54,16 @@ func TestAWSConfigMergeIntoExisting(t *testing.T) {
 	}
 	p := awsConfigFile(env)
 	writeTestFile(t, env.Root, "home/ec2-user/.aws/config", string(input), 0o644)
-	// A root-owned ~/.aws (someone ran aws configure with sudo) is adopted.
+	// The user's files with root's group and loose modes: group and mode
+	// are fixed (an entry owned by root itself is refused, see
+	// TestAWSConfigRefusesRootOwned).
 	if err := os.Chmod(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	for _, q := range []string{filepath.Dir(p), p} {
+		if err := os.Chown(q, testUID, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d := convergeStep(t, env, AWSConfig{})
 	joined := strings.Join(d.Changes, "\n")
@@ -178,9 +185,9 @@ func TestMergeAWSConfigRefuses(t *testing.T) {
 		{"duplicate managed section", "[default]\nregion = a\n[profile x]\n[default]\n", "line 4: section [default] appears twice"},
 		{"duplicate managed key", "[profile claudecode-readonly]\nrole_arn = a\nrole_arn = b\n", "line 3"},
 		{"backslash continuation swallows our line", "[default]\noutput = json \\\n", "cannot edit it safely"},
-		{"key before any section (found by FuzzMergeAWSConfig)", "\r\n0\n ", "line 2: \"0\" stands before any [section]"},
-		{"key without a value", "[default]\nregion\n", "line 2: \"region\" has no = or :"},
-		{"key without a value, then an indented line (found by FuzzMergeAWSConfig)", "[0]\r\n0\n ", "line 2: \"0\" has no = or :"},
+		{"key before any section (found by FuzzMergeAWSConfig)", "\r\n0\n ", "line 2: a key stands before any [section]"},
+		{"key without a value", "[default]\nregion\n", "line 2: a line has no = or :"},
+		{"key without a value, then an indented line (found by FuzzMergeAWSConfig)", "[0]\r\n0\n ", "line 2: a line has no = or :"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -220,6 +227,7 @@ func TestAWSConfigUnparseableFileIsNotTouched(t *testing.T) {
 	const bad = "[default]\nregion = us-east-1\n[profile half\n"
 	writeTestFile(t, env.Root, "home/ec2-user/.aws/config", bad, 0o600)
 	p := awsConfigFile(env)
+	chownTest(t, testUID, filepath.Dir(p), p)
 	before := stampOf(t, p)
 	_, checkErr := AWSConfig{}.Check(context.Background(), env)
 	applyErr := AWSConfig{}.Apply(context.Background(), env)
@@ -443,7 +451,7 @@ func TestAWSConfigHostileHome(t *testing.T) {
 		}, "hard links"},
 		{"~/.aws owned by another user", func(t *testing.T, root, home, outside string) {
 			mustMkdirOwned(t, filepath.Join(home, ".aws"), 2000)
-		}, "owned by uid 2000, not ec2-user (uid 1000) or root"},
+		}, "owned by uid 2000, not ec2-user (uid 1000)"},
 		{"~/.aws/config owned by another user", func(t *testing.T, root, home, outside string) {
 			mustMkdirOwned(t, filepath.Join(home, ".aws"), testUID)
 			writeTestFile(t, home, ".aws/config", "[default]\n", 0o600)

@@ -2,13 +2,12 @@ package steps
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"strings"
-	"syscall"
 
 	"github.com/ccboot/ccboot/bootstrap"
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
+	"github.com/ccboot/ccboot/bootstrap/sysuser"
 )
 
 // managedFile is one file a step renders: where it lives and the bytes,
@@ -26,7 +25,8 @@ type managedFile struct {
 // opening, so a FIFO cannot block the read).
 func (m managedFile) drift(d *bootstrap.Drift) error {
 	display := m.tree.Path(m.name)
-	old, err := m.tree.ReadFile(m.name)
+	// One descriptor: the mode and owner reported belong to the bytes read.
+	old, fi, err := m.tree.ReadFileCheck(m.name, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		d.Differ("create %s", display)
@@ -38,10 +38,6 @@ func (m managedFile) drift(d *bootstrap.Drift) error {
 	if string(old) != string(m.want) {
 		d.Differ("update %s", display)
 		d.Diff += bootstrap.UnifiedDiff(display, old, m.want)
-	}
-	fi, err := m.tree.Lstat(m.name)
-	if err != nil {
-		return err
 	}
 	if fi.Mode().Perm() != m.spec.Mode.Perm() {
 		d.Differ("chmod %s %04o (is %04o)", display, m.spec.Mode.Perm(), fi.Mode().Perm())
@@ -59,15 +55,16 @@ func (m managedFile) write() error {
 	return err
 }
 
-// refuseHardLinks refuses a regular file in a user's home that has more than
-// one name: the other name may be a file the user cannot write (a planted
-// link to /etc/shadow), and ccboot, running as root, would chmod or chown it.
-func refuseHardLinks(display string, fi fs.FileInfo) error {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
-		return fmt.Errorf("refusing %s: it has %d hard links and ccboot will not change a file that has other names; replace it with a copy (cp %s %s.new && mv %s.new %s) and rerun",
-			display, st.Nlink, display, display, display, display)
+// userHome opens the target user's home as a guarded tree: ccboot runs as
+// root in a directory the user controls, so every file it reads or edits
+// there must have one link, a bounded size and the owner it expects, all
+// checked on the descriptor it then uses (see fsroot.Guarded).
+func userHome(env *bootstrap.Env) (*fsroot.Tree, sysuser.User, error) {
+	home, u, err := env.Home()
+	if err != nil {
+		return nil, u, err
 	}
-	return nil
+	return home.Guarded(), u, nil
 }
 
 // shellQuote makes s one single-quoted shell word. The shell expands

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // CrashPoint is the crash-injection hook of a test build (go build -tags
@@ -19,6 +20,10 @@ import (
 //     so a test learns the points of an uninterrupted run.
 //   - CCBOOT_CRASH_AT=LABEL kills the process with SIGKILL at that point;
 //     CCBOOT_CRASH_AT=N (a number) at the Nth point reached.
+//   - CCBOOT_PAUSE_AT=LABEL with CCBOOT_PAUSE_DIR=DIR stops at that point
+//     instead: it creates DIR/paused, waits until DIR/resume exists (at
+//     most a minute), then goes on. The race suite swaps files in that
+//     window, so a race that needs luck in real life happens every time.
 //
 // A label is "site detail#k": k counts how often this process reached that
 // site with that detail. Steps run side by side, so the global order of
@@ -40,6 +45,8 @@ type crashHook struct {
 	log    *os.File
 	at     string
 	atN    int
+	pause  string
+	pdir   string
 	active bool
 }
 
@@ -56,7 +63,8 @@ func newCrashHook() *crashHook {
 		}
 		h.log = f
 	}
-	h.active = h.log != nil || h.at != "" || h.atN > 0
+	h.pause, h.pdir = os.Getenv("CCBOOT_PAUSE_AT"), os.Getenv("CCBOOT_PAUSE_DIR")
+	h.active = h.log != nil || h.at != "" || h.atN > 0 || (h.pause != "" && h.pdir != "")
 	return h
 }
 
@@ -73,6 +81,9 @@ func (h *crashHook) hit(point string) {
 		// One write per line with O_APPEND: complete lines even if killed.
 		_, _ = h.log.WriteString(label + "\n")
 	}
+	if label == h.pause && h.pdir != "" {
+		h.wait()
+	}
 	if label == h.at || h.total == h.atN {
 		pid := os.Getpid()
 		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
@@ -81,4 +92,20 @@ func (h *crashHook) hit(point string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		select {} // never return into the code after the point
 	}
+}
+
+// wait signals the pause and blocks (holding the hook's lock, so no other
+// point passes either) until the test says resume.
+func (h *crashHook) wait() {
+	if err := os.WriteFile(filepath.Join(h.pdir, "paused"), nil, 0o600); err != nil {
+		fmt.Fprintf(os.Stderr, "crashhook: %v\n", err)
+		os.Exit(99)
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(h.pdir, "resume")); err == nil {
+			return
+		}
+	}
+	fmt.Fprintln(os.Stderr, "crashhook: no resume within a minute")
+	os.Exit(99)
 }

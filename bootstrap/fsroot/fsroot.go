@@ -9,6 +9,12 @@
 // the descriptor, rename, fsync of the directory) and are skipped entirely
 // when the content, mode and owner already match, so the inode of an
 // unchanged file never changes.
+//
+// An existing file is opened once, without following links, and everything
+// after that (the checks, the comparison, chown and chmod) goes through that
+// descriptor; a rename replaces it only after a fresh lstat shows the name
+// still leads to the same inode. So a name swapped for a hard link to a
+// root-only file between two steps is never read, chowned or chmodded.
 package fsroot
 
 import (
@@ -24,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 )
 
 // KeepOwner in a FileSpec leaves the owner as it is (new files: the caller's).
@@ -40,6 +47,27 @@ var ErrSymlink = errors.New("is a symbolic link")
 // not regular files (FIFOs, devices, directories).
 var ErrNotRegular = errors.New("is not a regular file")
 
+// ErrHardLinked is wrapped by refusals of a file in a guarded tree that has
+// more than one name: the other name may be a root-only file.
+var ErrHardLinked = errors.New("has other hard links")
+
+// ErrTooLarge is wrapped by refusals of a file in a guarded tree that is
+// larger than MaxGuardedSize.
+var ErrTooLarge = errors.New("is too large")
+
+// ErrOwner is wrapped by refusals of an entry in a guarded tree whose owner
+// is not the one the caller expects.
+var ErrOwner = errors.New("has an unexpected owner")
+
+// ErrChanged is wrapped when a file was replaced by another between the
+// moment ccboot opened it and the rename over it.
+var ErrChanged = errors.New("changed while ccboot was writing it")
+
+// MaxGuardedSize bounds a file ccboot reads or edits in a guarded tree (a
+// user's home): a sparse 3 GiB ~/.bashrc must not make root read and
+// rewrite 3 GiB. Checked by fstat before reading, and again while reading.
+const MaxGuardedSize = 1 << 20
+
 // FileSpec is the mode and owner a managed file or directory must have.
 type FileSpec struct {
 	Mode fs.FileMode
@@ -51,6 +79,21 @@ type FileSpec struct {
 type Tree struct {
 	root *os.Root
 	dir  string // for messages only
+	// guarded: another user controls the directory (a home). Files must
+	// have one link and at most MaxGuardedSize bytes, and WriteFile never
+	// takes over a file of another owner.
+	guarded bool
+}
+
+// Guarded returns t with the rules for a directory another user controls:
+// every existing file read or written must be a regular file with exactly
+// one link and at most MaxGuardedSize bytes, and WriteFile and EnsureDir
+// refuse an existing entry whose owner is not the spec's. The copy shares
+// t's directory handle.
+func (t *Tree) Guarded() *Tree {
+	g := *t
+	g.guarded = true
+	return &g
 }
 
 // Open opens dir as a Tree.
@@ -78,7 +121,7 @@ func (t *Tree) Sub(name string) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tree{root: r, dir: t.Path(name)}, nil
+	return &Tree{root: r, dir: t.Path(name), guarded: t.guarded}, nil
 }
 
 // Lstat describes name without following a final symbolic link.
@@ -86,18 +129,109 @@ func (t *Tree) Lstat(name string) (fs.FileInfo, error) { return t.root.Lstat(cle
 
 // ReadFile reads a managed regular file. Missing files give an error that
 // matches fs.ErrNotExist; symbolic links and non-regular files are refused
-// (reading a FIFO would block forever).
+// (reading a FIFO would block forever). In a guarded tree, files with
+// other hard links or over MaxGuardedSize bytes are refused too.
 func (t *Tree) ReadFile(name string) ([]byte, error) {
+	data, _, err := t.ReadFileCheck(name, nil)
+	return data, err
+}
+
+// ReadFileCheck reads name like ReadFile through one descriptor and returns
+// the file's fstat, so the owner and mode a caller acts on belong to the
+// bytes it read. check, when set, vets that fstat before a byte is read.
+func (t *Tree) ReadFileCheck(name string, check func(fs.FileInfo) error) ([]byte, fs.FileInfo, error) {
 	name = clean(name)
+	f, fi, err := t.openChecked(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	if check != nil {
+		if err := check(fi); err != nil {
+			return nil, nil, err
+		}
+	}
+	CrashPoint("read/opened", name)
+	data, err := t.readAll(name, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, fi, nil
+}
+
+// openChecked opens an existing regular file once, without following a
+// final link and without blocking on a FIFO, and vets its fstat. Everything
+// a caller does to the file afterwards goes through the returned descriptor.
+func (t *Tree) openChecked(name string) (*os.File, fs.FileInfo, error) {
+	// The lstat first gives a person a clear error for a link, FIFO or
+	// device, and keeps ccboot from opening a device at all.
 	if _, err := t.checkRegular(name); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, nil, t.linkError(name)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = t.vetFile(name, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// vetFile is the check on the fstat of an opened file: it is what counts,
+// since the name may lead elsewhere by now.
+func (t *Tree) vetFile(name string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s %w (it is a %s); move it away and rerun", t.Path(name), ErrNotRegular, Kind(fi.Mode()))
+	}
+	if !t.guarded {
+		return nil
+	}
+	if n := links(fi); n > 1 {
+		p := t.Path(name)
+		return fmt.Errorf("refusing %s: it %w (%d names); ccboot will not read or change a file whose other name may be a root-only file; replace it with a copy (cp %s %s.new && mv %s.new %s) and rerun",
+			p, ErrHardLinked, n, p, p, p, p)
+	}
+	if fi.Size() > MaxGuardedSize {
+		return t.tooLarge(name, fi.Size())
+	}
+	return nil
+}
+
+func (t *Tree) tooLarge(name string, size int64) error {
+	return fmt.Errorf("refusing %s: it %w (%d bytes; ccboot reads and edits at most %d in a user's home); shorten it or move it away and rerun",
+		t.Path(name), ErrTooLarge, size, MaxGuardedSize)
+}
+
+// readAll reads f; in a guarded tree never more than MaxGuardedSize bytes,
+// even if the file grows after its fstat.
+func (t *Tree) readAll(name string, f *os.File) ([]byte, error) {
+	if !t.guarded {
+		return io.ReadAll(f)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxGuardedSize+1))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return io.ReadAll(f)
+	if len(data) > MaxGuardedSize {
+		return nil, t.tooLarge(name, int64(len(data)))
+	}
+	return data, nil
+}
+
+func links(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink)
+	}
+	return 1
 }
 
 // maxLinkHops bounds ReadInfo's link following (loops are refused).
@@ -140,6 +274,21 @@ func (t *Tree) ReadInfo(name string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// EmptyDir reports whether name is a directory with no entries (without
+// following a final link).
+func (t *Tree) EmptyDir(name string) (bool, error) {
+	f, err := t.root.OpenFile(clean(name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return false, err
 }
 
 // Exists reports whether name exists (without following a final link).
@@ -201,33 +350,72 @@ func (t *Tree) refuseLinkedParents(name string) error {
 
 func (t *Tree) linkError(name string) error {
 	target, _ := t.root.Readlink(name)
-	return fmt.Errorf("refusing %s: it %w to %q; ccboot never writes through links (remove the link and rerun)", t.Path(name), ErrSymlink, target)
+	return fmt.Errorf("refusing %s: it %w to %s; ccboot never writes through links (remove the link and rerun)", t.Path(name), ErrSymlink, Quote(target))
+}
+
+// MaxQuoted bounds text from a file or link that a message quotes.
+const MaxQuoted = 200
+
+// Quote quotes s for a message: control characters escaped (%q), at most
+// MaxQuoted bytes of it, so a planted value can neither flood the state
+// file and log nor drive root's terminal.
+func Quote(s string) string {
+	if len(s) <= MaxQuoted {
+		return fmt.Sprintf("%q", s)
+	}
+	cut := MaxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:cut], len(s))
 }
 
 // EnsureDir makes name a directory with spec's mode and owner, creating
 // missing parents with the same spec. It refuses symbolic links and reports
 // whether anything changed.
 func (t *Tree) EnsureDir(name string, spec FileSpec) (bool, error) {
+	return t.EnsureDirWith(name, spec, DirHooks{})
+}
+
+// DirHooks let a caller record the directories ccboot creates and decide
+// which existing ones of another owner it may take over.
+type DirHooks struct {
+	// Created is called with the fstat of a directory ccboot just made,
+	// before it gets its name and its owner changes; an error stops there.
+	// With Created set, the directory is made under a temp name and
+	// renamed into place (see createRecorded).
+	Created func(name string, fi fs.FileInfo) error
+	// Adopt says whether an existing directory whose owner is not spec's
+	// may be chowned to spec's owner (guarded trees only; nil: never). It
+	// is asked only about empty directories: taking over a non-empty one
+	// would hand over what is in it.
+	Adopt func(name string, fi fs.FileInfo) bool
+}
+
+// EnsureDirWith is EnsureDir with hooks.
+func (t *Tree) EnsureDirWith(name string, spec FileSpec, h DirHooks) (bool, error) {
 	name = clean(name)
 	if err := t.refuseLinkedParents(name); err != nil {
 		return false, err
 	}
 	fi, err := t.root.Lstat(name)
+	created := false
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if parent := path.Dir(name); parent != "." {
-			if _, err := t.EnsureDir(parent, spec); err != nil {
+			if _, err := t.EnsureDirWith(parent, spec, h); err != nil {
 				return false, err
 			}
 		}
-		if err := t.root.Mkdir(name, spec.Mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
+		if h.Created != nil {
+			return t.createRecorded(name, spec, h)
+		}
+		err := t.root.Mkdir(name, spec.Mode.Perm())
+		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return false, err
 		}
+		created = err == nil
 		CrashPoint("mkdir", name)
-		if _, err := t.fixMeta(name, spec, true); err != nil {
-			return false, err
-		}
-		return true, nil
 	case err != nil:
 		return false, err
 	case fi.Mode()&fs.ModeSymlink != 0:
@@ -235,36 +423,114 @@ func (t *Tree) EnsureDir(name string, spec FileSpec) (bool, error) {
 	case !fi.IsDir():
 		return false, fmt.Errorf("%s is not a directory (it is a %s); move it away and rerun", t.Path(name), Kind(fi.Mode()))
 	}
-	return t.fixMeta(name, spec, true)
+	f, fi, err := t.openDir(name)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	adopt := h.Adopt
+	if adopt != nil {
+		adopt = func(name string, fi fs.FileInfo) bool {
+			_, err := f.Readdirnames(1)
+			return errors.Is(err, io.EOF) && h.Adopt(name, fi)
+		}
+	}
+	if !created {
+		if err := t.vetOwner(name, fi, spec, adopt); err != nil {
+			return false, err
+		}
+	}
+	changed, err := t.fixMeta(f, fi, name, spec)
+	return created || changed, err
+}
+
+func (t *Tree) openDir(name string) (*os.File, fs.FileInfo, error) {
+	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, nil, t.linkError(name)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// createRecorded makes a directory that must never stand under its name
+// owned by root unrecorded: it is made under a temp name, recorded by
+// inode (h.Created), renamed into place and only then chowned. A run
+// killed before the rename leaves an empty temp directory the next
+// creation removes; one killed after it leaves a recorded directory that
+// h.Adopt can recognise.
+func (t *Tree) createRecorded(name string, spec FileSpec, h DirHooks) (bool, error) {
+	dir, base := path.Split(name)
+	t.removeStaleTemps(dir, base)
+	tmp := dir + "." + base + tempMarker + randomSuffix()
+	if err := t.root.Mkdir(tmp, spec.Mode.Perm()); err != nil {
+		return false, fmt.Errorf("create %s: %w", t.Path(name), err)
+	}
+	f, fi, err := t.openDir(tmp)
+	if err != nil {
+		t.root.Remove(tmp)
+		return false, err
+	}
+	defer f.Close()
+	if err := h.Created(name, fi); err != nil {
+		t.root.Remove(tmp)
+		return false, err
+	}
+	// No rename over anything: a name that appeared meanwhile is not ours.
+	if _, err := t.root.Lstat(name); !errors.Is(err, fs.ErrNotExist) {
+		t.root.Remove(tmp)
+		return false, fmt.Errorf("%s %w (it appeared while ccboot created it); rerun", t.Path(name), ErrChanged)
+	}
+	if err := t.root.Rename(tmp, name); err != nil {
+		t.root.Remove(tmp)
+		return false, fmt.Errorf("create %s: %w", t.Path(name), err)
+	}
+	CrashPoint("mkdir", name)
+	if _, err := t.fixMeta(f, fi, name, spec); err != nil {
+		return false, err
+	}
+	return true, t.syncDir(dir)
+}
+
+// vetOwner refuses, in a guarded tree, an existing entry that is not owned
+// by spec's owner unless adopt allows taking it over.
+func (t *Tree) vetOwner(name string, fi fs.FileInfo, spec FileSpec, adopt func(string, fs.FileInfo) bool) error {
+	if !t.guarded || spec.UID == KeepOwner {
+		return nil
+	}
+	uid, _, ok := owner(fi)
+	if !ok || uid == spec.UID || (adopt != nil && adopt(name, fi)) {
+		return nil
+	}
+	return fmt.Errorf("refusing %s: it %w (uid %d, not uid %d); ccboot does not take over what it did not create: check it, then chown it or move it away and rerun",
+		t.Path(name), ErrOwner, uid, spec.UID)
 }
 
 // SetMeta gives an existing regular file spec's mode and owner without
 // touching its content, and reports whether anything changed.
 func (t *Tree) SetMeta(name string, spec FileSpec) (bool, error) {
 	name = clean(name)
-	if _, err := t.checkRegular(name); err != nil {
-		return false, err
-	}
-	return t.fixMeta(name, spec, false)
-}
-
-// fixMeta sets mode and owner on an existing file or directory through a
-// descriptor opened without following links, so a swapped-in link cannot
-// redirect the chown.
-func (t *Tree) fixMeta(name string, spec FileSpec, isDir bool) (bool, error) {
-	flags := os.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
-	if isDir {
-		flags |= syscall.O_DIRECTORY
-	}
-	f, err := t.root.OpenFile(name, flags, 0)
+	f, fi, err := t.openChecked(name)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	if err := t.vetOwner(name, fi, spec, nil); err != nil {
 		return false, err
 	}
+	return t.fixMeta(f, fi, name, spec)
+}
+
+// fixMeta sets mode and owner through the descriptor f, whose fstat is fi:
+// whatever the name leads to by now, only the inode ccboot checked changes.
+func (t *Tree) fixMeta(f *os.File, fi fs.FileInfo, name string, spec FileSpec) (bool, error) {
 	changed := false
 	if uid, gid, ok := owner(fi); ok && needsChown(uid, gid, spec) {
 		if err := f.Chown(spec.UID, spec.GID); err != nil {
@@ -283,42 +549,47 @@ func (t *Tree) fixMeta(name string, spec FileSpec, isDir bool) (bool, error) {
 
 // WriteFile makes name hold data with spec's mode and owner. It does nothing
 // (and reports false) when all three already match; otherwise it replaces the
-// file atomically. Parent directories must exist.
+// file atomically. Parent directories must exist. An existing file is
+// opened once: the comparison and the mode/owner fix go through that
+// descriptor, and the rename happens only while the name still leads to
+// that inode.
 func (t *Tree) WriteFile(name string, data []byte, spec FileSpec) (bool, error) {
 	name = clean(name)
-	fi, err := t.checkRegular(name)
+	f, fi, err := t.openChecked(name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if err := t.replace(name, data, spec, nil); err != nil {
+			return false, err
+		}
+		return true, nil
 	case err != nil:
 		return false, err
-	default:
-		same, err := t.sameContent(name, fi, data)
+	}
+	defer f.Close()
+	if err := t.vetOwner(name, fi, spec, nil); err != nil {
+		return false, err
+	}
+	same := false
+	if fi.Size() == int64(len(data)) {
+		old, err := t.readAll(name, f)
 		if err != nil {
 			return false, err
 		}
-		if same {
-			return t.fixMeta(name, spec, false)
-		}
+		same = bytes.Equal(old, data)
 	}
-	if err := t.replace(name, data, spec); err != nil {
+	CrashPoint("write/checked", name)
+	if same {
+		return t.fixMeta(f, fi, name, spec)
+	}
+	if err := t.replace(name, data, spec, fi); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
-func (t *Tree) sameContent(name string, fi fs.FileInfo, data []byte) (bool, error) {
-	if fi.Size() != int64(len(data)) {
-		return false, nil
-	}
-	old, err := t.ReadFile(name)
-	if err != nil {
-		return false, err
-	}
-	return bytes.Equal(old, data), nil
-}
-
-// replace writes data to a temp file beside name and renames it over name.
-func (t *Tree) replace(name string, data []byte, spec FileSpec) (err error) {
+// replace writes data to a temp file beside name and renames it over name,
+// but only while name is still the file old describes (absent when nil).
+func (t *Tree) replace(name string, data []byte, spec FileSpec, old fs.FileInfo) (err error) {
 	dir, base := path.Split(name)
 	t.removeStaleTemps(dir, base)
 	tmp := dir + "." + base + tempMarker + randomSuffix()
@@ -352,11 +623,33 @@ func (t *Tree) replace(name string, data []byte, spec FileSpec) (err error) {
 		return fmt.Errorf("close %s: %w", t.Path(name), err)
 	}
 	CrashPoint("replace/synced", name)
+	if err = t.stillSame(name, old); err != nil {
+		return err
+	}
 	if err = t.root.Rename(tmp, name); err != nil {
 		return fmt.Errorf("rename into %s: %w", t.Path(name), err)
 	}
 	CrashPoint("replace/renamed", name)
 	return t.syncDir(dir)
+}
+
+// stillSame checks, just before the rename, that name is still the inode
+// ccboot opened (or still absent). A rename only unlinks whatever the name
+// leads to, so this is about not overwriting a file that appeared or was
+// swapped in meanwhile without having looked at it.
+func (t *Tree) stillSame(name string, old fs.FileInfo) error {
+	now, err := t.root.Lstat(name)
+	switch {
+	case old == nil && errors.Is(err, fs.ErrNotExist):
+		return nil
+	case old == nil && err == nil:
+		return fmt.Errorf("%s %w (it appeared meanwhile); rerun", t.Path(name), ErrChanged)
+	case err != nil:
+		return fmt.Errorf("%s %w (%v); rerun", t.Path(name), ErrChanged, err)
+	case !os.SameFile(old, now) || links(now) != links(old):
+		return fmt.Errorf("%s %w (another file took its name); rerun", t.Path(name), ErrChanged)
+	}
+	return nil
 }
 
 func (t *Tree) syncDir(dir string) error {
@@ -386,7 +679,9 @@ func (t *Tree) removeStaleTemps(dir, base string) {
 	}
 	prefix := "." + base + tempMarker
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+		// Directories only when empty (Remove refuses others): a temp
+		// directory from createRecorded never had anything put in it.
+		if strings.HasPrefix(e.Name(), prefix) && (e.Type().IsRegular() || e.IsDir()) {
 			t.root.Remove(dir + e.Name())
 		}
 	}

@@ -246,3 +246,164 @@ func TestReadInfoFollowsLinksInsideTheTreeOnly(t *testing.T) {
 		t.Fatalf("ReadFile through a link: %v", err)
 	}
 }
+
+func TestGuardedRefusesHardLinksAndOversizedFiles(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	g := tr.Guarded()
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("root only\n"), 0o600)
+	if err := os.Link(filepath.Join(dir, "secret"), filepath.Join(dir, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.ReadFile("linked"); err != nil {
+		t.Errorf("unguarded tree: %v", err)
+	}
+	if _, err := g.ReadFile("linked"); !errors.Is(err, ErrHardLinked) || !strings.Contains(err.Error(), "hard links") {
+		t.Errorf("guarded read of a hard link: %v", err)
+	}
+	if _, err := g.WriteFile("linked", []byte("x"), FileSpec{Mode: 0o644, UID: 1000, GID: 1000}); !errors.Is(err, ErrHardLinked) {
+		t.Errorf("guarded write of a hard link: %v", err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "secret")); fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("the other name changed: %v", fi.Mode())
+	}
+
+	big := filepath.Join(dir, "big")
+	os.WriteFile(big, []byte("x"), 0o644)
+	if err := os.Truncate(big, 3<<30); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := g.ReadFile("big"); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("guarded read of 3 GiB: %v", err)
+	}
+	if _, err := g.WriteFile("big", []byte("x"), FileSpec{Mode: 0o644, UID: KeepOwner, GID: KeepOwner}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("guarded write over 3 GiB: %v", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("refusing took %s", time.Since(start))
+	}
+	if fi, _ := os.Stat(big); fi.Size() != 3<<30 {
+		t.Errorf("big file changed: %d", fi.Size())
+	}
+}
+
+func TestGuardedWriteRefusesAnotherOwner(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	p := filepath.Join(dir, "config")
+	os.WriteFile(p, []byte("same"), 0o600) // root's
+	_, err := tr.Guarded().WriteFile("config", []byte("same"), FileSpec{Mode: 0o644, UID: 1000, GID: 1000})
+	if !errors.Is(err, ErrOwner) {
+		t.Fatalf("err = %v, want ErrOwner", err)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("root's file was changed: %v", fi.Mode())
+	}
+	// The same file owned by the user: fixed in place through the descriptor.
+	os.Chown(p, 1000, 0)
+	ino := inode(t, p)
+	if changed, err := tr.Guarded().WriteFile("config", []byte("same"), FileSpec{Mode: 0o644, UID: 1000, GID: 1000}); err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	if inode(t, p) != ino {
+		t.Error("a metadata fix replaced the file")
+	}
+}
+
+// TestReplaceRefusesASwappedName: the rename happens only while the name
+// still leads to the inode that was opened.
+func TestReplaceRefusesASwappedName(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	p := filepath.Join(dir, "config")
+	os.WriteFile(p, []byte("old"), 0o600)
+	f, fi, err := tr.Guarded().openChecked("config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	os.WriteFile(filepath.Join(dir, "other"), []byte("other"), 0o600)
+	if err := os.Rename(filepath.Join(dir, "other"), p); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.replace("config", []byte("new"), spec, fi); !errors.Is(err, ErrChanged) {
+		t.Fatalf("err = %v, want ErrChanged", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "other" {
+		t.Errorf("swapped file replaced: %q", b)
+	}
+	if err := tr.replace("absent", []byte("new"), spec, fi); !errors.Is(err, ErrChanged) {
+		t.Errorf("opened file gone: err = %v, want ErrChanged", err)
+	}
+	os.WriteFile(filepath.Join(dir, "appeared"), []byte("user's"), 0o600)
+	if err := tr.replace("appeared", []byte("new"), spec, nil); !errors.Is(err, ErrChanged) {
+		t.Errorf("a file appeared: err = %v, want ErrChanged", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.Contains(e.Name(), tempMarker) {
+			t.Errorf("temp file left: %s", e.Name())
+		}
+	}
+}
+
+func TestQuoteBoundsAndEscapes(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", 4000) + "\x1b]0;owned\x07"
+	q := Quote(long)
+	if len(q) > MaxQuoted+40 || strings.ContainsAny(q, "\x1b\x07") || !strings.Contains(q, "bytes)") {
+		t.Errorf("Quote(long) = %q", q)
+	}
+	if q := Quote("a\x1b[2Jb"); q != `"a\x1b[2Jb"` {
+		t.Errorf("Quote = %s", q)
+	}
+}
+
+// TestEnsureDirRecordsBeforeTheNameAppears: with a Created hook, the
+// directory is recorded while it still has a temp name, so no root-owned
+// unrecorded directory ever stands under the final name; a killed run's
+// empty temp directory is removed by the next creation.
+func TestEnsureDirRecordsBeforeTheNameAppears(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	g := tr.Guarded()
+	stale := filepath.Join(dir, "..aws"+tempMarker+"dead") // the temp name of .aws
+	os.Mkdir(stale, 0o700)
+	var recorded fs.FileInfo
+	h := DirHooks{Created: func(name string, fi fs.FileInfo) error {
+		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists before it is recorded", name)
+		}
+		recorded = fi
+		return nil
+	}}
+	changed, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h)
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, ".aws"))
+	if err != nil || recorded == nil || !os.SameFile(fi, recorded) {
+		t.Fatalf("recorded %v, created %v (%v)", recorded, fi, err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || fi.Mode().Perm() != 0o700 {
+		t.Errorf("owner %d mode %v", st.Uid, fi.Mode())
+	}
+	if _, err := os.Lstat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stale temp directory left: %v", err)
+	}
+	// Root-owned and not adoptable: refused, unchanged.
+	os.Chown(filepath.Join(dir, ".aws"), 0, 0)
+	if _, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h); !errors.Is(err, ErrOwner) {
+		t.Errorf("root-owned: err = %v, want ErrOwner", err)
+	}
+	h.Adopt = func(string, fs.FileInfo) bool { return true }
+	if _, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h); err != nil {
+		t.Errorf("adoptable and empty: %v", err)
+	}
+	os.Chown(filepath.Join(dir, ".aws"), 0, 0)
+	os.WriteFile(filepath.Join(dir, ".aws/credentials"), []byte("x"), 0o600)
+	if _, err := g.EnsureDirWith(".aws", FileSpec{Mode: 0o700, UID: 1000, GID: 1000}, h); !errors.Is(err, ErrOwner) {
+		t.Errorf("adoptable but not empty: err = %v, want ErrOwner", err)
+	}
+}

@@ -55,6 +55,51 @@ func TestReliabilityHostileHome(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "aliases", []string{".bashrc", "FIFO", "move it away"}},
+		// Finding 2: `sudo aws configure` left a root-owned ~/.aws with
+		// root's credentials; ccboot must not hand it to the user.
+		{"root-owned ~/.aws from sudo aws configure", func(t *testing.T, root string) {
+			dir := filepath.Join(root, home, ".aws")
+			mustWrite(t, filepath.Join(dir, "credentials"), "[default]\naws_secret_access_key = "+homeSecret+"\n", 0o600)
+			mustChown(t, 0, dir, filepath.Join(dir, "config"), filepath.Join(dir, "credentials"))
+		}, "aws-config", []string{".aws:", "owned by uid 0", "chown", "move it away"}},
+		{"root's credentials renamed onto ~/.aws/config", func(t *testing.T, root string) {
+			dir := filepath.Join(root, home, ".aws")
+			mustWrite(t, filepath.Join(dir, "credentials"), "[default]\naws_secret_access_key = "+homeSecret+"\n", 0o600)
+			mustChown(t, 0, filepath.Join(dir, "credentials"))
+			if err := os.Rename(filepath.Join(dir, "credentials"), filepath.Join(dir, "config")); err != nil {
+				t.Fatal(err)
+			}
+		}, "aws-config", []string{".aws/config:", "owned by uid 0", "chown", "move it away"}},
+		// Finding 3: a sparse 3 GiB ~/.bashrc (4 KB on disk) and a 20 MB
+		// line must not be read, rewritten or copied into state and log.
+		{"sparse 3 GiB ~/.bashrc", func(t *testing.T, root string) {
+			if err := os.Truncate(filepath.Join(root, home, ".bashrc"), 3<<30); err != nil {
+				t.Fatal(err)
+			}
+		}, "aliases", []string{".bashrc", "too large", "move it away"}},
+		{"20 MB line in ~/.aws/config", func(t *testing.T, root string) {
+			p := filepath.Join(root, home, ".aws/config")
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString("[profile big]\nx = " + strings.Repeat("A", 20<<20) + "\n"); err != nil {
+				t.Fatal(err)
+			}
+		}, "aws-config", []string{".aws/config", "too large", "move it away"}},
+		// Finding 5: a malformed secret line is named by line, not quoted.
+		{"malformed secret line in ~/.aws/config", func(t *testing.T, root string) {
+			p := filepath.Join(root, home, ".aws/config")
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString("aws_secret_access_key " + homeSecret + "\n"); err != nil {
+				t.Fatal(err)
+			}
+		}, "aws-config", []string{".aws/config", "line ", "fix or move it away"}},
 	}
 	var passed atomic.Int32
 	t.Cleanup(func() { figure(t, "hostile-home", int(passed.Load()), len(cases)) })
@@ -87,10 +132,39 @@ func TestReliabilityHostileHome(t *testing.T) {
 			if d := diffTrees(before, snapshot(t, root)); len(d) > 0 {
 				t.Errorf("refused, but the tree changed:\n%s", strings.Join(d, "\n"))
 			}
+			// Nothing the user planted is copied into ccboot's own files
+			// or output, and they stay small.
+			if strings.Contains(r.stdout+r.stderr, homeSecret) {
+				t.Errorf("the planted secret is in ccboot's output")
+			}
+			for _, f := range []string{"var/lib/ccboot/state.json", "var/log/ccboot.log"} {
+				b, err := os.ReadFile(filepath.Join(root, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(string(b), homeSecret) {
+					t.Errorf("the planted secret is in %s", f)
+				}
+				if len(b) > 256<<10 {
+					t.Errorf("%s is %d bytes after two runs", f, len(b))
+				}
+			}
 			if !t.Failed() {
 				passed.Add(1)
 			}
 		})
+	}
+}
+
+// homeSecret is planted in the hostile home; it must never be quoted.
+const homeSecret = "wJalrXUtnFEMIK7MDENGbPxRfiCYHOSTILE"
+
+func mustChown(t *testing.T, uid int, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		if err := os.Lchown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
