@@ -414,7 +414,7 @@ type entry struct {
 }
 
 // volatile paths differ between two correct runs (timestamps, PIDs).
-var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "run/ccboot.lock", "var/log/fakenpm-attempts"}
+var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "run/ccboot/lock", "var/log/fakenpm-attempts"}
 
 // shadowLeftover matches the lock files shadow-utils (groupadd, usermod)
 // leaves when it is killed together with ccboot, as systemd kills a unit's
