@@ -93,10 +93,21 @@ func AcquireLock(ctx context.Context, sys *fsroot.Tree, timeout time.Duration, o
 // mode on our own is repaired.
 func openLock(sys *fsroot.Tree) (*os.File, error) {
 	me := os.Geteuid()
-	if _, err := sys.EnsureDir("run", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
+	// /run is created in a bare root, and otherwise left as it is.
+	if _, err := sys.Lstat("run"); errors.Is(err, fs.ErrNotExist) {
+		if _, err := sys.EnsureDir("run", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
+			return nil, fmt.Errorf("lock directory: %w", err)
+		}
+	}
+	// Through /run as a tree of its own: EnsureDir gives missing parents
+	// the same spec, and /run must never become 0700.
+	run, err := sys.Sub("run")
+	if err != nil {
 		return nil, fmt.Errorf("lock directory: %w", err)
 	}
-	fi, err := sys.Lstat(LockDir)
+	defer run.Close()
+	const dir, file = "ccboot", "ccboot/lock"
+	fi, err := run.Lstat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -108,10 +119,10 @@ func openLock(sys *fsroot.Tree) (*os.File, error) {
 			return nil, fmt.Errorf("lock directory %s is owned by uid %d, not %d: someone else could hold the lock; remove it (rm -r %s) and rerun", sys.Path(LockDir), uid, me, sys.Path(LockDir))
 		}
 	}
-	if _, err := sys.EnsureDir(LockDir, fsroot.FileSpec{Mode: 0o700, UID: me, GID: fsroot.KeepOwner}); err != nil {
+	if _, err := run.EnsureDir(dir, fsroot.FileSpec{Mode: 0o700, UID: me, GID: fsroot.KeepOwner}); err != nil {
 		return nil, fmt.Errorf("lock directory: %w", err)
 	}
-	f, err := sys.OpenFile(LockPath, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o600)
+	f, err := run.OpenFile(file, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w (remove it and rerun)", sys.Path(LockPath), err)
 	}

@@ -32,6 +32,9 @@ func TestLockIsPrivate(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "run/ccboot"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Chmod(filepath.Join(dir, "run"), 0o751); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "run/ccboot/lock"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +43,8 @@ func TestLockIsPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release()
-	for name, want := range map[string]os.FileMode{"run/ccboot": 0o700, "run/ccboot/lock": 0o600} {
+	// /run itself keeps its mode.
+	for name, want := range map[string]os.FileMode{"run": 0o751, "run/ccboot": 0o700, "run/ccboot/lock": 0o600} {
 		fi, err := os.Lstat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
