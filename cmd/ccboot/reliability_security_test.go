@@ -223,6 +223,9 @@ func TestReliabilitySecretLeak(t *testing.T) {
 	for _, format := range []string{"text", "json"} {
 		s := runAs(t, nobody, 30*time.Second, bin, "status", "--format", format, "--root", root)
 		outputs["status --format "+format+" as nobody"] = s.stdout + s.stderr
+		if s.code == 0 || !strings.Contains(s.stderr, "run as root") {
+			t.Errorf("status --format %s as nobody: exit %d, want a refusal saying to run as root:\n%s%s", format, s.code, s.stdout, s.stderr)
+		}
 	}
 	mu.Lock()
 	if len(bodies) != 1 {
