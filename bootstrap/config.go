@@ -144,9 +144,8 @@ func keys(c *Config) []configKey {
 				c.WaitConditionURL = ""
 				return nil
 			}
-			u, err := url.Parse(v)
-			if err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) {
-				return errors.New("must be an https:// URL (the WaitConditionHandle's pre-signed URL)")
+			if err := CheckWaitConditionURL(v); err != nil {
+				return err
 			}
 			c.WaitConditionURL = v
 			return nil
@@ -251,10 +250,6 @@ func underVirtualFS(p string) bool {
 		}
 	}
 	return false
-}
-
-func isLoopbackHost(h string) bool {
-	return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
 }
 
 // ParseSize reads a swap size: a number with an optional K/M/G suffix (binary

@@ -7,7 +7,9 @@ import (
 
 // UnifiedDiff renders the line differences between two versions of a small
 // text file (the files ccboot renders are a few dozen lines) in unified
-// format with three lines of context. Equal inputs give "".
+// format with three lines of context. Equal inputs give "". The files are
+// often the user's (~/.bashrc): control characters are escaped, so printing
+// the diff never sends a terminal escape sequence.
 func UnifiedDiff(name string, old, new []byte) string {
 	if string(old) == string(new) {
 		return ""
@@ -15,6 +17,7 @@ func UnifiedDiff(name string, old, new []byte) string {
 	a, b := splitLines(string(old)), splitLines(string(new))
 	ops := lineOps(a, b)
 	var out strings.Builder
+	name = Printable(name)
 	fmt.Fprintf(&out, "--- %s\n+++ %s (ccboot)\n", name, name)
 	const context = 3
 	for i := 0; i < len(ops); {
@@ -51,7 +54,7 @@ func UnifiedDiff(name string, old, new []byte) string {
 		fmt.Fprintf(&out, "@@ -%d,%d +%d,%d @@\n", aStart+1, aLen, bStart+1, bLen)
 		for _, op := range ops[start:end] {
 			out.WriteByte(op.kind)
-			out.WriteString(op.text)
+			out.WriteString(Printable(op.text))
 			out.WriteByte('\n')
 		}
 		i = end

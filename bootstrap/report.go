@@ -9,7 +9,8 @@ import (
 )
 
 // StepLine renders one finished step as one readable line, e.g.
-// "swap          changed   1.2s  create /swapfile (512 MiB)".
+// "swap          changed   1.2s  create /swapfile (512 MiB)". Errors and
+// notes can quote a user's files: control characters are escaped.
 func StepLine(s StepReport) string {
 	detail := strings.Join(s.Changes, "; ")
 	if s.Error != "" {
@@ -22,7 +23,7 @@ func StepLine(s StepReport) string {
 	if detail != "" {
 		line += "  " + detail
 	}
-	return line
+	return Printable(line)
 }
 
 func formatMS(ms int64) string {
@@ -42,20 +43,21 @@ func PrintReport(w io.Writer, r *Report, withDiffs bool) {
 			if i == 0 && len(s.Changes) == 0 && s.Error == "" {
 				continue // already on the step line
 			}
-			fmt.Fprintf(w, "%14s note: %s\n", "", n)
+			fmt.Fprintf(w, "%14s note: %s\n", "", Printable(n))
 		}
 		if withDiffs && s.Diff != "" {
 			for _, l := range strings.Split(strings.TrimRight(s.Diff, "\n"), "\n") {
-				fmt.Fprintf(w, "%14s %s\n", "", l)
+				fmt.Fprintf(w, "%14s %s\n", "", Printable(l))
 			}
 		}
 	}
-	fmt.Fprintln(w, Summary(r))
+	fmt.Fprintln(w, Printable(Summary(r)))
 }
 
 // PrintStatus writes `ccboot status` for a person.
 func PrintStatus(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "ccboot %s, last %s on instance %s\n", r.Version, r.Mode, orDash(r.InstanceID))
+	// The state file is root's, but print it as carefully as the rest.
+	fmt.Fprintln(w, Printable(fmt.Sprintf("ccboot %s, last %s on instance %s", r.Version, r.Mode, orDash(r.InstanceID))))
 	if !r.Started.IsZero() {
 		took := "not finished"
 		if !r.Finished.IsZero() {
@@ -65,7 +67,7 @@ func PrintStatus(w io.Writer, r *Report) {
 	}
 	PrintReport(w, r, false)
 	if r.LogFile != "" {
-		fmt.Fprintf(w, "log: %s (JSON lines); under systemd also `journalctl -u ccboot`\n", r.LogFile)
+		fmt.Fprintf(w, "log: %s (JSON lines); under systemd also `journalctl -u ccboot`\n", Printable(r.LogFile))
 	}
 }
 

@@ -267,7 +267,11 @@ var ErrNoRunYet = errors.New("no finished ccboot run yet")
 func WaitForRun(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) (*Report, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		if held, _ := LockHeld(sys); !held {
+		held, _, err := LockHeld(sys)
+		if err != nil {
+			return nil, err
+		}
+		if !held {
 			r, err := LoadState(sys)
 			if err != nil {
 				return nil, err
@@ -277,9 +281,8 @@ func WaitForRun(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) (*
 			}
 		}
 		if timeout > 0 && time.Now().After(deadline) {
-			held, pid := LockHeld(sys)
-			if held {
-				return nil, fmt.Errorf("ccboot (pid %d) is still running after %s", pid, timeout)
+			if held, pid, _ := LockHeld(sys); held {
+				return nil, fmt.Errorf("%s still holds the run lock after %s", HolderName(pid), timeout)
 			}
 			return nil, fmt.Errorf("%w after %s", ErrNoRunYet, timeout)
 		}

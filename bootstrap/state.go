@@ -14,13 +14,19 @@ import (
 // StatePath is where the last run's report is kept (under the root).
 const StatePath = "/var/lib/ccboot/state.json"
 
-var stateSpec = fsroot.FileSpec{Mode: 0o644, UID: 0, GID: 0}
+// stateSpec is root's alone: step errors can quote the user's files (which
+// may hold secrets), so the state is no more readable than they are. An
+// older 0644 state file gets 0600 on the next save.
+var stateSpec = fsroot.FileSpec{Mode: 0o600, UID: 0, GID: 0}
 
 // LoadState reads the last run's report; (nil, nil) when there is none.
 func LoadState(sys *fsroot.Tree) (*Report, error) {
 	data, err := sys.ReadFile(StatePath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("state %s is readable by root only (its errors can quote the user's files); run as root for details: sudo ccboot status", sys.Path(StatePath))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state %s: %w", sys.Path(StatePath), err)

@@ -377,9 +377,16 @@ func TestTemplateInstance(t *testing.T) {
 	if props == nil {
 		t.Fatal("no Resources.Instance.Properties")
 	}
-	want := map[string]any{"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2}
+	want := map[string]any{"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": map[string]any{"Ref": "MetadataHopLimit"}}
 	if got := dig(props, "MetadataOptions"); !reflect.DeepEqual(got, want) {
 		t.Errorf("MetadataOptions = %v, want %v (IMDSv2 only)", got, want)
+	}
+	// Containers reach IMDS by default (2); 1 is offered for hosts that run
+	// untrusted containers, and the description says what it breaks.
+	hop := dig(tpl, "Parameters", "MetadataHopLimit")
+	if dig(hop, "Default") != 2 || !reflect.DeepEqual(dig(hop, "AllowedValues"), []any{1, 2}) ||
+		!strings.Contains(fmt.Sprint(dig(hop, "Description")), "containers") {
+		t.Errorf("MetadataHopLimit = %v, want Default 2, AllowedValues [1 2] and a description of what 1 breaks", hop)
 	}
 	bdm, _ := dig(props, "BlockDeviceMappings").([]any)
 	if len(bdm) != 1 || dig(bdm[0], "Ebs", "Encrypted") != true || dig(bdm[0], "Ebs", "VolumeType") != "gp3" {

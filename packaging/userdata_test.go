@@ -318,6 +318,23 @@ func TestUserDataRefusals(t *testing.T) {
 		{name: "unsupported scheme", env: func(string) map[string]string {
 			return map[string]string{"CCBOOT_URL_AMD64": "ftp://127.0.0.1:1/ccboot", "CCBOOT_SHA256_AMD64": good}
 		}, want: "unsupported URL"},
+		// Plain http only to a literal loopback IP: refused before curl runs,
+		// so none of these names is ever looked up.
+		{name: "host that starts with 127.", env: func(string) map[string]string {
+			return map[string]string{"CCBOOT_URL_AMD64": "http://127.attacker.example/ccboot", "CCBOOT_SHA256_AMD64": good}
+		}, want: "plain http:// only to a loopback IP"},
+		{name: "userinfo trick", env: func(string) map[string]string {
+			return map[string]string{"CCBOOT_URL_AMD64": "http://localhost:x@attacker.example/ccboot", "CCBOOT_SHA256_AMD64": good}
+		}, want: "plain http:// only to a loopback IP"},
+		{name: "loopback IP as userinfo", env: func(string) map[string]string {
+			return map[string]string{"CCBOOT_URL_AMD64": "http://127.0.0.1:80@attacker.example/ccboot", "CCBOOT_SHA256_AMD64": good}
+		}, want: "plain http:// only to a loopback IP"},
+		{name: "a name, not a loopback IP", env: func(u string) map[string]string {
+			return map[string]string{"CCBOOT_URL_AMD64": strings.Replace(u, "127.0.0.1", "localhost", 1) + "/ccboot", "CCBOOT_SHA256_AMD64": good}
+		}, want: "plain http:// only to a loopback IP"},
+		{name: "octet out of range", env: func(string) map[string]string {
+			return map[string]string{"CCBOOT_URL_AMD64": "http://127.0.0.256/ccboot", "CCBOOT_SHA256_AMD64": good}
+		}, want: "plain http:// only to a loopback IP"},
 		{name: "value ccboot.conf cannot hold", env: func(u string) map[string]string {
 			return map[string]string{"CCBOOT_URL_AMD64": u + "/ccboot", "CCBOOT_SHA256_AMD64": good, "CCBOOT_MODEL": "a model; rm -rf /"}
 		}, want: "which ccboot.conf cannot hold"},
@@ -346,6 +363,24 @@ func TestUserDataRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The wait condition URL carries its signature: plain http to anything but
+// a loopback IP is refused before anything is downloaded or signalled.
+func TestUserDataRefusesPlainHTTPWaitURL(t *testing.T) {
+	t.Parallel()
+	srv := newReleaseServer(t, 0)
+	r := runUserData(t, "x86_64", map[string]string{
+		"CCBOOT_URL_AMD64": srv.URL + "/ccboot", "CCBOOT_SHA256_AMD64": sha256Hex([]byte(fakeCcboot)),
+		"CCBOOT_WAIT_CONDITION_URL": "http://127.attacker.example/wait?X-Amz-Signature=abc",
+	})
+	if r.code == 0 || !strings.Contains(r.out, "must be https://") {
+		t.Errorf("exit %d, want non-zero naming https:\n%s", r.code, r.out)
+	}
+	if n := srv.hitCount("/ccboot"); n != 0 {
+		t.Errorf("downloaded %d times before refusing", n)
+	}
+	r.assertNothingInstalled(t)
 }
 
 // When ccboot install fails before it could signal (exit 3: bad config),

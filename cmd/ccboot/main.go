@@ -56,6 +56,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	// Errors and diffs can quote users' files: no raw control character
+	// reaches the terminal, whichever path a message takes.
+	stdout, stderr = bootstrap.PrintableWriter(stdout), bootstrap.PrintableWriter(stderr)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
@@ -167,8 +170,11 @@ func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
 }
 
 // systemdStatus shows progress in `systemctl status ccboot`. Without
-// NOTIFY_SOCKET (not under systemd) SdNotify does nothing.
-func systemdStatus(msg string) { _, _ = daemon.SdNotify(false, "STATUS="+msg) }
+// NOTIFY_SOCKET (not under systemd) SdNotify does nothing. One line: a
+// newline would start another assignment.
+func systemdStatus(msg string) {
+	_, _ = daemon.SdNotify(false, "STATUS="+strings.ReplaceAll(bootstrap.Printable(msg), "\n", " "))
+}
 
 func splitCSV(s string) []string {
 	var out []string
@@ -227,7 +233,7 @@ func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, s
 		finished = func(sr bootstrap.StepReport) { fmt.Fprintln(stdout, bootstrap.StepLine(sr)) }
 	}
 	onWait := func(holder int) {
-		fmt.Fprintf(stderr, "ccboot: waiting for another ccboot (pid %d) that holds the run lock\n", holder)
+		fmt.Fprintf(stderr, "ccboot: waiting for %s that holds the run lock\n", bootstrap.HolderName(holder))
 	}
 	report, err := s.Converge(ctx, mode, finished, onWait)
 	if err != nil {

@@ -415,7 +415,7 @@ type entry struct {
 
 // volatile paths differ between two correct runs (timestamps, PIDs).
 // created.json records inode numbers, which differ between two roots.
-var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot.lock", "var/log/fakenpm-attempts"}
+var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts"}
 
 // shadowLeftover matches the lock files shadow-utils (groupadd, usermod)
 // leaves when it is killed together with ccboot, as systemd kills a unit's

@@ -17,8 +17,9 @@
 #   CCBOOT_REGION                           [aws] region (empty: the instance's)
 #   CCBOOT_WAIT_CONDITION_URL               [ccboot] wait_condition_url
 #   CCBOOT_CONF_DIR (/etc/ccboot), CCBOOT_BIN_DIR (/usr/local/bin)
-# URLs are https:// (http:// only on loopback, for tests) or s3:// (needs the
-# aws CLI). The binary never runs unless its SHA-256 matches.
+# URLs are https:// (plain http:// only to a literal loopback IP, for tests)
+# or s3:// (needs the aws CLI). The binary never runs unless its SHA-256
+# matches.
 set -euo pipefail
 umask 022
 
@@ -29,6 +30,24 @@ bin_dir=${CCBOOT_BIN_DIR:-/usr/local/bin}
 wait_url=${CCBOOT_WAIT_CONDITION_URL:-}
 
 log() { echo "ccboot-userdata: $*" >&2; }
+
+# loopback_http URL: whether URL is plain http:// to a literal loopback IP
+# (127.0.0.0/8 or [::1]) with no user@ part. The host is parsed, not
+# globbed: http://127.attacker.example/ and http://localhost:x@host/ are not
+# loopback, and neither is a name (localhost), which DNS could answer.
+loopback_http() {
+  local rest=${1#http://} authority octet
+  [ "$rest" != "$1" ] || return 1
+  authority=${rest%%[/?#]*}
+  if [[ $authority =~ ^\[::1\](:[0-9]{1,5})?$ ]]; then return 0; fi
+  [[ $authority =~ ^127\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(:[0-9]{1,5})?$ ]] || return 1
+  for octet in "${BASH_REMATCH[@]:1:3}"; do
+    [ "$((10#$octet))" -le 255 ] || return 1
+  done
+}
+
+# https_or_loopback URL: the schemes a URL ccboot or curl is given may use.
+https_or_loopback() { [[ $1 == https://* ]] || loopback_http "$1"; }
 
 # signal_failure tells a CloudFormation WaitCondition at once, instead of
 # letting the stack wait out its timeout, when ccboot never got to signal.
@@ -47,6 +66,13 @@ die() {
   signal_failure "$*"
   exit 1
 }
+
+# The pre-signed URL carries its signature: it goes nowhere but https (or a
+# loopback IP in tests), and curl does not follow redirects with it.
+if [ -n "$wait_url" ] && ! https_or_loopback "$wait_url"; then
+  bad=$wait_url wait_url=""
+  die "wait condition URL $bad must be https:// (plain http:// only to a loopback IP such as 127.0.0.1, for tests)"
+fi
 
 case "$(uname -m)" in
   aarch64 | arm64) arch=arm64 url=${CCBOOT_URL_ARM64:-} sum=${CCBOOT_SHA256_ARM64:-} ;;
@@ -73,7 +99,9 @@ trap 'rm -rf "$tmp" ${conf_tmp:+"$conf_tmp"}' EXIT
 
 log "downloading $url ($arch)"
 case "$url" in
-  https://* | http://127.* | http://localhost[:/]* | http://\[::1\]*)
+  https://* | http://*)
+    https_or_loopback "$url" ||
+      die "refusing $url: plain http:// only to a loopback IP such as 127.0.0.1 (for tests); use https://"
     # --retry-all-errors: early in boot DNS and routes may not be up yet.
     curl --fail --silent --show-error --location --proto-redir =https \
       --connect-timeout 10 --max-time 600 --retry 5 --retry-all-errors \
