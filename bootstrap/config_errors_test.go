@@ -57,8 +57,8 @@ func TestConfigDidYouMean(t *testing.T) {
 		{"[aws]\nregoin = us-east-1\n", "did you mean [aws] region?"},
 		{"[swap]\nsizee = 1G\n", "did you mean [swap] size?"},
 		{"[swapp]\nsize = 1G\n", "did you mean [swap] size?"},
-		{"[swap]\nregion = us-east-1\n", "did you mean [aws] region?"},  // right key, wrong section
-		{"[Swap]\nSize = 1G\n", "did you mean [swap] size?"},             // case
+		{"[swap]\nregion = us-east-1\n", "did you mean [aws] region?"},          // right key, wrong section
+		{"[Swap]\nSize = 1G\n", "did you mean [swap] size?"},                    // case
 		{"[aws]\nreadonly_role = x\n", "did you mean [aws] readonly_role_arn?"}, // long ids allow more edits
 		{"[aws]\ncolour = blue\n", "keys in [aws]: region, readonly_profile"},
 		{"[nope]\nzzz = 1\n", "sections: ccboot, steps, packages"},

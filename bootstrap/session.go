@@ -31,14 +31,14 @@ type Options struct {
 	Overrides  map[string]string // "section.key" -> value
 	// Sets are the --set arguments (section.key=value) in command-line
 	// order; a malformed one or a key given twice is a config error.
-	Sets       []string
+	Sets []string
 	// BadConfigOK opens the session even when the config is broken, with
 	// the defaults and the problems in ConfigErr (status shows the last run
 	// regardless). Such a session refuses to Converge.
 	BadConfigOK bool
-	Skip, Only []string
-	Steps      []Step
-	Version    string
+	Skip, Only  []string
+	Steps       []Step
+	Version     string
 	// Journal: running under systemd, so JSON log lines also go to stdout.
 	Journal bool
 	// ReadOnly commands (plan, status) write nothing, not even the log file.
