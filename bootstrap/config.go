@@ -201,7 +201,7 @@ func keys(c *Config) []configKey {
 			c.Skip = splitList(v)
 			return nil
 		}},
-		{"packages", "install", "unzip, git, jq, nodejs, docker", "Packages to install (seed names; mapped per distro, e.g. docker -> docker.io on Debian).", func(_ *Config, v string) error {
+		{"packages", "install", "unzip, git, jq, nodejs, docker", "Packages to install (seed names; mapped per distro, e.g. docker -> docker.io on Debian); letters, digits and + . _ -, not ending in -.", func(_ *Config, v string) error {
 			list := splitList(v)
 			for _, p := range list {
 				if err := checkPackageName(p); err != nil {
@@ -229,7 +229,7 @@ func keys(c *Config) []configKey {
 			c.NpmRetries = n
 			return nil
 		}},
-		{"swap", "path", "/swapfile", "Swap file location.", func(_ *Config, v string) error {
+		{"swap", "path", "/swapfile", "Swap file location; an existing file there is replaced only if it is a swap file.", func(_ *Config, v string) error {
 			if !pathPattern.MatchString(v) || path.Clean(v) != v || underVirtualFS(v) {
 				return errors.New("must be a clean absolute file path of letters, digits and . _ + @ - outside /proc, /sys, /dev and /run, e.g. /swapfile")
 			}
