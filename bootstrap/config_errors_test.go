@@ -1,7 +1,10 @@
 package bootstrap
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -149,5 +152,39 @@ func TestConfigCrossChecksSkipRefusedKeys(t *testing.T) {
 	got = problems(t, "[aws]\nreadonly_role_arn = arn:aws:iam::111122223333:role/x\n")
 	if len(got) != 1 || !strings.Contains(got[0], "set both") {
 		t.Fatalf("got %q, want the both-or-neither rule", got)
+	}
+}
+
+// Open reports the config's problems and unknown steps together; with
+// BadConfigOK it opens anyway (for status) but refuses to converge.
+func TestOpenCollectsProblemsAndRefusesToConvergeWithThem(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "etc/ccboot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc/ccboot/ccboot.conf"), []byte("[steps]\nskip = nosuch\n[swap]\nsize = 12X\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Root: dir, ReadOnly: true, Sets: []string{"swap.path=relative"}}
+	_, err := Open(opts)
+	got := ConfigProblems(err)
+	if len(got) != 3 || !strings.Contains(got[0], "[swap] size") || !strings.Contains(got[1], "--set swap.path") || !strings.Contains(got[2], `unknown step "nosuch"`) {
+		t.Fatalf("Open: %q", got)
+	}
+	opts.BadConfigOK = true
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(s.ConfigErr()) != 3 || s.Env.Config.SwapBytes != DefaultConfig().SwapBytes {
+		t.Fatalf("session: %q, swap %d; want the problems and the defaults", s.ConfigErr().Lines(), s.Env.Config.SwapBytes)
+	}
+	if _, err := s.Converge(context.Background(), ModeRun, nil, nil); len(ConfigProblems(err)) != 3 {
+		t.Fatalf("Converge with a broken config: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("wrote into the root: %v", entries)
 	}
 }
