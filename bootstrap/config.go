@@ -401,8 +401,15 @@ func loadConfig(sys configSource, name string, sets []string, overrides map[stri
 	}
 	l.flags(sets, overrides)
 	l.crossChecks(display)
+	if l.dropped > 0 {
+		l.errs = append(l.errs, &ConfigError{fmt.Sprintf("%d more problems in %s and the --set flags are not listed; fix the ones above first", l.dropped, display)})
+	}
 	return c, l.errs
 }
+
+// maxProblems bounds the list: a file that is not a ccboot config at all
+// gets a screenful, not one line per line of it.
+const maxProblems = 50
 
 // loader collects every problem instead of stopping at the first.
 type loader struct {
@@ -410,9 +417,15 @@ type loader struct {
 	c     *Config
 	errs  ConfigErrors
 	bad   map[string]bool // ids whose value was refused: no cross-checks on them
+	// dropped counts problems past maxProblems.
+	dropped int
 }
 
 func (l *loader) fail(format string, a ...any) {
+	if len(l.errs) >= maxProblems {
+		l.dropped++
+		return
+	}
 	l.errs = append(l.errs, &ConfigError{fmt.Sprintf(format, a...)})
 }
 
@@ -616,12 +629,17 @@ func quoteValue(v string) string {
 	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(v[:cut]), len(v))
 }
 
+// quoteValues shows the first two of a key's values and how many more.
 func quoteValues(vs []string) string {
-	q := make([]string, len(vs))
-	for i, v := range vs {
-		q[i] = quoteValue(strings.TrimSpace(v))
+	var q []string
+	for _, v := range vs[:min(2, len(vs))] {
+		q = append(q, quoteValue(strings.TrimSpace(v)))
 	}
-	return strings.Join(q, ", then ")
+	out := strings.Join(q, ", then ")
+	if len(vs) > 2 {
+		out += fmt.Sprintf(", and %d more", len(vs)-2)
+	}
+	return out
 }
 
 // capped cuts text echoed from the input (a key name, a parser message) to

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,5 +187,23 @@ func TestOpenCollectsProblemsAndRefusesToConvergeWithThem(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("wrote into the root: %v", entries)
+	}
+}
+
+// A file that is not a ccboot config at all gets a bounded list, and a key
+// or section given many times one line.
+func TestConfigProblemListIsBounded(t *testing.T) {
+	t.Parallel()
+	got := problems(t, "[swap]\n"+strings.Repeat("size = 1G\n", 1000)+strings.Repeat("[x]\nk = v\n", 10)+"[aws]\n"+strings.Repeat("k = v\n", 1000))
+	if len(got) != 3 || !strings.Contains(got[0], `[swap] size is given 1000 times ("1G", then "1G", and 998 more)`) {
+		t.Fatalf("got %d problems: %.300q", len(got), got)
+	}
+	var conf strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&conf, "[s%d]\nk = v\n", i)
+	}
+	got = problems(t, conf.String(), "nope")
+	if len(got) != maxProblems+1 || !strings.HasPrefix(got[maxProblems], "451 more problems in /etc/ccboot/ccboot.conf and the --set flags are not listed") {
+		t.Fatalf("got %d problems, last %q", len(got), got[len(got)-1])
 	}
 }
