@@ -7,11 +7,13 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/ini.v1"
 
@@ -60,11 +62,51 @@ type Config struct {
 	AliasElevated string
 }
 
-// ConfigError is bad input in the config file or a flag. The message names
-// where (file and key), what is wrong and what is allowed.
+// ConfigError is one piece of bad input in the config file or a flag. The
+// message is one line naming where (file and key, or flag), the value as
+// given, what is wrong and what is allowed.
 type ConfigError struct{ Msg string }
 
 func (e *ConfigError) Error() string { return e.Msg }
+
+// ConfigErrors is every problem one pass over the config found: the file's
+// in file order, then the flags' in command-line order. errors.As finds a
+// *ConfigError in it.
+type ConfigErrors []*ConfigError
+
+func (e ConfigErrors) Error() string { return strings.Join(e.Lines(), "\n") }
+
+// Unwrap lets errors.As and errors.Is see each problem.
+func (e ConfigErrors) Unwrap() []error {
+	out := make([]error, len(e))
+	for i, p := range e {
+		out[i] = p
+	}
+	return out
+}
+
+// Lines is one line per problem.
+func (e ConfigErrors) Lines() []string {
+	out := make([]string, len(e))
+	for i, p := range e {
+		out[i] = p.Msg
+	}
+	return out
+}
+
+// ConfigProblems lists the config problems err holds, one line each (nil
+// when err is not about the config).
+func ConfigProblems(err error) []string {
+	var all ConfigErrors
+	if errors.As(err, &all) {
+		return all.Lines()
+	}
+	var one *ConfigError
+	if errors.As(err, &one) {
+		return []string{one.Msg}
+	}
+	return nil
+}
 
 // configKey is one documented setting: where it lives, its default, and how
 // it lands in Config. The table is the single source for parsing, unknown-key
@@ -82,7 +124,11 @@ var (
 	profilePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	sessionPattern = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 	aliasPattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
-	packagePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9+._-]{0,99}$`)
+	// packagePattern is a name apt and dnf both read as one package and
+	// nothing else: Debian's grammar (a-z 0-9 + . -) joined with RPM's (also
+	// upper case and _), starting with a letter or digit (a leading - is an
+	// option, ? and ~ are apt patterns) and not ending in - (apt: remove).
+	packagePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9+._-]{0,98}[A-Za-z0-9+._])?$`)
 	// pathPattern keeps file paths to characters no shell, fstab or INI
 	// reader treats as syntax, so a path prints and passes as one plain word.
 	pathPattern    = regexp.MustCompile(`^(/[A-Za-z0-9._+@-]+)+$`)
@@ -154,11 +200,11 @@ func keys(c *Config) []configKey {
 			c.Skip = splitList(v)
 			return nil
 		}},
-		{"packages", "install", "unzip, git, jq, nodejs, docker", "Packages to install (seed names; mapped per distro, e.g. docker -> docker.io on Debian).", func(_ *Config, v string) error {
+		{"packages", "install", "unzip, git, jq, nodejs, docker", "Packages to install (seed names; mapped per distro, e.g. docker -> docker.io on Debian); letters, digits and + . _ -, not ending in -.", func(_ *Config, v string) error {
 			list := splitList(v)
 			for _, p := range list {
-				if !packagePattern.MatchString(p) {
-					return fmt.Errorf("%q is not a package name (lowercase letters, digits, + . _ -)", p)
+				if err := checkPackageName(p); err != nil {
+					return err
 				}
 			}
 			c.Packages = list
@@ -182,7 +228,7 @@ func keys(c *Config) []configKey {
 			c.NpmRetries = n
 			return nil
 		}},
-		{"swap", "path", "/swapfile", "Swap file location.", func(_ *Config, v string) error {
+		{"swap", "path", "/swapfile", "Swap file location; an existing file there is replaced only if it is a swap file.", func(_ *Config, v string) error {
 			if !pathPattern.MatchString(v) || path.Clean(v) != v || underVirtualFS(v) {
 				return errors.New("must be a clean absolute file path of letters, digits and . _ + @ - outside /proc, /sys, /dev and /run, e.g. /swapfile")
 			}
@@ -214,6 +260,24 @@ func keys(c *Config) []configKey {
 		{"aliases", "readonly", "claude-ro", "Alias that starts Claude Code with the ReadOnly profile.", str(&c.AliasReadOnly, aliasPattern, "a shell alias name (letters, digits, _ -)")},
 		{"aliases", "elevated", "claude-el", "Alias that starts Claude Code with the Elevated profile.", str(&c.AliasElevated, aliasPattern, "a shell alias name (letters, digits, _ -)")},
 	}
+}
+
+// checkPackageName refuses what apt or dnf would read as more than a
+// package name, saying which rule the name breaks.
+func checkPackageName(p string) error {
+	if packagePattern.MatchString(p) {
+		return nil
+	}
+	q := quoteValue(p)
+	switch {
+	case strings.HasPrefix(p, "-"):
+		return fmt.Errorf("%s starts with -, which apt and dnf read as an option; give package names only", q)
+	case strings.HasSuffix(p, "-") && packagePattern.MatchString(strings.TrimRight(p, "-")):
+		return fmt.Errorf("%s ends in -, which apt reads as \"remove %s\"; drop the -", q, strings.TrimRight(p, "-"))
+	case strings.ContainsAny(p, "=/:"):
+		return fmt.Errorf("%s holds a version, release or architecture selector (= / :); give the package name only", q)
+	}
+	return fmt.Errorf("%s is not a package name: letters, digits and + . _ - (at most 100), starting with a letter or digit, not ending in -", q)
 }
 
 func boolKey(dst *bool) func(*Config, string) error {
@@ -259,7 +323,7 @@ func ParseSize(v string) (int64, error) {
 	if s == "off" || s == "0" || s == "none" {
 		return 0, nil
 	}
-	bad := fmt.Errorf("%q is not a size: use e.g. 512M or 2G (between 16M and 64G), or 0/off to disable", v)
+	bad := errors.New("not a size: use e.g. 512M or 2G (between 16M and 64G), or 0/off to disable")
 	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
 	mult := int64(1)
 	switch {
@@ -296,45 +360,134 @@ func DefaultConfig() *Config {
 	return c
 }
 
-// LoadConfig reads the INI file at name inside the system tree (missing file:
-// defaults), then applies overrides ("section.key" -> value, from flags).
-// Every problem is a *ConfigError naming the file or flag and the key.
-func LoadConfig(sys interface {
+// configSource is where the config file comes from: a root (fsroot.Tree)
+// or, in the fuzz test, memory.
+type configSource interface {
 	ReadFile(string) ([]byte, error)
 	Path(string) string
-}, name string, overrides map[string]string) (*Config, error) {
-	c := DefaultConfig()
-	table := keys(c)
-	byID := map[string]configKey{}
-	for _, k := range table {
-		byID[k.id()] = k
+}
+
+// LoadConfig reads the INI file at name inside the system tree (missing file:
+// defaults), then applies overrides ("section.key" -> value). Every problem
+// found is reported at once, as ConfigErrors.
+func LoadConfig(sys configSource, name string, overrides map[string]string) (*Config, error) {
+	c, errs := loadConfig(sys, name, nil, overrides)
+	if len(errs) > 0 {
+		return nil, errs
 	}
+	return c, nil
+}
+
+// loadConfig is LoadConfig with the raw --set arguments (section.key=value,
+// in command-line order) besides the overrides map. It always returns the
+// config as far as it could be read, for what still works without a valid
+// one (status); errs is every problem, in the order a person fixes them.
+func loadConfig(sys configSource, name string, sets []string, overrides map[string]string) (*Config, ConfigErrors) {
+	c := DefaultConfig()
+	l := loader{table: keys(c), c: c, bad: map[string]bool{}}
 	display := sys.Path(name)
 	data, err := sys.ReadFile(name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, &ConfigError{fmt.Sprintf("%s: %v", display, err)}
+		l.fail("%s: %s; make it a readable file or point --config elsewhere", display, printable(err.Error()))
 	default:
-		f, err := ini.LoadSources(ini.LoadOptions{Insensitive: false, AllowShadows: false}, data)
-		if err != nil {
-			return nil, &ConfigError{fmt.Sprintf("%s: not valid INI: %s; fix the line or move the file away", display, printable(strings.Join(strings.Fields(err.Error()), " ")))}
+		l.file(display, data)
+	}
+	l.flags(sets, overrides)
+	l.crossChecks(display)
+	if l.dropped > 0 {
+		l.errs = append(l.errs, &ConfigError{fmt.Sprintf("%d more problems in %s and the --set flags are not listed; fix the ones above first", l.dropped, display)})
+	}
+	return c, l.errs
+}
+
+// maxProblems bounds the list: a file that is not a ccboot config at all
+// gets a screenful, not one line per line of it.
+const maxProblems = 50
+
+// loader collects every problem instead of stopping at the first.
+type loader struct {
+	table []configKey
+	c     *Config
+	errs  ConfigErrors
+	bad   map[string]bool // ids whose value was refused: no cross-checks on them
+	// dropped counts problems past maxProblems.
+	dropped int
+}
+
+func (l *loader) fail(format string, a ...any) {
+	if len(l.errs) >= maxProblems {
+		l.dropped++
+		return
+	}
+	l.errs = append(l.errs, &ConfigError{fmt.Sprintf(format, a...)})
+}
+
+func (l *loader) key(id string) (configKey, bool) {
+	for _, k := range l.table {
+		if k.id() == id {
+			return k, true
 		}
-		for _, sec := range f.Sections() {
-			if sec.Name() == ini.DefaultSection && len(sec.Keys()) == 0 {
-				continue
-			}
-			for _, key := range sec.Keys() {
-				id := sec.Name() + "." + key.Name()
-				k, ok := byID[id]
-				if !ok {
-					return nil, &ConfigError{fmt.Sprintf("%s: unknown key [%s] %s; known keys: %s", display, printable(sec.Name()), printable(key.Name()), knownKeys(sec.Name(), table))}
-				}
-				if err := k.set(c, strings.TrimSpace(key.Value())); err != nil {
-					return nil, &ConfigError{fmt.Sprintf("%s: [%s] %s = %q: %v", display, k.Section, k.Name, key.Value(), err)}
-				}
+	}
+	return configKey{}, false
+}
+
+// file applies the INI file's keys. A key given twice (also in a section
+// given twice, which ini.v1 merges) is an error: which one was meant is a
+// guess.
+func (l *loader) file(display string, data []byte) {
+	f, err := ini.LoadSources(ini.LoadOptions{AllowShadows: true, AllowDuplicateShadowValues: true}, data)
+	if err != nil {
+		l.fail("%s: not valid INI: %s; fix the line or move the file away", display, capped(printable(strings.Join(strings.Fields(err.Error()), " "))))
+		return
+	}
+	for _, sec := range f.Sections() {
+		for _, key := range sec.Keys() {
+			where := fmt.Sprintf("%s: [%s] %s", display, capped(printable(sec.Name())), capped(printable(key.Name())))
+			values := key.ValueWithShadows()
+			v := strings.TrimSpace(key.Value())
+			k, ok := l.key(sec.Name() + "." + key.Name())
+			switch {
+			case !ok:
+				l.fail("%s = %s: unknown key; %s", where, quoteValue(v), l.unknownHint(sec.Name(), key.Name(), true))
+			case len(values) > 1:
+				l.bad[k.id()] = true
+				l.fail("%s is given %d times (%s); keep one", where, len(values), quoteValues(values))
+			default:
+				l.apply(k, v, where+" = "+quoteValue(v))
 			}
 		}
+	}
+}
+
+// flags applies --set arguments in order, then the overrides map (sorted,
+// so messages come out the same every time).
+func (l *loader) flags(sets []string, overrides map[string]string) {
+	seen := map[string]string{}
+	set := func(id, v string) {
+		where := "--set " + capped(printable(id)) + "=" + quoteValue(v)
+		k, ok := l.key(id)
+		if !ok {
+			section, name, _ := strings.Cut(id, ".")
+			l.fail("%s: unknown key; %s", where, l.unknownHint(section, name, false))
+			return
+		}
+		if prev, dup := seen[id]; dup {
+			l.bad[id] = true
+			l.fail("--set %s is given twice (%s); keep one", id, quoteValues([]string{prev, v}))
+			return
+		}
+		seen[id] = v
+		l.apply(k, strings.TrimSpace(v), where)
+	}
+	for _, s := range sets {
+		id, v, ok := strings.Cut(s, "=")
+		if !ok || !strings.Contains(id, ".") {
+			l.fail("--set %s: use section.key=value, e.g. --set swap.size=1G", quoteValue(s))
+			continue
+		}
+		set(strings.TrimSpace(id), v)
 	}
 	ids := make([]string, 0, len(overrides))
 	for id := range overrides {
@@ -342,50 +495,171 @@ func LoadConfig(sys interface {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		k, ok := byID[id]
-		if !ok {
-			return nil, &ConfigError{fmt.Sprintf("--set %s: unknown key; known keys: %s", printable(id), knownKeys("", table))}
+		set(id, overrides[id])
+	}
+}
+
+func (l *loader) apply(k configKey, v, where string) {
+	if err := k.set(l.c, v); err != nil {
+		l.bad[k.id()] = true
+		l.fail("%s: %s", where, capped(printable(err.Error())))
+	}
+}
+
+// crossChecks are the rules between keys, on the values that were accepted.
+func (l *loader) crossChecks(display string) {
+	c := l.c
+	ok := func(ids ...string) bool {
+		for _, id := range ids {
+			if l.bad[id] {
+				return false
+			}
 		}
-		if err := k.set(c, strings.TrimSpace(overrides[id])); err != nil {
-			return nil, &ConfigError{fmt.Sprintf("--set %s=%q: %v", id, overrides[id], err)}
+		return true
+	}
+	if ok("aws.readonly_profile", "aws.elevated_profile") && c.ReadOnlyProfile == c.ElevatedProfile {
+		l.fail("%s: [aws] readonly_profile and elevated_profile are both %s; they must differ", display, quoteValue(c.ReadOnlyProfile))
+	}
+	if ok("aliases.readonly", "aliases.elevated") && c.AliasReadOnly == c.AliasElevated {
+		l.fail("%s: [aliases] readonly and elevated are both %s; they must differ", display, quoteValue(c.AliasReadOnly))
+	}
+	if ok("aws.readonly_role_arn", "aws.elevated_role_arn") && (c.ReadOnlyRoleARN == "") != (c.ElevatedRoleARN == "") {
+		l.fail("%s: set both [aws] readonly_role_arn and elevated_role_arn, or neither (to derive both from the instance profile)", display)
+	}
+}
+
+// unknownHint says what was probably meant, and what the section holds.
+func (l *loader) unknownHint(section, name string, file bool) string {
+	form := func(k configKey) string {
+		if file {
+			return "[" + k.Section + "] " + k.Name
+		}
+		return k.id()
+	}
+	hint := ""
+	if k, ok := nearest(section, name, l.table); ok {
+		hint = "did you mean " + form(k) + "? "
+	}
+	var names []string
+	for _, k := range l.table {
+		if k.Section == section {
+			names = append(names, k.Name)
 		}
 	}
-	if c.ReadOnlyProfile == c.ElevatedProfile {
-		return nil, &ConfigError{fmt.Sprintf("%s: [aws] readonly_profile and elevated_profile are both %q; they must differ", display, c.ReadOnlyProfile)}
+	if len(names) > 0 {
+		return hint + "keys in [" + section + "]: " + strings.Join(names, ", ")
 	}
-	if c.AliasReadOnly == c.AliasElevated {
-		return nil, &ConfigError{fmt.Sprintf("%s: [aliases] readonly and elevated are both %q; they must differ", display, c.AliasReadOnly)}
+	var sections []string
+	for _, k := range l.table {
+		if !slices.Contains(sections, k.Section) {
+			sections = append(sections, k.Section)
+		}
 	}
-	if (c.ReadOnlyRoleARN == "") != (c.ElevatedRoleARN == "") {
-		return nil, &ConfigError{fmt.Sprintf("%s: set both [aws] readonly_role_arn and elevated_role_arn, or neither (to derive both from the instance profile)", display)}
+	return hint + "sections: " + strings.Join(sections, ", ")
+}
+
+// nearest is the known key a typo most likely meant: the same name in
+// another section, or the key whose "section.name" is within a few edits
+// (transposed letters count as one).
+func nearest(section, name string, table []configKey) (configKey, bool) {
+	const longest = 64 // no guesses for absurd names (and no quadratic work)
+	if len(section)+len(name) > longest {
+		return configKey{}, false
 	}
-	return c, nil
+	id := strings.ToLower(section + "." + name)
+	best, bestD := configKey{}, -1
+	for _, k := range table {
+		d := editDistance(id, k.id())
+		if strings.EqualFold(name, k.Name) || len(name) >= 4 && strings.HasPrefix(k.Name, strings.ToLower(name)) {
+			d = min(d, 1) // the right key in the wrong section, or cut short
+		}
+		if bestD < 0 || d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best, bestD >= 0 && bestD <= max(2, len(best.id())/5)
+}
+
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and swaps of two neighbouring bytes.
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
+// maxQuoted bounds how much of a value an error repeats: enough to
+// recognise it, never a whole file pasted into one key.
+const maxQuoted = 64
+
+// quoteValue is v as an error shows it: quoted, control and other
+// unprintable characters escaped (no terminal escapes, one line), and cut
+// at maxQuoted bytes with the full length said.
+func quoteValue(v string) string {
+	if len(v) <= maxQuoted {
+		return strconv.Quote(v)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(v[:cut]), len(v))
+}
+
+// quoteValues shows the first two of a key's values and how many more.
+func quoteValues(vs []string) string {
+	var q []string
+	for _, v := range vs[:min(2, len(vs))] {
+		q = append(q, quoteValue(strings.TrimSpace(v)))
+	}
+	out := strings.Join(q, ", then ")
+	if len(vs) > 2 {
+		out += fmt.Sprintf(", and %d more", len(vs)-2)
+	}
+	return out
+}
+
+// capped cuts text echoed from the input (a key name, a parser message) to
+// a length an error line can carry.
+func capped(s string) string {
+	const most = 200
+	if len(s) <= most {
+		return s
+	}
+	cut := most
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
 }
 
 // printable escapes control characters echoed from the file, so an error
 // stays one line and cannot carry terminal escape sequences.
 func printable(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if !unicode.IsPrint(r) {
 			return '?'
 		}
 		return r
 	}, s)
-}
-
-func knownKeys(section string, table []configKey) string {
-	var ids []string
-	for _, k := range table {
-		if section == "" || k.Section == section {
-			ids = append(ids, k.id())
-		}
-	}
-	if len(ids) == 0 {
-		for _, k := range table {
-			ids = append(ids, k.id())
-		}
-	}
-	return strings.Join(ids, ", ")
 }
 
 // ConfigReference lists every key with its default and help, for README and --help.

@@ -125,6 +125,9 @@ func FuzzLoadConfig(f *testing.F) {
 		"[aws]\nreadonly_profile = a\nelevated_profile = a\n",
 		"[steps]\nskip = swap, aliases\n[packages]\ninstall = git jq\n",
 		"[claude-code]\nversion = latest\nprefix = /opt/claude\nauto_update = yes\nretries = 10\n",
+		"[swap]\nsize = 12X\n[aws]\nregoin = us-east-1\n[packages]\ninstall = git openssh-server-\n",
+		"[swap]\nsize = 1G\n[swap]\nsize = 1G\n",
+		"[bedrock]\nmodel = " + strings.Repeat("\x1b[2J", 300) + "\n",
 		"[swap\n", "x = 1\n", "[swap]\nsize\n", "[swap]\nsize = `1G`\n", "[swap]\nsize = \"\"\"\n1G\n\"\"\"\n",
 	} {
 		f.Add([]byte(s), "swap.size", "2G")
@@ -143,11 +146,21 @@ func FuzzLoadConfig(f *testing.F) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("not a ConfigError: %T %v", err, err)
 			}
-			if strings.IndexFunc(err.Error(), func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-				t.Fatalf("error holds control characters (more than one line, or terminal escapes from the input): %q", err)
+			lines := ConfigProblems(err)
+			if len(lines) == 0 || strings.Join(lines, "\n") != err.Error() {
+				t.Fatalf("problems %q do not make up the error %q", lines, err)
 			}
-			if !strings.Contains(err.Error(), DefaultConfigPath) && !strings.Contains(err.Error(), "--set") {
-				t.Fatalf("error names neither the file nor the flag: %q", err)
+			for _, l := range lines {
+				if strings.IndexFunc(l, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+					t.Fatalf("problem holds control characters (more than one line, or terminal escapes from the input): %q", l)
+				}
+				if !strings.Contains(l, DefaultConfigPath) && !strings.Contains(l, "--set") {
+					t.Fatalf("problem names neither the file nor the flag: %q", l)
+				}
+				// Quoted input is capped: a line never carries a pasted file.
+				if len(l) > 1500 {
+					t.Fatalf("problem line of %d bytes: %.200q", len(l), l)
+				}
 			}
 			return
 		}
@@ -162,7 +175,7 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 		}
 		for _, p := range c.Packages {
-			if !shellSafe(p) || strings.HasPrefix(p, "-") {
+			if !shellSafe(p) || strings.HasPrefix(p, "-") || strings.HasSuffix(p, "-") || strings.ContainsAny(p, "=/:") {
 				t.Fatalf("accepted package name %q", p)
 			}
 		}

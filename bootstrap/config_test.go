@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,8 +70,8 @@ func TestConfigErrorsNameFileKeyAndFix(t *testing.T) {
 		overrides     map[string]string
 		want          []string
 	}{
-		{"unknown key", "[swap]\nsise = 1G\n", nil, []string{"ccboot.conf", "unknown key [swap] sise", "swap.size"}},
-		{"unknown section", "[nope]\nx = 1\n", nil, []string{"unknown key [nope] x"}},
+		{"unknown key", "[swap]\nsise = 1G\n", nil, []string{"ccboot.conf: [swap] sise = \"1G\": unknown key", "did you mean [swap] size?"}},
+		{"unknown section", "[nope]\nx = 1\n", nil, []string{"[nope] x", "unknown key", "sections: ccboot, steps"}},
 		{"negative swap", "[swap]\nsize = -5G\n", nil, []string{"[swap] size", "-5G", "0/off"}},
 		{"huge swap", "[swap]\nsize = 9000G\n", nil, []string{"[swap] size", "64G"}},
 		{"model injection", "[bedrock]\nmodel = x'$(reboot)'\n", nil, []string{"[bedrock] model", "Bedrock model ID"}},
@@ -97,11 +98,12 @@ func TestConfigErrorsNameFileKeyAndFix(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if _, ok := err.(*ConfigError); !ok {
-				t.Fatalf("error %T, want *ConfigError", err)
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T, want a *ConfigError", err)
 			}
 			if strings.Contains(err.Error(), "\n") {
-				t.Fatalf("error is not one line: %q", err)
+				t.Fatalf("one mistake, but not one line: %q", err)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
@@ -152,4 +154,10 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 			t.Errorf("README.md does not document %s", entry)
 		}
 	}
+}
+
+// loadFromSets is loadFrom with raw --set arguments, returning every problem.
+func loadFromSets(t *testing.T, content string, sets []string) (*Config, ConfigErrors) {
+	t.Helper()
+	return loadConfig(memFile{data: []byte(content), ok: content != ""}, DefaultConfigPath, sets, nil)
 }

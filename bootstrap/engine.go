@@ -123,7 +123,7 @@ func (e *Engine) Validate() error {
 	for _, list := range [][]string{e.Skip, e.Only} {
 		for _, n := range list {
 			if !names[n] {
-				return &ConfigError{fmt.Sprintf("unknown step %q in skip/only; steps are: %s", n, known)}
+				return &ConfigError{fmt.Sprintf("unknown step %s in [steps] skip, --skip or --only; steps are: %s", quoteValue(n), known)}
 			}
 		}
 	}

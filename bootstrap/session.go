@@ -28,10 +28,17 @@ const LogPath = "/var/log/ccboot.log"
 type Options struct {
 	Root       string            // "/" unless --root
 	ConfigPath string            // inside Root; DefaultConfigPath unless --config
-	Overrides  map[string]string // "section.key" -> value from flags
-	Skip, Only []string
-	Steps      []Step
-	Version    string
+	Overrides  map[string]string // "section.key" -> value
+	// Sets are the --set arguments (section.key=value) in command-line
+	// order; a malformed one or a key given twice is a config error.
+	Sets []string
+	// BadConfigOK opens the session even when the config is broken, with
+	// the defaults and the problems in ConfigErr (status shows the last run
+	// regardless). Such a session refuses to Converge.
+	BadConfigOK bool
+	Skip, Only  []string
+	Steps       []Step
+	Version     string
 	// Journal: running under systemd, so JSON log lines also go to stdout.
 	Journal bool
 	// ReadOnly commands (plan, status) write nothing, not even the log file.
@@ -50,6 +57,8 @@ type Session struct {
 	Env     *Env
 	opts    Options
 	logFile *os.File
+	// configErr holds the config's problems when BadConfigOK opened it anyway.
+	configErr ConfigErrors
 }
 
 // Open validates the config and prepares everything a command needs.
@@ -72,19 +81,29 @@ func Open(opts Options) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := LoadConfig(sys, opts.ConfigPath, opts.Overrides)
-	if err != nil {
-		sys.Close()
-		return nil, err
-	}
+	// Every problem at once: the file's, the flags', and unknown steps.
+	cfg, problems := loadConfig(sys, opts.ConfigPath, opts.Sets, opts.Overrides)
 	// Steps turned off by the config and by flags alike.
 	opts.Skip = append(append([]string(nil), cfg.Skip...), opts.Skip...)
 	eng := &Engine{Steps: opts.Steps, Skip: opts.Skip, Only: opts.Only}
 	if err := eng.Validate(); err != nil {
-		sys.Close()
-		return nil, err
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			sys.Close()
+			return nil, err
+		}
+		problems = append(problems, ce)
 	}
-	s := &Session{opts: opts}
+	if len(problems) > 0 {
+		if !opts.BadConfigOK {
+			sys.Close()
+			return nil, problems
+		}
+		// Nothing of a broken config is used: defaults, and no skip list.
+		cfg = DefaultConfig()
+		opts.Skip = nil
+	}
+	s := &Session{opts: opts, configErr: problems}
 	log := s.newLogger(sys)
 	meta := opts.Meta
 	if meta == nil {
@@ -101,6 +120,10 @@ func Open(opts Options) (*Session, error) {
 	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify}
 	return s, nil
 }
+
+// ConfigErr is the config's problems (nil when it is valid). Only a
+// session opened with BadConfigOK has any.
+func (s *Session) ConfigErr() ConfigErrors { return s.configErr }
 
 // Close flushes the log and releases the root.
 func (s *Session) Close() {
@@ -175,6 +198,9 @@ func ConfigHash(c *Config) string {
 // step. Converging modes take the run lock and save state after each step.
 func (s *Session) Converge(ctx context.Context, mode Mode, finished func(StepReport), onWait func(holder int)) (Report, error) {
 	env := s.Env
+	if len(s.configErr) > 0 {
+		return Report{}, s.configErr
+	}
 	// Only converging modes use the recorded run (run trusts its successes,
 	// the wait condition is signalled once); plan and check read nothing.
 	var prev *Report
@@ -289,6 +315,27 @@ func WaitForRun(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) (*
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// WaitWhileRunning blocks while a run holds the lock, or until timeout (0:
+// no limit). With a broken config no new run can finish, so status --wait
+// waits only for a run already under way (started with the old config).
+func WaitWhileRunning(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		held, pid := LockHeld(sys)
+		if !held {
+			return nil
+		}
+		if timeout > 0 && time.Now().After(deadline) {
+			return fmt.Errorf("ccboot (pid %d) is still running after %s", pid, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

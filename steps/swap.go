@@ -105,6 +105,23 @@ func (Swap) inspect(env *bootstrap.Env, h host) (swapState, error) {
 			return st, fmt.Errorf("swap: read header of %s: %w", st.display, err)
 		}
 	}
+	if h.live {
+		if st.active, err = swapActive(path.Join(h.proc, "swaps"), st.display); err != nil {
+			return st, fmt.Errorf("swap: %w", err)
+		}
+	}
+	if st.exists && !st.valid && !st.active {
+		// Rebuilding replaces the file: only ever a swap file. A file
+		// ccboot made always has the signature (it is renamed into place
+		// only after mkswap), so anything without one is someone else's.
+		swap, err := isSwapFile(env.Sys, st.name)
+		if err != nil {
+			return st, fmt.Errorf("swap: read header of %s: %w", st.display, err)
+		}
+		if !swap {
+			return st, fmt.Errorf("swap: %s exists and is not a swap file (no mkswap signature, not in use as swap); ccboot replaces only swap files: set [swap] path to a file that does not exist, or remove %s yourself if it is an old swap file", st.display, st.display)
+		}
+	}
 	st.fstab, err = env.Sys.ReadFile("etc/fstab")
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -116,11 +133,6 @@ func (Swap) inspect(env *bootstrap.Env, h host) (swapState, error) {
 		}
 	}
 	st.newFstab, st.fstabEdit = editFstab(st.fstab, env.Config.SwapPath)
-	if h.live {
-		if st.active, err = swapActive(path.Join(h.proc, "swaps"), st.display); err != nil {
-			return st, fmt.Errorf("swap: %w", err)
-		}
-	}
 	return st, nil
 }
 
@@ -346,6 +358,36 @@ func hasSwapHeader(sys *fsroot.Tree, name string, size int64) (bool, error) {
 	}
 	defer f.Close()
 	return swapHeaderOK(f, page, size)
+}
+
+// swapPageSizes are the page sizes Linux runs with (x86 4K; arm64 4K, 16K
+// or 64K; 8K on some others): mkswap puts the signature at the end of the
+// first page of the kernel it ran on, which need not be this one.
+var swapPageSizes = []int{4 << 10, 8 << 10, 16 << 10, 64 << 10}
+
+// isSwapFile reports whether name carries a swap signature (version 1's or
+// the ancient one) for any page size, whatever its size field says: a swap
+// file of the wrong size or page size is still one that may be rebuilt.
+func isSwapFile(sys *fsroot.Tree, name string) (bool, error) {
+	f, err := sys.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	hdr := make([]byte, swapPageSizes[len(swapPageSizes)-1])
+	n, err := io.ReadFull(f, hdr)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	for _, page := range swapPageSizes {
+		if page > n {
+			break
+		}
+		if sig := string(hdr[page-len(swapMagic) : page]); sig == swapMagic || sig == "SWAP-SPACE" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // swapHeaderOK checks the header in r (see linux/swap.h, union swap_header).

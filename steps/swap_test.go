@@ -645,3 +645,92 @@ func TestSwapInContainerSaysWhy(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestSwapRefusesNonSwapFile: [swap] path naming a file that is not swap
+// (/etc/shadow, in the audit) is refused by Check and Apply alike, and the
+// file, fstab and the tools are left alone.
+func TestSwapRefusesNonSwapFile(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, content string }{
+		{"etc/shadow", "root:*:20000:0:99999:7:::\n"},
+		{"etc/empty-flag", ""},                   // an empty marker file is not swap either
+		{"big", strings.Repeat("data", 8<<20/4)}, // right size, no signature
+		{"zeros", string(make([]byte, 64<<10))},  // all zeros past every page size
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env, fake := swapEnv(t)
+			fake.On("mkswap ", fakeMkswap)
+			env.Config.SwapPath = "/" + tc.name
+			writeTestFile(t, env.Root, tc.name, tc.content, 0o640)
+			p := filepath.Join(env.Root, tc.name)
+			ino := inode(t, p)
+			ctx := context.Background()
+			for _, h := range []host{{}, liveHost(t)} {
+				_, err := Swap{}.check(ctx, env, h)
+				if err == nil || !strings.Contains(err.Error(), p+" exists and is not a swap file") || !strings.Contains(err.Error(), "[swap] path") {
+					t.Fatalf("check (live %v): %v, want a refusal naming the file and [swap] path", h.live, err)
+				}
+				if err := (Swap{}).apply(ctx, env, h); err == nil || !strings.Contains(err.Error(), "not a swap file") {
+					t.Fatalf("apply (live %v): %v, want a refusal", h.live, err)
+				}
+			}
+			if got, _ := os.ReadFile(p); string(got) != tc.content || inode(t, p) != ino {
+				t.Fatal("the file was changed")
+			}
+			if calls := fake.Calls(); len(calls) != 0 {
+				t.Fatalf("ran %q", calls)
+			}
+			if _, err := os.Stat(filepath.Join(env.Root, "etc/fstab")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("fstab written: %v", err)
+			}
+		})
+	}
+}
+
+// TestSwapRecognisesSwapFilesItMayRebuild: a swap file made for another
+// page size, an old-style one, and one the kernel lists as active without a
+// signature this check can see, are swap files: rebuilt, not refused.
+func TestSwapRecognisesSwapFilesItMayRebuild(t *testing.T) {
+	t.Parallel()
+	sig := func(page int, magic string) string {
+		b := make([]byte, 8<<20)
+		copy(b[page-len(magic):], magic)
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name, content string
+		active        bool
+	}{
+		{"64K-page signature", sig(64<<10, swapMagic), false},
+		{"16K-page signature", sig(16<<10, swapMagic), false},
+		{"old SWAP-SPACE signature", sig(4<<10, "SWAP-SPACE"), false},
+		{"in use, signature unreadable", string(make([]byte, 8<<20)), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env, fake := swapEnv(t)
+			fake.On("mkswap ", fakeMkswap)
+			writeTestFile(t, env.Root, "swapfile", tc.content, 0o600)
+			p := filepath.Join(env.Root, "swapfile")
+			var active []string
+			if tc.active {
+				active = []string{p}
+			}
+			h := liveHost(t, active...)
+			fake.On("swapoff "+p, func(runner.Cmd) (runner.Result, error) { setProcSwaps(t, h.proc); return runner.Result{}, nil })
+			fake.On("swapon "+p, func(runner.Cmd) (runner.Result, error) { setProcSwaps(t, h.proc, p); return runner.Result{}, nil })
+			ctx := context.Background()
+			d, err := Swap{}.check(ctx, env, h)
+			if err != nil || len(d.Changes) == 0 || !strings.HasPrefix(d.Changes[0], "rebuild "+p) {
+				t.Fatalf("check: %v, %q; want a rebuild", err, d.Changes)
+			}
+			if err := (Swap{}).apply(ctx, env, h); err != nil {
+				t.Fatal(err)
+			}
+			if d, err := (Swap{}).check(ctx, env, h); err != nil || !d.InSync() {
+				t.Fatalf("after apply: %v, %q", err, d.Changes)
+			}
+		})
+	}
+}

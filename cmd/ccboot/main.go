@@ -142,18 +142,16 @@ func (c *commonFlags) parse(args []string) (code int, ok bool) {
 	return 0, true
 }
 
-func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
-	overrides := map[string]string{}
-	for _, s := range c.sets {
-		k, v, ok := strings.Cut(s, "=")
-		if !ok || !strings.Contains(k, ".") {
-			return bootstrap.Options{}, &bootstrap.ConfigError{Msg: fmt.Sprintf("--set %q: use section.key=value, e.g. --set swap.size=1G", s)}
-		}
-		overrides[strings.TrimSpace(k)] = v
-	}
-	for key, v := range map[string]string{"ccboot.imds_endpoint": c.imds, "ccboot.user": c.user, "bedrock.model": c.model, "aws.region": c.region, "swap.size": c.swapSize} {
-		if v != "" {
-			overrides[key] = v
+func (c *commonFlags) options(stdout io.Writer) bootstrap.Options {
+	// The shortcuts are --set under another name: the config loader checks
+	// them with the rest, and a key given by both is an error.
+	sets := append([]string(nil), c.sets...)
+	for _, f := range []struct{ key, v string }{
+		{"ccboot.imds_endpoint", c.imds}, {"ccboot.user", c.user}, {"bedrock.model", c.model},
+		{"aws.region", c.region}, {"swap.size", c.swapSize},
+	} {
+		if f.v != "" {
+			sets = append(sets, f.key+"="+f.v)
 		}
 	}
 	// Under systemd (ccboot.service), stdout is the journal: log JSON lines
@@ -161,12 +159,20 @@ func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
 	// its report like in a terminal.
 	underSystemd := stdoutIsJournal(os.Stdout, os.Getenv("JOURNAL_STREAM"))
 	return bootstrap.Options{
-		Root: c.root, ConfigPath: c.config, Overrides: overrides,
+		Root: c.root, ConfigPath: c.config, Sets: sets,
 		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
 		Steps: steps.All(), Version: version,
 		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly,
 		Notify: systemdStatus,
-	}, nil
+	}
+}
+
+// printErr writes err one line at a time (a config error holds one line
+// per problem), each with the prefix.
+func printErr(w io.Writer, prefix string, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(w, "%s: %s\n", prefix, line)
+	}
 }
 
 // systemdStatus shows progress in `systemctl status ccboot`. Without
@@ -192,18 +198,13 @@ func start(c *commonFlags, args []string, stdout, stderr io.Writer) (*bootstrap.
 	if code, ok := c.parse(args); !ok {
 		return nil, code
 	}
-	return openSession(c, stdout, stderr)
+	return openSession(c.options(stdout), stderr)
 }
 
-func openSession(c *commonFlags, stdout, stderr io.Writer) (*bootstrap.Session, int) {
-	opts, err := c.options(stdout)
-	if err != nil {
-		fmt.Fprintf(stderr, "ccboot: %v\n", err)
-		return nil, exitUsage
-	}
+func openSession(opts bootstrap.Options, stderr io.Writer) (*bootstrap.Session, int) {
 	s, err := bootstrap.Open(opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "ccboot: %v\n", err)
+		printErr(stderr, "ccboot", err)
 		var ce *bootstrap.ConfigError
 		if errors.As(err, &ce) {
 			return nil, exitUsage
@@ -279,13 +280,29 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ccboot status: --format %q: use text or json\n", *format)
 		return exitUsage
 	}
-	s, code := openSession(c, stdout, stderr)
+	// The state file's place does not depend on the config: a broken
+	// config (when people reach for status) still shows the last run.
+	opts := c.options(stdout)
+	opts.BadConfigOK = true
+	s, code := openSession(opts, stderr)
 	if s == nil {
 		return code
 	}
 	defer s.Close()
+	configErrs := s.ConfigErr().Lines()
+	if *check && len(configErrs) > 0 {
+		fmt.Fprintf(stderr, "ccboot status: --check needs a valid config, and this one has %d problem(s), listed with the last run; showing the last run without the check\n", len(configErrs))
+		*check = false
+	}
 	if *wait {
-		if _, err := bootstrap.WaitForRun(ctx, s.Env.Sys, *timeout); err != nil {
+		var err error
+		if len(configErrs) > 0 {
+			// No run can finish with this config: wait only for one under way.
+			err = bootstrap.WaitWhileRunning(ctx, s.Env.Sys, *timeout)
+		} else {
+			_, err = bootstrap.WaitForRun(ctx, s.Env.Sys, *timeout)
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "ccboot status: %v\n", err)
 			return exitPending
 		}
@@ -295,24 +312,39 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ccboot status: %v\n", err)
 		return exitFailed
 	}
-	if report == nil {
-		if *format == "json" {
-			_ = bootstrap.WriteJSON(stdout, map[string]any{"complete": false, "steps": []any{}})
-		} else {
-			fmt.Fprintln(stdout, "ccboot has not run on this machine yet (no state file); run `ccboot run` or check the ccboot.service unit")
-		}
-		return exitPending
-	}
-	if *format == "json" {
-		_ = bootstrap.WriteJSON(stdout, report)
-	} else {
-		bootstrap.PrintStatus(stdout, report)
+	if configErrs == nil {
+		configErrs = []string{} // JSON: an empty list, never null
 	}
 	switch {
-	case report.Failed():
+	case *format == "json" && report == nil:
+		_ = bootstrap.WriteJSON(stdout, map[string]any{"complete": false, "steps": []any{}, "config_errors": configErrs})
+	case *format == "json":
+		_ = bootstrap.WriteJSON(stdout, statusOutput{report, configErrs})
+	case report == nil:
+		fmt.Fprintln(stdout, "ccboot has not run on this machine yet (no state file); run `ccboot run` or check the ccboot.service unit")
+	default:
+		bootstrap.PrintStatus(stdout, report)
+	}
+	if *format == "text" {
+		for _, e := range configErrs {
+			fmt.Fprintf(stdout, "config error: %s\n", e)
+		}
+		if len(configErrs) > 0 {
+			fmt.Fprintln(stdout, "the next run will stop at these config errors; fix them, then `ccboot plan` shows what it would do")
+		}
+	}
+	switch {
+	case len(configErrs) > 0 || report != nil && report.Failed():
 		return exitFailed
-	case report.Count(bootstrap.ResultDrift) > 0 || !report.Complete || report.Count(bootstrap.ResultPending) > 0:
+	case report == nil || report.Count(bootstrap.ResultDrift) > 0 || !report.Complete || report.Count(bootstrap.ResultPending) > 0:
 		return exitPending
 	}
 	return exitOK
+}
+
+// statusOutput is `status --format json`: the last run's report and the
+// config's problems (an empty list when it is valid).
+type statusOutput struct {
+	*bootstrap.Report
+	ConfigErrors []string `json:"config_errors"`
 }
