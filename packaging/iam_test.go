@@ -851,3 +851,63 @@ func (ev *evaluation) specProblems(key string) []string {
 	}
 	return ev.answer.Spec[te.spec]
 }
+
+// The resolver builds each partition's ARNs the way CloudFormation would:
+// the matrix of aws-cn must run on aws-cn ARNs, not on aws ones.
+func TestResolveTemplateForStack(t *testing.T) {
+	t.Parallel()
+	tpl := loadTemplate(t)
+	dir, err := managedPoliciesDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range testStacks() {
+		res, err := resolveStack(tpl, st)
+		if err != nil {
+			t.Fatalf("%s: %v", st.Partition, err)
+		}
+		roles, err := stackRoles(res, dir)
+		if err != nil {
+			t.Fatalf("%s: %v", st.Partition, err)
+		}
+		ro, el, ec2 := roles["ReadOnlyRole"], roles["ElevatedRole"], roles["Ec2Role"]
+		if ro == nil || el == nil || ec2 == nil {
+			t.Fatalf("%s: roles %v", st.Partition, roles)
+		}
+		prefix := "arn:" + st.Partition + ":iam::" + testAccount + ":role/claudecode-"
+		if ro.ARN != prefix+"readonly-"+testStack || el.ARN != prefix+"elevated-"+testStack || ec2.ARN != prefix+"ec2-"+testStack {
+			t.Errorf("%s: role ARNs %s %s %s", st.Partition, ro.ARN, el.ARN, ec2.ARN)
+		}
+		if got := dig(ro.Trust, "Statement").([]any)[0]; dig(got, "Condition", "ArnEquals", "aws:PrincipalArn") != ec2.ARN ||
+			dig(got, "Principal", "AWS") != "arn:"+st.Partition+":iam::"+testAccount+":root" {
+			t.Errorf("%s: ReadOnly trust %v", st.Partition, got)
+		}
+		if got := dig(dig(el.Trust, "Statement").([]any)[0], "Condition", "ArnEquals", "aws:PrincipalArn"); got != ro.ARN {
+			t.Errorf("%s: Elevated trusts %v", st.Partition, got)
+		}
+		if got := dig(dig(ec2.Trust, "Statement").([]any)[0], "Principal", "Service"); got != "ec2."+st.URLSuffix {
+			t.Errorf("%s: the instance role trusts %v", st.Partition, got)
+		}
+		names := func(r *iamRole) string {
+			var n []string
+			for _, p := range r.Identity {
+				n = append(n, p.Name)
+			}
+			return strings.Join(n, ",")
+		}
+		bedrockPolicy := "arn:" + st.Partition + ":iam::" + testAccount + ":policy/" + testStack + "-BedrockPolicy-ABCDEF"
+		for role, want := range map[*iamRole]string{
+			ro: "assume-elevated,ReadOnlyAccess," + bedrockPolicy, el: "PowerUserAccess," + bedrockPolicy,
+			ec2: "assume-readonly,AmazonSSMManagedInstanceCore",
+		} {
+			if got := names(role); got != want {
+				t.Errorf("%s: %s has policies %s, want %s", st.Partition, role.Name, got, want)
+			}
+		}
+		for _, arn := range bedrockResources(st, "") {
+			if !strings.HasPrefix(arn, "arn:"+st.Partition+":bedrock:") {
+				t.Errorf("%s: Bedrock ARN %s of another partition", st.Partition, arn)
+			}
+		}
+	}
+}
