@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/ini.v1"
 
+	"github.com/ccboot/ccboot/bootstrap/bedrock"
 	"github.com/ccboot/ccboot/bootstrap/metadata"
 )
 
@@ -243,7 +244,7 @@ func keys(c *Config) []configKey {
 			c.SwapBytes = n
 			return nil
 		}},
-		{"bedrock", "model", "us.anthropic.claude-sonnet-4-6", "ANTHROPIC_MODEL: Bedrock model or inference profile ID.", str(&c.Model, modelPattern, "a Bedrock model ID (letters, digits and . _ : / -), e.g. us.anthropic.claude-sonnet-4-6")},
+		{"bedrock", "model", bedrock.DefaultModel, "ANTHROPIC_MODEL: Bedrock model or inference profile ID; the default gets the Region's inference profile prefix (eu. in eu-west-1).", str(&c.Model, modelPattern, "a Bedrock model ID (letters, digits and . _ : / -), e.g. eu.anthropic.claude-sonnet-4-6")},
 		{"aws", "region", "", "Region for AWS_REGION and ~/.aws/config; empty means the instance's region from IMDS.", func(_ *Config, v string) error {
 			if v != "" && !metadata.ValidRegion(v) {
 				return errors.New("must be a region name such as us-east-1, or empty for the instance's region")

@@ -35,7 +35,7 @@ func TestConfigDefaultsAreTheSeedValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{User: "ec2-user", Model: "us.anthropic.claude-sonnet-4-6", SwapPath: "/swapfile", SwapBytes: 512 << 20,
+	want := Config{User: "ec2-user", Model: "anthropic.claude-sonnet-4-6", SwapPath: "/swapfile", SwapBytes: 512 << 20,
 		ReadOnlyProfile: "claudecode-readonly", ElevatedProfile: "claudecode-elevated",
 		ReadOnlySessionName: "claudecode-readonly-session", ElevatedSessionName: "claudecode-elevated-session",
 		AliasReadOnly: "claude-ro", AliasElevated: "claude-el", ClaudeVersion: DefaultClaudeCodeVersion}

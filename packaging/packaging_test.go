@@ -459,7 +459,7 @@ func TestTemplateParameterPatterns(t *testing.T) {
 		{"CcbootUrlAmd64", []string{"", "https://example.com/c"}, []string{"https://x/'"}},
 		{"CcbootSha256Arm64", []string{"", strings.Repeat("a", 64), strings.Repeat("F", 64)}, []string{strings.Repeat("a", 63), strings.Repeat("g", 64), strings.Repeat("a", 64) + "'"}},
 		{"CcbootSha256Amd64", []string{strings.Repeat("0", 64)}, []string{"x"}},
-		{"ModelId", []string{"us.anthropic.claude-sonnet-4-6"}, []string{"a'b", "a b", ""}},
+		{"ModelId", []string{"", "eu.anthropic.claude-sonnet-4-6", "arn:aws:bedrock:eu-west-1:111122223333:application-inference-profile/a1b2"}, []string{"a'b", "a b", "-x"}},
 	} {
 		pat, ok := dig(tpl, "Parameters", tc.param, "AllowedPattern").(string)
 		if !ok {

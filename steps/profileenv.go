@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/bedrock"
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
 
@@ -49,12 +50,33 @@ func (ProfileEnv) file(ctx context.Context, env *bootstrap.Env) (managedFile, er
 	if err != nil {
 		return managedFile{}, fmt.Errorf("profile-env: AWS_REGION: %w", err)
 	}
+	model, err := anthropicModel(env.Config.Model, region)
+	if err != nil {
+		return managedFile{}, fmt.Errorf("profile-env: %w", err)
+	}
+	c := *env.Config
+	c.Model = model
 	return managedFile{
 		tree: env.Sys,
 		name: profileEnvPath,
-		want: renderProfileEnv(env.Config, region),
+		want: renderProfileEnv(&c, region),
 		spec: fsroot.FileSpec{Mode: 0o644, UID: 0, GID: 0},
 	}, nil
+}
+
+// anthropicModel is ANTHROPIC_MODEL for region: the default model gets the
+// inference profile prefix the Region can use (a us. profile is refused
+// outside the US); a configured profile ID the Region cannot use is an
+// error, found here rather than by every Claude Code request failing.
+// IDs without a geographic prefix and ARNs are taken as given.
+func anthropicModel(model, region string) (string, error) {
+	if model == bedrock.DefaultModel {
+		return bedrock.ModelFor(region, model), nil
+	}
+	if err := bedrock.Check(region, model); err != nil {
+		return "", err
+	}
+	return model, nil
 }
 
 // renderProfileEnv renders the script. Every value is single-quoted even

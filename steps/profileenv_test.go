@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/bedrock"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -165,6 +166,58 @@ func TestProfileEnvValues(t *testing.T) {
 	}
 }
 
+// The default model gets the prefix of the instance's Region; a configured
+// profile the Region cannot use fails the step, naming Region, prefix and
+// what works; other IDs are taken as given.
+func TestProfileEnvModelForRegion(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, region, model string
+		want                string   // ANTHROPIC_MODEL written
+		wantErr             []string // or the step fails with all of these
+	}{
+		{name: "default in eu-west-1 (IMDS)", model: bedrock.DefaultModel, want: "eu.anthropic.claude-sonnet-4-6"},
+		{name: "default in Tokyo", region: "ap-northeast-1", model: bedrock.DefaultModel, want: "jp.anthropic.claude-sonnet-4-6"},
+		{name: "default in GovCloud", region: "us-gov-west-1", model: bedrock.DefaultModel, want: "us-gov.anthropic.claude-sonnet-4-6"},
+		{name: "default in China", region: "cn-north-1", model: bedrock.DefaultModel, want: "anthropic.claude-sonnet-4-6"},
+		{name: "us profile in eu-west-1", model: "us.anthropic.claude-sonnet-4-6",
+			wantErr: []string{"profile-env", "eu-west-1", "us.", "eu, global"}},
+		{name: "global in eu-west-1", model: "global.anthropic.claude-sonnet-4-6", want: "global.anthropic.claude-sonnet-4-6"},
+		{name: "ARN as given", model: "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/x1", want: "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/x1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env, _ := newTestEnv(t)
+			env.Config.Region = tc.region
+			env.Config.Model = tc.model
+			p := filepath.Join(env.Root, profileEnvPath)
+			if tc.wantErr != nil {
+				_, err := ProfileEnv{}.Check(context.Background(), env)
+				for _, w := range tc.wantErr {
+					if err == nil || !strings.Contains(err.Error(), w) {
+						t.Errorf("Check error = %v, want one naming %q", err, w)
+					}
+				}
+				if err := (ProfileEnv{}).Apply(context.Background(), env); err == nil {
+					t.Error("Apply succeeded with a profile the Region cannot use")
+				}
+				if _, err := os.Lstat(p); err == nil {
+					t.Error("the failed step wrote the file")
+				}
+				return
+			}
+			convergeStep(t, env, ProfileEnv{})
+			got, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := "export ANTHROPIC_MODEL='" + tc.want + "'\n"; !strings.Contains(string(got), w) {
+				t.Errorf("missing %q in:\n%s", w, got)
+			}
+		})
+	}
+}
+
 func TestProfileEnvDrift(t *testing.T) {
 	t.Parallel()
 	env, _ := newTestEnv(t)
@@ -191,7 +244,7 @@ func TestProfileEnvDrift(t *testing.T) {
 			t.Errorf("changes %q lack %q", d.Changes, w)
 		}
 	}
-	if !strings.Contains(d.Diff, "-export ANTHROPIC_MODEL=old") || !strings.Contains(d.Diff, "+export ANTHROPIC_MODEL='us.anthropic") {
+	if !strings.Contains(d.Diff, "-export ANTHROPIC_MODEL=old") || !strings.Contains(d.Diff, "+export ANTHROPIC_MODEL='eu.anthropic") {
 		t.Errorf("diff:\n%s", d.Diff)
 	}
 	if got, _ := os.ReadFile(p); string(got) != "export ANTHROPIC_MODEL=old\n" {

@@ -26,7 +26,7 @@ const (
 	mainAccount   = "210987654321"
 	mainProfile   = "claudecode-ec2-e2etest"
 	mainPartition = "aws-cn"
-	mainModel     = "us.anthropic.claude-e2e-model-v1"
+	mainModel     = "anthropic.claude-e2e-model-v1" // no geographic prefix: mainRegion is in China
 )
 
 // nspawnFlags: swapon is EPERM in a container, so nspawn guests run with

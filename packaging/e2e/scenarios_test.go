@@ -226,7 +226,7 @@ mkdir -p "$dir/upper" "$dir/work" "$dir/merged"
 mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$dir/upper,workdir=$dir/work" "$dir/merged"
 mount -t proc proc "$dir/merged/proc"
 rc=0
-"$qemu" "$bin" plan --root "$dir/merged" --imds-endpoint http://127.0.0.1:1338 --model us.anthropic.arm-e2e >"$dir/plan.out" 2>"$dir/plan.err" || rc=$?
+"$qemu" "$bin" plan --root "$dir/merged" --imds-endpoint http://127.0.0.1:1338 --model eu.anthropic.arm-e2e >"$dir/plan.out" 2>"$dir/plan.err" || rc=$?
 echo "$rc" >"$dir/plan.rc"
 "$qemu" "$bin" version >"$dir/version.out" 2>&1
 umount "$dir/merged/proc"
@@ -252,7 +252,7 @@ find "$dir/upper" -mindepth 1 >"$dir/upper.txt"
 	plan := read("plan.out")
 	for _, want := range []string{
 		"arn:aws:iam::135791357913:role/claudecode-readonly-armtest",
-		"eu-west-3", "us.anthropic.arm-e2e",
+		"eu-west-3", "eu.anthropic.arm-e2e",
 	} {
 		if !strings.Contains(plan, want) {
 			t.Errorf("plan output lacks %q:\n%s", want, plan)

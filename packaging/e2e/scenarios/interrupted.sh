@@ -7,7 +7,7 @@ set -u
 install -m 0755 /srv/dist/ccboot /usr/local/bin/ccboot
 install -m 0755 /srv/dist/ccboot-crashhook /usr/local/bin/ccboot-crashhook
 mkdir -p /etc/ccboot
-printf '[bedrock]\nmodel = us.anthropic.e2e-interrupted\n' >/etc/ccboot/ccboot.conf
+printf '[bedrock]\nmodel = anthropic.e2e-interrupted\n' >/etc/ccboot/ccboot.conf
 setenv=()
 for v in AWS_EC2_METADATA_SERVICE_ENDPOINT npm_config_offline npm_config_cache; do
 	setenv+=("--setenv=$v=${!v}")
