@@ -43,6 +43,9 @@ type Options struct {
 	Meta   metadata.Source
 	// Notify receives progress lines (systemd STATUS=); nil means none.
 	Notify func(string)
+	// Bake: building an image (ccboot bake). No IMDS, no log file (the log
+	// belongs to an instance), Env.Baking set.
+	Bake bool
 }
 
 // Session is an opened root with its config, logger and metadata source.
@@ -87,6 +90,9 @@ func Open(opts Options) (*Session, error) {
 	s := &Session{opts: opts}
 	log := s.newLogger(sys)
 	meta := opts.Meta
+	if opts.Bake {
+		meta = noIMDS()
+	}
 	if meta == nil {
 		meta = metadata.NewIMDS(cfg.IMDSEndpoint, cfg.IMDSTimeout, log.Named("imds"))
 	}
@@ -98,7 +104,7 @@ func Open(opts Options) (*Session, error) {
 	if notify == nil {
 		notify = func(string) {}
 	}
-	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify}
+	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify, Baking: opts.Bake}
 	return s, nil
 }
 
@@ -138,7 +144,7 @@ func (s *Session) Journal() bool { return s.opts.Journal }
 // openLogFile opens the JSON log for appending; nil for read-only commands
 // (plan and status write nothing) or when it cannot be opened.
 func (s *Session) openLogFile(sys *fsroot.Tree) *os.File {
-	if s.opts.ReadOnly {
+	if s.opts.ReadOnly || s.opts.Bake {
 		return nil
 	}
 	if _, err := sys.EnsureDir("var/log", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
