@@ -59,9 +59,10 @@ dist:
 licenses:
 	bash packaging/licenses.sh
 
-# Refresh the template's embedded UserData and the checked-in unit file.
+# Refresh the template's embedded UserData, the checked-in unit file, and the
+# image builders' copy of the UserData's verified download.
 generate:
-	$(GO) test ./packaging -run 'TestTemplateUserData|TestUnitFileMatchesInstall' -update
+	$(GO) test ./packaging -run 'TestTemplateUserData|TestUnitFileMatchesInstall|TestBuildersShareVerifiedDownload' -update
 
 demo: tools
 	AEMM=$(GOBIN)/ec2-metadata-mock bash packaging/demo/demo.sh

@@ -37,6 +37,7 @@ const (
 	ModeRepair Mode = "repair" // converge every step, ignoring recorded success
 	ModePlan   Mode = "plan"   // Check only, with diffs
 	ModeCheck  Mode = "check"  // Check only (status --check)
+	ModeBake   Mode = "bake"   // image steps only, into an image (ccboot bake)
 )
 
 func (m Mode) converges() bool { return m == ModeRun || m == ModeRepair }

@@ -30,10 +30,17 @@ type fakeStep struct {
 	applyDelay time.Duration
 	running    *atomic.Int32 // shared: how many steps are inside Apply now
 	maxRunning *atomic.Int32
+	scope      Scope
 }
 
 func (s *fakeStep) Name() string    { return s.name }
 func (s *fakeStep) Needs() []string { return s.needs }
+func (s *fakeStep) Scope() Scope {
+	if s.scope == "" {
+		return ScopeInstance
+	}
+	return s.scope
+}
 func (s *fakeStep) Check(context.Context, *Env) (Drift, error) {
 	s.checks.Add(1)
 	if s.checkErr != nil {

@@ -31,6 +31,11 @@ type Env struct {
 	Config *Config
 	// Progress reports a one-line status (systemd STATUS=); never nil.
 	Progress func(string)
+	// Baking: `ccboot bake` is building an image. Only image steps run,
+	// nothing is started, and the parts of an image step that belong to an
+	// instance (the user, created at first boot, joining a group) are left
+	// to the boot.
+	Baking bool
 }
 
 // Live reports whether Root is the running system. Only then does ccboot

@@ -3,8 +3,10 @@ package bootstrap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/coreos/go-systemd/v22/unit"
@@ -86,6 +88,22 @@ type InstallResult struct {
 // and, on a live system, starts it and waits for the run to finish.
 func (s *Session) Install(ctx context.Context, self string) (InstallResult, error) {
 	env := s.Env
+	res, err := s.installFiles(ctx, self)
+	if err != nil || !env.Live() {
+		return res, err
+	}
+	// start blocks until the oneshot run has finished (or failed).
+	res.Started = true
+	if err := units.New(env.Root, env.Run).Start(ctx, UnitName); err != nil {
+		return res, fmt.Errorf("ccboot.service failed: %w", err)
+	}
+	return res, nil
+}
+
+// installFiles puts the binary and the unit in place and enables the unit,
+// without starting it (bake stops here).
+func (s *Session) installFiles(ctx context.Context, self string) (InstallResult, error) {
+	env := s.Env
 	var res InstallResult
 	exe, err := os.ReadFile(self)
 	if err != nil {
@@ -113,13 +131,38 @@ func (s *Session) Install(ctx context.Context, self string) (InstallResult, erro
 		return res, fmt.Errorf("install: %w", err)
 	}
 	env.Log.Info("installed", zap.Bool("binary_changed", res.BinaryChanged), zap.Bool("unit_changed", res.UnitChanged))
-	if !env.Live() {
-		return res, nil
-	}
-	// start blocks until the oneshot run has finished (or failed).
-	res.Started = true
-	if err := mgr.Start(ctx, UnitName); err != nil {
-		return res, fmt.Errorf("ccboot.service failed: %w", err)
-	}
 	return res, nil
+}
+
+// checkInstalled reports whether the binary and the unit bake installs are
+// in place and the unit is enabled; why says what is missing.
+func (s *Session) checkInstalled(ctx context.Context) (ok bool, why string, err error) {
+	env := s.Env
+	for _, p := range []string{InstalledBinary, UnitPath} {
+		fi, err := env.Sys.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Sprintf("%s is missing (run `ccboot bake`)", env.Sys.Path(p)), nil
+		}
+		if err != nil {
+			return false, "", err
+		}
+		if !fi.Mode().IsRegular() {
+			return false, fmt.Sprintf("%s is not a regular file", env.Sys.Path(p)), nil
+		}
+	}
+	unit, err := env.Sys.ReadFile(UnitPath)
+	if err != nil {
+		return false, "", err
+	}
+	if !bytes.Equal(unit, UnitFile()) {
+		return false, fmt.Sprintf("%s differs from what this ccboot writes (run `ccboot bake`)", env.Sys.Path(UnitPath)), nil
+	}
+	enabled, err := units.New(env.Root, env.Run).IsEnabled(ctx, UnitName)
+	if err != nil {
+		return false, "", err
+	}
+	if !enabled {
+		return false, fmt.Sprintf("%s is not enabled (run `ccboot bake`)", UnitName), nil
+	}
+	return true, "", nil
 }

@@ -50,6 +50,9 @@ type Options struct {
 	Meta   metadata.Source
 	// Notify receives progress lines (systemd STATUS=); nil means none.
 	Notify func(string)
+	// Bake: building an image (ccboot bake). No IMDS, no log file (the log
+	// belongs to an instance), Env.Baking set.
+	Bake bool
 }
 
 // Session is an opened root with its config, logger and metadata source.
@@ -106,6 +109,9 @@ func Open(opts Options) (*Session, error) {
 	s := &Session{opts: opts, configErr: problems}
 	log := s.newLogger(sys)
 	meta := opts.Meta
+	if opts.Bake {
+		meta = noIMDS()
+	}
 	if meta == nil {
 		meta = metadata.NewIMDS(cfg.IMDSEndpoint, cfg.IMDSTimeout, log.Named("imds"))
 	}
@@ -117,7 +123,7 @@ func Open(opts Options) (*Session, error) {
 	if notify == nil {
 		notify = func(string) {}
 	}
-	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify}
+	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify, Baking: opts.Bake}
 	return s, nil
 }
 
@@ -161,7 +167,7 @@ func (s *Session) Journal() bool { return s.opts.Journal }
 // openLogFile opens the JSON log for appending; nil for read-only commands
 // (plan and status write nothing) or when it cannot be opened.
 func (s *Session) openLogFile(sys *fsroot.Tree) *os.File {
-	if s.opts.ReadOnly {
+	if s.opts.ReadOnly || s.opts.Bake {
 		return nil
 	}
 	if _, err := sys.EnsureDir("var/log", fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
@@ -326,7 +332,10 @@ func WaitForRun(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) (*
 func WaitWhileRunning(ctx context.Context, sys *fsroot.Tree, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		held, pid := LockHeld(sys)
+		held, pid, err := LockHeld(sys)
+		if err != nil {
+			return err
+		}
 		if !held {
 			return nil
 		}

@@ -9,6 +9,10 @@ type Step interface {
 	Name() string
 	// Needs lists steps that must have succeeded before this one starts.
 	Needs() []string
+	// Scope says whether the step's result belongs in an image, shared by
+	// every instance launched from it (`ccboot bake` converges it), or to
+	// one instance (converged at boot).
+	Scope() Scope
 	// Check inspects the system without changing it and says what differs.
 	Check(ctx context.Context, env *Env) (Drift, error)
 	// Apply converges the system. The engine calls Check again afterwards
@@ -40,3 +44,15 @@ func (d *Drift) Differ(format string, args ...any) {
 func (d *Drift) Note(format string, args ...any) {
 	d.Notes = append(d.Notes, sprintf(format, args...))
 }
+
+// Scope is where a step's result belongs.
+type Scope string
+
+const (
+	// ScopeImage: the same on every instance of an image (packages, Claude
+	// Code, the docker group); `ccboot bake` converges it into the image.
+	ScopeImage Scope = "image"
+	// ScopeInstance: depends on the instance (its Region, role ARNs, the
+	// user's home, its own swap file); converged at boot, never baked.
+	ScopeInstance Scope = "instance"
+)

@@ -30,6 +30,9 @@ var aliasNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 func (Aliases) Name() string    { return "aliases" }
 func (Aliases) Needs() []string { return nil }
 
+// Scope implements bootstrap.Step: the user's home is made on the instance.
+func (Aliases) Scope() bootstrap.Scope { return bootstrap.ScopeInstance }
+
 func (s Aliases) Check(_ context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {
 	var d bootstrap.Drift
 	f, err := s.file(env)

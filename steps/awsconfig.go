@@ -30,6 +30,9 @@ const (
 func (AWSConfig) Name() string    { return "aws-config" }
 func (AWSConfig) Needs() []string { return nil }
 
+// Scope implements bootstrap.Step: it holds the instance's Region and role ARNs.
+func (AWSConfig) Scope() bootstrap.Scope { return bootstrap.ScopeInstance }
+
 func (s AWSConfig) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {
 	var d bootstrap.Drift
 	p, err := s.plan(ctx, env)

@@ -35,6 +35,9 @@ func (ClaudeCode) Name() string { return "claude-code" }
 // Needs implements bootstrap.Step: npm comes from the packages step.
 func (ClaudeCode) Needs() []string { return []string{"packages"} }
 
+// Scope implements bootstrap.Step: the same Claude Code on every instance of an image.
+func (ClaudeCode) Scope() bootstrap.Scope { return bootstrap.ScopeImage }
+
 // claudeInstall is what is on disk under the prefix.
 type claudeInstall struct {
 	version string // "" when not installed

@@ -42,6 +42,10 @@ func (DockerGroup) Name() string { return "docker-group" }
 // usually the group.
 func (DockerGroup) Needs() []string { return []string{"packages"} }
 
+// Scope implements bootstrap.Step: the group and the enabled unit belong to the image; adding the user
+// (created at first boot) and starting docker are left to the boot, see Env.Baking.
+func (DockerGroup) Scope() bootstrap.Scope { return bootstrap.ScopeImage }
+
 // Check implements bootstrap.Step. Membership is read from <root>/etc/group
 // without running anything; unit state comes from systemctl.
 func (s DockerGroup) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {
@@ -69,7 +73,12 @@ type dockerState struct {
 func (DockerGroup) inspect(ctx context.Context, env *bootstrap.Env, h host) (dockerState, error) {
 	var st dockerState
 	u, err := env.TargetUser()
-	if err != nil {
+	switch {
+	case err != nil && env.Baking:
+		// The user is often made at first boot (cloud-init's default
+		// user); joining the group is then the boot's job.
+		u = sysuser.User{}
+	case err != nil:
 		return st, fmt.Errorf("docker-group: %w", err)
 	}
 	st.user = u
@@ -88,7 +97,10 @@ func (DockerGroup) inspect(ctx context.Context, env *bootstrap.Env, h host) (doc
 		return st, fmt.Errorf("docker-group: %w", err)
 	}
 	// A user whose primary group is docker is a member without being listed.
-	st.member = st.haveGroup && (st.group.HasMember(u.Name) || u.GID == st.group.GID)
+	st.member = st.haveGroup && u.Name != "" && (st.group.HasMember(u.Name) || u.GID == st.group.GID)
+	if env.Baking {
+		st.member = true // not the image's business
+	}
 	st.unitsMgr = units.New(h.root(env), env.Run)
 	if st.unitFile == "" {
 		return st, nil
@@ -96,7 +108,7 @@ func (DockerGroup) inspect(ctx context.Context, env *bootstrap.Env, h host) (doc
 	if st.enabled, err = st.unitsMgr.IsEnabled(ctx, dockerUnit); err != nil {
 		return st, fmt.Errorf("docker-group: %w", err)
 	}
-	if h.live {
+	if h.live && !env.Baking {
 		if st.active, err = st.unitsMgr.IsActive(ctx, dockerUnit); err != nil {
 			return st, fmt.Errorf("docker-group: %w", err)
 		}
@@ -126,7 +138,8 @@ func (s DockerGroup) check(ctx context.Context, env *bootstrap.Env, h host) (boo
 	if st.unitFile != "" && !st.enabled {
 		d.Differ("enable %s", dockerUnit)
 	}
-	if h.live && st.unitFile != "" && !st.active {
+	// Starting docker is the instance's; an image only has it enabled.
+	if h.live && !env.Baking && st.unitFile != "" && !st.active {
 		d.Differ("start %s", dockerUnit)
 	}
 	if st.staleProcs > 0 {
@@ -172,7 +185,7 @@ func (s DockerGroup) apply(ctx context.Context, env *bootstrap.Env, h host) erro
 			return fmt.Errorf("docker-group: enable %s: %w", dockerUnit, err)
 		}
 	}
-	if h.live && !st.active {
+	if h.live && !env.Baking && !st.active {
 		env.Progress("starting " + dockerUnit)
 		if err := st.unitsMgr.Start(ctx, dockerUnit); err != nil {
 			return fmt.Errorf("docker-group: start %s: %w", dockerUnit, err)

@@ -38,6 +38,9 @@ func (Packages) Name() string { return "packages" }
 // Needs implements bootstrap.Step.
 func (Packages) Needs() []string { return nil }
 
+// Scope implements bootstrap.Step: the packages are the same on every instance of an image.
+func (Packages) Scope() bootstrap.Scope { return bootstrap.ScopeImage }
+
 // Check implements bootstrap.Step: one read of the package database (dpkg's
 // status file directly on apt, one rpm query on dnf) decides what is missing.
 func (p Packages) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {

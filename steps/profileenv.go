@@ -19,6 +19,9 @@ type ProfileEnv struct{}
 func (ProfileEnv) Name() string    { return "profile-env" }
 func (ProfileEnv) Needs() []string { return nil }
 
+// Scope implements bootstrap.Step: it holds the instance's Region.
+func (ProfileEnv) Scope() bootstrap.Scope { return bootstrap.ScopeInstance }
+
 func (s ProfileEnv) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {
 	var d bootstrap.Drift
 	f, err := s.file(ctx, env)

@@ -54,6 +54,9 @@ func (Swap) Name() string { return "swap" }
 // Needs implements bootstrap.Step.
 func (Swap) Needs() []string { return nil }
 
+// Scope implements bootstrap.Step: a swap file in an image costs snapshot size and slow first reads on EBS.
+func (Swap) Scope() bootstrap.Scope { return bootstrap.ScopeInstance }
+
 // Check implements bootstrap.Step. It runs no process: the header is read
 // through env.Sys and activity from /proc/swaps.
 func (s Swap) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Drift, error) {

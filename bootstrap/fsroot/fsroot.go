@@ -696,6 +696,9 @@ func (t *Tree) Remove(name string) error {
 	return err
 }
 
+// RemoveAll deletes name and everything below it, never following links.
+func (t *Tree) RemoveAll(name string) error { return t.root.RemoveAll(clean(name)) }
+
 // OpenFile opens name inside the tree without following a final link.
 func (t *Tree) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return t.root.OpenFile(clean(name), flag|syscall.O_NOFOLLOW, perm)

@@ -45,6 +45,7 @@ Commands:
   plan      show what run would change; exit 2 when changes are pending
   status    show the last run; --check also looks for drift; --wait blocks until a run finished
   install   install ccboot as a systemd unit and run it (UserData)
+  bake      build an image: converge the image steps and install ccboot, no IMDS, nothing of the instance
   version   print the version
 
 Run 'ccboot <command> --help' for the flags of a command.
@@ -76,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return status(ctx, rest, stdout, stderr)
 	case "install":
 		return install(ctx, rest, stdout, stderr)
+	case "bake":
+		return bake(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "ccboot %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -97,6 +100,7 @@ type commonFlags struct {
 	region, swapSize  string
 	verbose           bool
 	readOnly          bool // plan, status: no log file, nothing written
+	bake              bool // bake: no IMDS, no log file, image steps only
 	fs                *flag.FlagSet
 }
 
@@ -163,7 +167,7 @@ func (c *commonFlags) options(stdout io.Writer) bootstrap.Options {
 		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
 		Steps: steps.All(), Version: version,
 		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly,
-		Notify: systemdStatus,
+		Notify: systemdStatus, Bake: c.bake,
 	}
 }
 
