@@ -395,6 +395,7 @@ func loadConfig(sys configSource, name string, sets []string, overrides map[stri
 	default:
 		l.file(display, data)
 	}
+	l.dropIns(sys, name)
 	l.flags(sets, overrides)
 	l.crossChecks(display)
 	if l.dropped > 0 {
@@ -459,6 +460,46 @@ func (l *loader) file(display string, data []byte) {
 				l.apply(k, v, where+" = "+quoteValue(v))
 			}
 		}
+	}
+}
+
+// DropInSuffix: files NAME.d/*.conf are read after the config file NAME,
+// in name order, a later file's key overriding an earlier one's. A baked
+// image keeps its settings in ccboot.conf while each instance's UserData
+// writes its own in ccboot.conf.d/ (a key twice in one file is still an
+// error).
+const DropInSuffix = ".d"
+
+// dirLister is a configSource that can list a directory (fsroot.Tree).
+type dirLister interface {
+	ReadDirNames(string) ([]string, error)
+}
+
+func (l *loader) dropIns(sys configSource, name string) {
+	lister, ok := sys.(dirLister)
+	if !ok {
+		return
+	}
+	dir := name + DropInSuffix
+	names, err := lister.ReadDirNames(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case err != nil:
+		l.fail("%s: %s; make it a readable directory of *.conf files", sys.Path(dir), printable(err.Error()))
+		return
+	}
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".conf") || strings.HasPrefix(n, ".") {
+			continue // editor backups, temp files of an atomic write
+		}
+		p := dir + "/" + n
+		data, err := sys.ReadFile(p)
+		if err != nil {
+			l.fail("%s: %s; make it a readable file or remove it", sys.Path(p), printable(err.Error()))
+			continue
+		}
+		l.file(sys.Path(p), data)
 	}
 }
 

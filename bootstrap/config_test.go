@@ -161,3 +161,42 @@ func loadFromSets(t *testing.T, content string, sets []string) (*Config, ConfigE
 	t.Helper()
 	return loadConfig(memFile{data: []byte(content), ok: content != ""}, DefaultConfigPath, sets, nil)
 }
+
+// An image's config and an instance's drop-in: the drop-in's keys win, the
+// image's others stay, files that are not *.conf (or are hidden temp files)
+// are ignored, and a problem in a drop-in names that file.
+func TestConfigDropInsOverrideInNameOrder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	w := func(name, content string) {
+		p := filepath.Join(dir, "etc/ccboot", name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w("ccboot.conf", "[aws]\nregion = eu-west-1\n[swap]\nsize = 1G\n")
+	w("ccboot.conf.d/50-instance.conf", "[aws]\nregion = ap-southeast-2\n[ccboot]\nwait_condition_url = https://example.invalid/wait\n")
+	w("ccboot.conf.d/60-later.conf", "[aws]\nregion = us-east-2\n")
+	w("ccboot.conf.d/.60-later.conf.tmp.conf", "[swap]\nsize = banana\n")
+	w("ccboot.conf.d/README", "not a config\n")
+	sys, err := fsroot.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	c, err := LoadConfig(sys, DefaultConfigPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Region != "us-east-2" || c.SwapBytes != 1<<30 || c.WaitConditionURL != "https://example.invalid/wait" {
+		t.Errorf("region %q swap %d wait %q: want the last drop-in's region, the image's swap, the instance's URL", c.Region, c.SwapBytes, c.WaitConditionURL)
+	}
+	w("ccboot.conf.d/70-bad.conf", "[swap]\nsize = 12X\n")
+	_, err = LoadConfig(sys, DefaultConfigPath, nil)
+	if err == nil || !strings.Contains(err.Error(), "ccboot.conf.d/70-bad.conf: [swap] size") {
+		t.Errorf("a bad drop-in: %v, want an error naming ccboot.conf.d/70-bad.conf", err)
+	}
+}

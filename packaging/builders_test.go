@@ -22,20 +22,25 @@ const (
 	packerPath     = "packer/ccboot.pkr.hcl"
 )
 
-// userdataDownload is the verified-download block of the UserData: from the
-// "downloading" line to the "sha256 ok" line.
+// userdataDownload is the verified-download code of the UserData: the URL
+// scheme checks (from "# loopback_http URL:" to the https_or_loopback
+// function) and the download itself (from the "downloading" line to the
+// "sha256 ok" line).
 func userdataDownload(t *testing.T) string {
 	t.Helper()
 	lines := strings.Split(string(readFile(t, "userdata/userdata.sh")), "\n")
-	start := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, `log "downloading`) })
-	end := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, `log "sha256 ok`) })
-	if start < 0 || end < start {
-		t.Fatal("userdata.sh: no verified-download block (log \"downloading ...\" to log \"sha256 ok ...\")")
+	block := func(first, last string) string {
+		start := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, first) })
+		end := start + slices.IndexFunc(lines[max(start, 0):], func(l string) bool { return strings.HasPrefix(l, last) })
+		if start < 0 || end < start {
+			t.Fatalf("userdata.sh: no lines from %q to %q", first, last)
+		}
+		return strings.Join(lines[start:end+1], "\n")
 	}
-	return strings.Join(lines[start:end+1], "\n")
+	return block("# loopback_http URL:", "https_or_loopback() {") + "\n\n" + block(`log "downloading`, `log "sha256 ok`)
 }
 
-var downloadMarkers = regexp.MustCompile(`(?s)(# @verified-download[^\n]*\n(?:#[^\n]*\n)*)(.*?)\n# @end-verified-download`)
+var downloadMarkers = regexp.MustCompile(`(?s)(# @verified-download[^\n]*\n)(.*?)\n# @end-verified-download`)
 
 func markedDownload(t *testing.T, name, text string) string {
 	t.Helper()

@@ -73,10 +73,17 @@ type resolver struct {
 }
 
 func newResolver(tpl map[string]any, st stack) (*resolver, error) {
+	return newResolverWith(tpl, st, nil)
+}
+
+// newResolverWith is newResolver with some parameters given other values.
+func newResolverWith(tpl map[string]any, st stack, given map[string]string) (*resolver, error) {
 	r := &resolver{st: st, params: map[string]any{}, conditions: section(tpl, "Conditions"),
 		resources: section(tpl, "Resources"), condCache: map[string]bool{}}
 	for name, p := range section(tpl, "Parameters") {
-		if v, ok := stackParameters[name]; ok {
+		if v, ok := given[name]; ok {
+			r.params[name] = v
+		} else if v, ok := stackParameters[name]; ok {
 			r.params[name] = v
 		} else if d := dig(p, "Default"); d != nil {
 			r.params[name] = fmt.Sprint(d)

@@ -518,12 +518,19 @@ func replaceUserDataBlock(tmpl []byte, body string) ([]byte, error) {
 	start := -1
 	indent := ""
 	for i, l := range lines {
-		if strings.TrimSpace(l) == "Fn::Base64: !Sub |" {
+		// The shell UserData is the else branch of !If [BakedImage, ...]:
+		// a list item.
+		key := strings.TrimSpace(l)
+		item := strings.HasPrefix(key, "- ")
+		if strings.TrimPrefix(key, "- ") == "Fn::Base64: !Sub |" {
 			if start >= 0 {
 				return nil, fmt.Errorf("more than one Fn::Base64: !Sub | block")
 			}
 			start = i
 			indent = l[:len(l)-len(strings.TrimLeft(l, " "))] + "  "
+			if item {
+				indent += "  "
+			}
 		}
 	}
 	if start < 0 {
@@ -550,10 +557,22 @@ func replaceUserDataBlock(tmpl []byte, body string) ([]byte, error) {
 	return []byte(out), nil
 }
 
+// shellUserData is the UserData of an instance from a plain AMI: the else
+// branch of !If [BakedImage, cloud-config, script].
+func shellUserData(t *testing.T, tpl map[string]any) any {
+	t.Helper()
+	ud := dig(tpl, "Resources", "Instance", "Properties", "UserData", "Fn::If")
+	branches, ok := ud.([]any)
+	if !ok || len(branches) != 3 || branches[0] != "BakedImage" {
+		t.Fatalf("Instance UserData must be !If [BakedImage, cloud-config, script], got %#v", dig(tpl, "Resources", "Instance", "Properties", "UserData"))
+	}
+	return branches[2]
+}
+
 func TestTemplateUserData(t *testing.T) {
 	// Not parallel: with -update it rewrites the template others read.
 	tpl := loadTemplate(t)
-	ud := dig(tpl, "Resources", "Instance", "Properties", "UserData", "Fn::Base64", "Fn::Sub")
+	ud := dig(shellUserData(t, tpl), "Fn::Base64", "Fn::Sub")
 	got, ok := ud.(string)
 	if !ok {
 		t.Fatalf("Instance UserData must be Fn::Base64 of a !Sub string, got %#v", dig(tpl, "Resources", "Instance", "Properties", "UserData"))

@@ -36,11 +36,30 @@ if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null ||
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# @verified-download: the same lines as packaging/userdata/userdata.sh
-# (make generate copies them; a test keeps them equal).
+# @verified-download: userdata.sh's lines, copied by make generate
+# loopback_http URL: whether URL is plain http:// to a literal loopback IP
+# (127.0.0.0/8 or [::1]) with no user@ part. The host is parsed, not
+# globbed: http://127.attacker.example/ and http://localhost:x@host/ are not
+# loopback, and neither is a name (localhost), which DNS could answer.
+loopback_http() {
+  local rest=${1#http://} authority octet
+  [ "$rest" != "$1" ] || return 1
+  authority=${rest%%[/?#]*}
+  if [[ $authority =~ ^\[::1\](:[0-9]{1,5})?$ ]]; then return 0; fi
+  [[ $authority =~ ^127\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})(:[0-9]{1,5})?$ ]] || return 1
+  for octet in "${BASH_REMATCH[@]:1:3}"; do
+    [ "$((10#$octet))" -le 255 ] || return 1
+  done
+}
+
+# https_or_loopback URL: the schemes a URL ccboot or curl is given may use.
+https_or_loopback() { [[ $1 == https://* ]] || loopback_http "$1"; }
+
 log "downloading $url ($arch)"
 case "$url" in
-  https://* | http://127.* | http://localhost[:/]* | http://\[::1\]*)
+  https://* | http://*)
+    https_or_loopback "$url" ||
+      die "refusing $url: plain http:// only to a loopback IP such as 127.0.0.1 (for tests); use https://"
     # --retry-all-errors: early in boot DNS and routes may not be up yet.
     curl --fail --silent --show-error --location --proto-redir =https \
       --connect-timeout 10 --max-time 600 --retry 5 --retry-all-errors \
