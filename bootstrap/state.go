@@ -91,7 +91,8 @@ func capTexts(list []string) []string {
 // CreatedPath records the entries in a user's home that ccboot itself
 // created, by inode. ccboot refuses to take over a root-owned entry there
 // (it may hold root's credentials from `sudo aws configure`) unless this
-// record shows ccboot made it, e.g. a run killed between mkdir and chown.
+// record shows ccboot made it: a run killed after the new directory got its
+// name and before its chown (fsroot records it before it gets its name).
 const CreatedPath = "/var/lib/ccboot/created.json"
 
 var createdSpec = fsroot.FileSpec{Mode: 0o600, UID: 0, GID: 0}
