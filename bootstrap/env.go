@@ -31,6 +31,9 @@ type Env struct {
 	Config *Config
 	// Progress reports a one-line status (systemd STATUS=); never nil.
 	Progress func(string)
+	// Verify asks Check to re-hash what it would otherwise trust by its
+	// recorded size and mtime (repair --verify).
+	Verify bool
 }
 
 // Live reports whether Root is the running system. Only then does ccboot

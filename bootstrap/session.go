@@ -36,6 +36,9 @@ type Options struct {
 	Journal bool
 	// ReadOnly commands (plan, status) write nothing, not even the log file.
 	ReadOnly bool
+	// Verify: re-read installed content instead of trusting recorded size
+	// and mtime (repair --verify).
+	Verify bool
 	Verbose  bool
 	Stdout   io.Writer
 	// Runner and Meta replace the real ones (tests, fault injection).
@@ -98,7 +101,7 @@ func Open(opts Options) (*Session, error) {
 	if notify == nil {
 		notify = func(string) {}
 	}
-	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify}
+	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify, Verify: opts.Verify}
 	return s, nil
 }
 

@@ -94,6 +94,7 @@ type commonFlags struct {
 	region, swapSize  string
 	verbose           bool
 	readOnly          bool // plan, status: no log file, nothing written
+	verify            bool // repair --verify
 	fs                *flag.FlagSet
 }
 
@@ -161,7 +162,7 @@ func (c *commonFlags) options(stdout io.Writer) (bootstrap.Options, error) {
 		Root: c.root, ConfigPath: c.config, Overrides: overrides,
 		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
 		Steps: steps.All(), Version: version,
-		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly,
+		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly, Verify: c.verify,
 		Notify: systemdStatus,
 	}, nil
 }
@@ -215,6 +216,9 @@ func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, s
 	}
 	c := newFlags(string(mode), summaries[mode], stderr)
 	c.readOnly = mode == bootstrap.ModePlan
+	if mode == bootstrap.ModeRepair {
+		c.fs.BoolVar(&c.verify, "verify", false, "re-hash the installed Claude Code executable instead of trusting its recorded size and mtime")
+	}
 	s, code := start(c, args, stdout, stderr)
 	if s == nil {
 		return code
