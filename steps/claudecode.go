@@ -216,7 +216,7 @@ func (c ClaudeCode) Apply(ctx context.Context, env *bootstrap.Env) error {
 	if _, err := env.Sys.SwitchLink(l.link(), l.linkTarget(want)); err != nil {
 		return fmt.Errorf("claude-code: switch %s to %s: %w", env.Sys.Path(l.link()), want, err)
 	}
-	fsroot.CrashPoint("claude/linked", want)
+	fsroot.CrashPoint("claude/linked", l.link())
 	if st.npmCopy {
 		// The link that pointed into it is already replaced above.
 		if err := env.Sys.RemoveAll(l.npmCopy()); err != nil {

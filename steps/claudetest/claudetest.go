@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -350,4 +352,35 @@ func ELFHeader(arch string) []byte {
 	machine := map[string]byte{"x64": 0x3e, "arm64": 0xb7}[arch]
 	h[18] = machine
 	return h
+}
+
+// Preinstall lays out what ccboot leaves after installing version under
+// root's prefix (an image that already carries Claude Code): the
+// executable, its install record and the PREFIX/bin/claude link. The record
+// fields are ccboot's; a mismatch makes Check ask for a reinstall.
+func Preinstall(root, prefix, version string, exe []byte) error {
+	dir := filepath.Join(root, prefix, "lib/claude-code/versions", version)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, "claude")
+	if err := os.WriteFile(p, exe, 0o755); err != nil {
+		return err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	rec, _ := json.Marshal(map[string]any{
+		"version": version, "source": "release", "platform": "linux-x64", "url": "preinstalled",
+		"sha256": SHA256(exe), "size": fi.Size(), "mtime_ns": fi.ModTime().UnixNano(),
+	})
+	if err := os.WriteFile(filepath.Join(dir, "install.json"), rec, 0o644); err != nil {
+		return err
+	}
+	bin := filepath.Join(root, prefix, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	return os.Symlink("../lib/claude-code/versions/"+version+"/claude", filepath.Join(bin, "claude"))
 }
