@@ -38,9 +38,9 @@ type Options struct {
 	ReadOnly bool
 	// Verify: re-read installed content instead of trusting recorded size
 	// and mtime (repair --verify).
-	Verify bool
-	Verbose  bool
-	Stdout   io.Writer
+	Verify  bool
+	Verbose bool
+	Stdout  io.Writer
 	// Runner and Meta replace the real ones (tests, fault injection).
 	Runner runner.Runner
 	Meta   metadata.Source
