@@ -244,6 +244,9 @@ func (c ClaudeCode) install(ctx context.Context, env *bootstrap.Env, src claudeS
 	env.Progress(fmt.Sprintf("downloading Claude Code %s for %s from %s", want, plat, env.Config.ClaudeSource))
 	rec, err := src.fetch(ctx, want, plat, l.exe(want))
 	if err != nil {
+		// A version directory the failed download created stays empty:
+		// remove it (Remove does not remove a directory with files).
+		_ = env.Sys.Remove(l.dir(want))
 		return err
 	}
 	fi, err := env.Sys.Lstat(l.exe(want))

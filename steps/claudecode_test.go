@@ -258,6 +258,9 @@ func TestClaudeCodeFaults(t *testing.T) {
 				if len(leftovers) != 0 {
 					t.Errorf("temp files left: %q", leftovers)
 				}
+				if _, err := os.Lstat(filepath.Join(env.Root, "usr/local/lib/claude-code/versions", tt.version)); !os.IsNotExist(err) {
+					t.Errorf("the failed version's directory is left: %v", err)
+				}
 			}
 			if tt.version != "9.9.9" {
 				if got := srv.Requests(path); got != tt.wantReq {
