@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"path"
 	"regexp"
@@ -44,7 +45,11 @@ type Config struct {
 	ClaudeVersion    string
 	ClaudePrefix     string
 	ClaudeAutoUpdate bool
-	NpmRetries       int
+	NpmRetries       int // download attempts
+	ClaudeSource     string
+	ClaudeReleaseURL string
+	ClaudeRegistry   string
+	ClaudeStall      time.Duration
 
 	SwapPath  string
 	SwapBytes int64 // 0 disables swap
@@ -133,7 +138,7 @@ var (
 	// pathPattern keeps file paths to characters no shell, fstab or INI
 	// reader treats as syntax, so a path prints and passes as one plain word.
 	pathPattern    = regexp.MustCompile(`^(/[A-Za-z0-9._+@-]+)+$`)
-	versionPattern = regexp.MustCompile(`^(latest|[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?)$`)
+	versionPattern = regexp.MustCompile(`^(latest|stable|[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?)$`)
 	// RoleARNPattern is the shape of an IAM role ARN; group 1 is the partition.
 	RoleARNPattern = regexp.MustCompile(`^arn:(aws[a-z-]*):iam::([0-9]{12}):role/([\w+=,.@/-]{1,512})$`)
 )
@@ -212,8 +217,12 @@ func keys(c *Config) []configKey {
 			return nil
 		}},
 		{"packages", "lock_timeout", "5m", "How long to wait for another process holding the package manager lock.", dur(&c.PackageLockTimeout)},
-		{"claude-code", "version", DefaultClaudeCodeVersion, "@anthropic-ai/claude-code version to install: x.y.z or latest.", str(&c.ClaudeVersion, versionPattern, "a version like 2.1.332 or latest")},
-		{"claude-code", "prefix", "/usr/local", "npm global prefix Claude Code is installed under (root-owned).", func(_ *Config, v string) error {
+		{"claude-code", "version", DefaultClaudeCodeVersion, "Claude Code version to install: x.y.z, or stable/latest (resolved at each run and repair).", str(&c.ClaudeVersion, versionPattern, "a version like 2.1.332, stable or latest")},
+		{"claude-code", "source", "release", "Where the native executable comes from: release (Anthropic's release channel) or npm (the platform package from an npm registry).", str(&c.ClaudeSource, sourcePattern, "release or npm")},
+		{"claude-code", "release_url", DefaultClaudeReleaseURL, "Base URL of the release channel (VERSION/manifest.json, VERSION/PLATFORM/claude, stable, latest).", httpURL(&c.ClaudeReleaseURL)},
+		{"claude-code", "registry", "https://registry.npmjs.org", "npm registry for source = npm (a CodeArtifact, Artifactory or Verdaccio mirror works).", httpURL(&c.ClaudeRegistry)},
+		{"claude-code", "stall_timeout", "60s", "Abandon a download attempt (and retry) when no byte arrives for this long.", dur(&c.ClaudeStall)},
+		{"claude-code", "prefix", "/usr/local", "Root-owned prefix: versions under PREFIX/lib/claude-code, the link PREFIX/bin/claude.", func(_ *Config, v string) error {
 			if !pathPattern.MatchString(v) || path.Clean(v) != v {
 				return errors.New("must be a clean absolute directory of letters, digits and . _ + @ - such as /usr/local")
 			}
@@ -221,7 +230,7 @@ func keys(c *Config) []configKey {
 			return nil
 		}},
 		{"claude-code", "auto_update", "false", "Let Claude Code update itself (false exports DISABLE_AUTOUPDATER=1 so the pinned version stays).", boolKey(&c.ClaudeAutoUpdate)},
-		{"claude-code", "retries", "3", "npm install attempts on network failure.", func(_ *Config, v string) error {
+		{"claude-code", "retries", "3", "Download attempts on network errors and HTTP 5xx.", func(_ *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 10 {
 				return errors.New("must be a whole number from 1 to 10")
@@ -279,6 +288,32 @@ func checkPackageName(p string) error {
 		return fmt.Errorf("%s holds a version, release or architecture selector (= / :); give the package name only", q)
 	}
 	return fmt.Errorf("%s is not a package name: letters, digits and + . _ - (at most 100), starting with a letter or digit, not ending in -", q)
+}
+
+// DefaultClaudeReleaseURL is the release channel Anthropic's installer
+// script (claude.ai/install.sh) downloads from.
+const DefaultClaudeReleaseURL = "https://storage.googleapis.com/claude-code-dist-86c565f3-f756-42ad-8dfa-d59b1c096819/claude-code-releases"
+
+var sourcePattern = regexp.MustCompile(`^(release|npm)$`)
+
+// httpURL accepts an https:// URL, or http:// to a loopback host (tests, a
+// local mirror behind a proxy); a trailing slash is dropped.
+func httpURL(dst *string) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		u, err := url.Parse(v)
+		// Plain http only to a parsed loopback IP, never a name or a
+		// 127.-prefixed host name (the WaitCondition URL's rule, issue 14).
+		loopback := false
+		if err == nil {
+			ip := net.ParseIP(u.Hostname())
+			loopback = ip != nil && ip.IsLoopback()
+		}
+		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Scheme != "https" && !(u.Scheme == "http" && loopback)) {
+			return errors.New("must be an https:// URL without user@, query or fragment (http:// only to a loopback IP such as 127.0.0.1)")
+		}
+		*dst = strings.TrimRight(v, "/")
+		return nil
+	}
 }
 
 func boolKey(dst *bool) func(*Config, string) error {

@@ -54,6 +54,14 @@ func configValue(c *Config, id string) string {
 		return strconv.FormatBool(c.ClaudeAutoUpdate)
 	case "claude-code.retries":
 		return strconv.Itoa(c.NpmRetries)
+	case "claude-code.source":
+		return c.ClaudeSource
+	case "claude-code.release_url":
+		return c.ClaudeReleaseURL
+	case "claude-code.registry":
+		return c.ClaudeRegistry
+	case "claude-code.stall_timeout":
+		return dur(c.ClaudeStall)
 	case "swap.path":
 		return c.SwapPath
 	case "swap.size":

@@ -36,6 +36,9 @@ type Env struct {
 	// instance (the user, created at first boot, joining a group) are left
 	// to the boot.
 	Baking bool
+	// Verify asks Check to re-hash what it would otherwise trust by its
+	// recorded size and mtime (repair --verify).
+	Verify bool
 }
 
 // Live reports whether Root is the running system. Only then does ccboot

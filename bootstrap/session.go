@@ -43,8 +43,11 @@ type Options struct {
 	Journal bool
 	// ReadOnly commands (plan, status) write nothing, not even the log file.
 	ReadOnly bool
-	Verbose  bool
-	Stdout   io.Writer
+	// Verify: re-read installed content instead of trusting recorded size
+	// and mtime (repair --verify).
+	Verify  bool
+	Verbose bool
+	Stdout  io.Writer
 	// Runner and Meta replace the real ones (tests, fault injection).
 	Runner runner.Runner
 	Meta   metadata.Source
@@ -123,7 +126,7 @@ func Open(opts Options) (*Session, error) {
 	if notify == nil {
 		notify = func(string) {}
 	}
-	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify, Baking: opts.Bake}
+	s.Env = &Env{Root: root, Sys: sys, Run: run, Meta: meta, Log: log, Config: cfg, Progress: notify, Baking: opts.Bake, Verify: opts.Verify}
 	return s, nil
 }
 

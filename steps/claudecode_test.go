@@ -3,308 +3,402 @@ package steps
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap"
-	"github.com/ccboot/ccboot/bootstrap/runner"
+	"github.com/ccboot/ccboot/steps/claudetest"
 )
 
-// installFakeClaude lays out what `npm install -g` leaves under a prefix.
-func installFakeClaude(t *testing.T, env *bootstrap.Env, prefix, version string, bin bool) {
+// newClaudeEnv is a test root (x64 glibc /bin/sh) whose config points at a
+// loopback release channel and npm registry holding 1.0.0 and 1.0.1.
+func newClaudeEnv(t *testing.T, source string) (*bootstrap.Env, *claudetest.Server, func(v string) []byte) {
 	t.Helper()
-	pkgDir := filepath.Join(prefix, "lib/node_modules/@anthropic-ai/claude-code")
-	writeTestFile(t, env.Root, filepath.Join(pkgDir, "package.json"), `{"name":"@anthropic-ai/claude-code","version":"`+version+`","bin":{"claude":"cli.js"}}`, 0o644)
-	writeTestFile(t, env.Root, filepath.Join(pkgDir, "cli.js"), "#!/usr/bin/env node\n", 0o755)
-	if bin {
-		if err := os.MkdirAll(filepath.Join(env.Root, prefix, "bin"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink("../lib/node_modules/@anthropic-ai/claude-code/cli.js", filepath.Join(env.Root, prefix, "bin/claude")); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func TestClaudeCodeCheck(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name      string
-		want      string // [claude-code] version
-		prefix    string
-		installed string // "" not installed
-		bin       bool
-		changes   []string
-		notes     int
-	}{
-		{name: "same version", want: "2.1.332", installed: "2.1.332", bin: true, notes: 1},
-		{name: "other version", want: "2.1.332", installed: "2.1.300", bin: true,
-			changes: []string{"install @anthropic-ai/claude-code 2.1.332 (installed: 2.1.300)"}},
-		{name: "not installed", want: "2.1.332",
-			changes: []string{"install @anthropic-ai/claude-code 2.1.332 (not installed)"}},
-		{name: "bin link missing", want: "2.1.332", installed: "2.1.332",
-			changes: []string{"install @anthropic-ai/claude-code 2.1.332 (/usr/local/bin/claude missing)"}},
-		{name: "latest, something installed", want: "latest", installed: "2.0.1", bin: true, notes: 1},
-		{name: "latest, not installed", want: "latest",
-			changes: []string{"install @anthropic-ai/claude-code latest (not installed)"}},
-		{name: "custom prefix", want: "2.1.332", prefix: "/opt/claude", installed: "2.1.332", bin: true, notes: 1},
-		{name: "custom prefix, other version", want: "2.1.332", prefix: "/opt/claude", installed: "1.0.0", bin: true,
-			changes: []string{"install @anthropic-ai/claude-code 2.1.332 (installed: 1.0.0)"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			env, fake := newTestEnv(t)
-			env.Config.ClaudeVersion = tt.want
-			if tt.prefix != "" {
-				env.Config.ClaudePrefix = tt.prefix
-			}
-			if tt.installed != "" {
-				installFakeClaude(t, env, env.Config.ClaudePrefix, tt.installed, tt.bin)
-			}
-			d, err := ClaudeCode{}.Check(context.Background(), env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(d.Changes, tt.changes) {
-				t.Errorf("Changes = %q, want %q", d.Changes, tt.changes)
-			}
-			if len(d.Notes) != tt.notes {
-				t.Errorf("Notes = %q, want %d", d.Notes, tt.notes)
-			}
-			if tt.notes > 0 && !strings.Contains(d.Notes[0], tt.installed) {
-				t.Errorf("note %q does not name the installed version %s", d.Notes[0], tt.installed)
-			}
-			if calls := fake.Calls(); len(calls) != 0 {
-				t.Errorf("Check ran %q; it must only read package.json", calls)
-			}
-		})
-	}
-}
-
-func TestClaudeCodeCheckBrokenPackageJSON(t *testing.T) {
-	t.Parallel()
 	env, _ := newTestEnv(t)
-	installFakeClaude(t, env, "/usr/local", "2.1.332", true)
-	writeTestFile(t, env.Root, "usr/local/lib/node_modules/@anthropic-ai/claude-code/package.json", "{trunc", 0o644)
-	d, err := ClaudeCode{}.Check(context.Background(), env)
+	writeTestFile(t, env.Root, "usr/bin/dash", string(claudetest.ELFHeader("x64")), 0o755)
+	if err := os.Symlink("usr/bin", filepath.Join(env.Root, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("dash", filepath.Join(env.Root, "usr/bin/sh")); err != nil {
+		t.Fatal(err)
+	}
+	srv := claudetest.New()
+	t.Cleanup(srv.Close)
+	exe := func(v string) []byte { return claudetest.Executable(v, 700<<10) }
+	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2"} {
+		srv.Add(v, "linux-x64", exe(v))
+	}
+	c := env.Config
+	c.ClaudeSource, c.ClaudeVersion = source, "1.0.0"
+	c.ClaudeReleaseURL, c.ClaudeRegistry = srv.ReleaseURL(), srv.RegistryURL()
+	c.ClaudeStall = 2 * time.Second
+	return env, srv, exe
+}
+
+func noWait() ClaudeCode {
+	return ClaudeCode{sleep: func(context.Context, time.Duration) error { return nil }}
+}
+
+func readLinked(t *testing.T, env *bootstrap.Env) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(env.Root, "usr/local/bin/claude"))
+	if err != nil {
+		t.Fatalf("read through PREFIX/bin/claude: %v", err)
+	}
+	return data
+}
+
+func mustCheck(t *testing.T, env *bootstrap.Env) bootstrap.Drift {
+	t.Helper()
+	d, err := noWait().Check(context.Background(), env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "unreadable") {
-		t.Errorf("Changes = %q, want a reinstall of an unreadable package", d.Changes)
-	}
+	return d
 }
 
-func TestClaudeCodeApplyArgv(t *testing.T) {
+func TestClaudeCodeInstallsVerifiedAndIdempotent(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		npms    []string // present under <root>/usr/bin
-		wantNpm string
-	}{
-		{"plain npm", []string{"npm", "npm-22"}, "npm"},
-		{"al2023 namespaced only", []string{"npm-22"}, "npm-22"},
-		{"prefers newer namespaced", []string{"npm-22", "npm-24"}, "npm-24"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, source := range []string{"release", "npm"} {
+		t.Run(source, func(t *testing.T) {
 			t.Parallel()
-			env, fake := newTestEnv(t)
-			for _, n := range tt.npms {
-				writeTestFile(t, env.Root, "usr/bin/"+n, "", 0o755)
+			env, _, exe := newClaudeEnv(t, source)
+			d := mustCheck(t, env)
+			if want := []string{"install Claude Code 1.0.0 from " + source + " (not installed)"}; !reflect.DeepEqual(d.Changes, want) {
+				t.Fatalf("Changes = %q, want %q", d.Changes, want)
 			}
-			var got []runner.Cmd
-			var mu sync.Mutex
-			fake.On("chroot", func(c runner.Cmd) (runner.Result, error) {
-				mu.Lock()
-				got = append(got, c)
-				mu.Unlock()
-				return runner.Result{}, nil
-			})
-			if err := (ClaudeCode{}).Apply(context.Background(), env); err != nil {
+			if err := noWait().Apply(context.Background(), env); err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != 1 {
-				t.Fatalf("ran %d commands, want 1 npm install (no verification in root mode): %q", len(got), fake.Calls())
+			if got := readLinked(t, env); string(got) != string(exe("1.0.0")) {
+				t.Fatalf("installed %d bytes, not the served executable", len(got))
 			}
-			want := []string{env.Root, tt.wantNpm, "install", "-g", "--prefix", "/usr/local", "--no-fund", "--no-audit", "--loglevel=error", "@anthropic-ai/claude-code@" + bootstrap.DefaultClaudeCodeVersion}
-			if got[0].Name != "chroot" || !reflect.DeepEqual(got[0].Args, want) {
-				t.Errorf("npm = %s %q\nwant chroot %q", got[0].Name, got[0].Args, want)
+			target, _ := os.Readlink(filepath.Join(env.Root, "usr/local/bin/claude"))
+			if target != "../lib/claude-code/versions/1.0.0/claude" {
+				t.Errorf("link = %q", target)
 			}
-			if !slices.Contains(got[0].Env, "npm_config_update_notifier=false") {
-				t.Errorf("npm env = %q", got[0].Env)
+			fi, err := os.Stat(filepath.Join(env.Root, "usr/local/lib/claude-code/versions/1.0.0/claude"))
+			if err != nil || fi.Mode().Perm() != 0o755 {
+				t.Errorf("executable: %v, %v; want mode 0755", fi, err)
+			}
+			d = mustCheck(t, env)
+			if !d.InSync() || len(d.Notes) != 1 || !strings.Contains(d.Notes[0], claudetest.SHA256(exe("1.0.0"))) || !strings.Contains(d.Notes[0], "source "+source) {
+				t.Errorf("after install: %+v, want in sync with a note naming the source and checksum", d)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(env.Root, "usr/local/lib/claude-code/versions/1.0.0")); len(entries) != 2 {
+				t.Errorf("version dir holds %v, want the executable and its record only (no temp file)", entries)
+			}
+			if len(env.Run.(interface{ Calls() []string }).Calls()) != 0 {
+				t.Errorf("ran %q; no process in root mode", env.Run.(interface{ Calls() []string }).Calls())
 			}
 		})
 	}
 }
 
-func TestClaudeCodeApplyNoNpm(t *testing.T) {
+func TestClaudeCodeCheckDetectsChanges(t *testing.T) {
 	t.Parallel()
-	env, fake := newTestEnv(t)
-	err := (ClaudeCode{}).Apply(context.Background(), env)
-	if err == nil || !strings.Contains(err.Error(), "no npm in") || !strings.Contains(err.Error(), "npm-22") {
-		t.Fatalf("err = %v, want one saying where npm was looked for", err)
+	env, _, _ := newClaudeEnv(t, "release")
+	if err := noWait().Apply(context.Background(), env); err != nil {
+		t.Fatal(err)
 	}
-	if len(fake.Calls()) != 0 {
-		t.Errorf("ran %q without npm", fake.Calls())
+	exe := filepath.Join(env.Root, "usr/local/lib/claude-code/versions/1.0.0/claude")
+	fi, _ := os.Stat(exe)
+	// Same size and mtime, other content: only --verify notices.
+	data, _ := os.ReadFile(exe)
+	data[len(data)-1] = 'X'
+	if err := os.WriteFile(exe, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(exe, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustCheck(t, env); !d.InSync() {
+		t.Errorf("plain Check re-hashed: %q", d.Changes)
+	}
+	env.Verify = true
+	d := mustCheck(t, env)
+	if len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "reinstall Claude Code 1.0.0") || !strings.Contains(d.Changes[0], "sha256") {
+		t.Errorf("verify Changes = %q, want a reinstall naming the checksums", d.Changes)
+	}
+	if err := noWait().Apply(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustCheck(t, env); !d.InSync() {
+		t.Errorf("after repair --verify: %q", d.Changes)
+	}
+	env.Verify = false
+	// A changed size is noticed without re-hashing.
+	if err := os.WriteFile(exe, []byte("short"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustCheck(t, env); len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "changed since it was installed") {
+		t.Errorf("Changes = %q", d.Changes)
 	}
 }
 
-func npmFailure(stderr string) func(runner.Cmd) (runner.Result, error) {
-	return func(c runner.Cmd) (runner.Result, error) {
-		return runner.Result{ExitCode: 1, Stderr: []byte(stderr)}, &runner.ExitError{Cmd: c.String(), Code: 1, Stderr: runner.Tail([]byte(stderr), 3)}
+func TestClaudeCodeUpgradeKeepsPreviousRemovesOlder(t *testing.T) {
+	t.Parallel()
+	env, _, exe := newClaudeEnv(t, "release")
+	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2"} {
+		env.Config.ClaudeVersion = v
+		d := mustCheck(t, env)
+		if v != "1.0.0" && (len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "(installed: ")) {
+			t.Errorf("%s: Changes = %q", v, d.Changes)
+		}
+		if err := noWait().Apply(context.Background(), env); err != nil {
+			t.Fatal(err)
+		}
+		if got := readLinked(t, env); string(got) != string(exe(v)) {
+			t.Fatalf("%s: link resolves to other bytes", v)
+		}
+	}
+	names, _ := os.ReadDir(filepath.Join(env.Root, "usr/local/lib/claude-code/versions"))
+	var got []string
+	for _, n := range names {
+		got = append(got, n.Name())
+	}
+	if want := []string{"1.0.1", "1.0.2"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("versions = %q, want %q (active and previous)", got, want)
+	}
+	// Rolling back to the kept version downloads nothing.
+	env.Config.ClaudeVersion = "1.0.1"
+	env.Config.ClaudeReleaseURL = "http://127.0.0.1:1/nothing-here"
+	if err := noWait().Apply(context.Background(), env); err != nil {
+		t.Fatalf("rollback to the kept version: %v", err)
+	}
+	if got := readLinked(t, env); string(got) != string(exe("1.0.1")) {
+		t.Error("rollback did not switch the link")
 	}
 }
 
-func TestClaudeCodeRetries(t *testing.T) {
+func TestClaudeCodeFaults(t *testing.T) {
 	t.Parallel()
-	const (
-		econnreset = "npm error code ECONNRESET\nnpm error network aborted\nnpm error network This is a problem related to network connectivity.\n"
-		etarget    = "npm error code ETARGET\nnpm error notarget No matching version found for @anthropic-ai/claude-code@9.9.9.\n"
-		e503       = "npm error code E503\nnpm error 503 Service Unavailable - GET https://registry.npmjs.org/@anthropic-ai%2fclaude-code\n"
-		eacces     = "npm error code EACCES\nnpm error syscall mkdir\nnpm error path /usr/local/lib/node_modules\n"
-	)
+	x64 := "linux-x64"
 	tests := []struct {
-		name      string
-		retries   int
-		failures  []string // stderr of successive attempts; then success
-		wantCalls int
-		wantWaits []time.Duration
-		wantErr   string
+		name    string
+		source  string
+		version string
+		setup   func(s *claudetest.Server)
+		wantErr []string // "" succeeds
+		// requests to the executable or tarball path, when checked
+		wantReq int
 	}{
-		{"reset then ok", 3, []string{econnreset, econnreset}, 3, []time.Duration{2 * time.Second, 4 * time.Second}, ""},
-		{"reset every time", 3, []string{econnreset, econnreset, econnreset, econnreset}, 3, []time.Duration{2 * time.Second, 4 * time.Second}, "attempt 3 of 3"},
-		{"5xx is retried", 2, []string{e503}, 2, []time.Duration{2 * time.Second}, ""},
-		{"no such version: no retry", 3, []string{etarget}, 1, nil, "claude-code: version 9.9.9 does not exist on the npm registry; set [claude-code] version"},
-		{"permission: no retry", 3, []string{eacces}, 1, nil, "EACCES"},
-		{"one attempt configured", 1, []string{econnreset}, 1, nil, "attempt 1 of 1"},
+		{name: "checksum mismatch", source: "release", version: "1.0.1",
+			setup:   func(s *claudetest.Server) { s.Corrupt("1.0.1", x64, claudetest.Executable("evil", 700<<10)) },
+			wantErr: []string{"checksum mismatch", claudetest.SHA256(claudetest.Executable("evil", 700<<10)), claudetest.SHA256(claudetest.Executable("1.0.1", 700<<10)), claudetest.ExePath("1.0.1", x64)}, wantReq: 1},
+		{name: "size mismatch", source: "release", version: "1.0.1",
+			setup:   func(s *claudetest.Server) { s.Corrupt("1.0.1", x64, []byte("short")) },
+			wantErr: []string{"got 5 bytes"}, wantReq: 1},
+		{name: "truncated then ok", source: "release", version: "1.0.1",
+			setup: func(s *claudetest.Server) { s.Fail(claudetest.ExePath("1.0.1", x64), claudetest.Truncate) }, wantReq: 2},
+		{name: "500 then ok", source: "release", version: "1.0.1",
+			setup: func(s *claudetest.Server) { s.Fail(claudetest.ExePath("1.0.1", x64), claudetest.Status500) }, wantReq: 2},
+		{name: "500 every time", source: "release", version: "1.0.1",
+			setup: func(s *claudetest.Server) {
+				s.Fail(claudetest.ExePath("1.0.1", x64), claudetest.Status500, claudetest.Status500, claudetest.Status500)
+			}, wantErr: []string{"500", "attempt 3 of 3", "[claude-code] retries"}, wantReq: 3},
+		{name: "stall then ok", source: "release", version: "1.0.1",
+			setup: func(s *claudetest.Server) { s.Fail(claudetest.ExePath("1.0.1", x64), claudetest.Stall) }, wantReq: 2},
+		{name: "unknown version", source: "release", version: "9.9.9",
+			wantErr: []string{"version 9.9.9 is unknown", "[claude-code] version"}},
+		{name: "manifest without this platform", source: "release", version: "1.0.1",
+			setup:   func(s *claudetest.Server) { s.HidePlatform("1.0.1", x64) },
+			wantErr: []string{"no build for linux-x64"}, wantReq: 0},
+		{name: "npm integrity mismatch", source: "npm", version: "1.0.1",
+			setup:   func(s *claudetest.Server) { s.Corrupt("1.0.1", x64, claudetest.Executable("evil", 700<<10)) },
+			wantErr: []string{"checksum mismatch", "dist.integrity", claudetest.TarballPath("1.0.1", x64)}, wantReq: 1},
+		{name: "npm truncated then ok", source: "npm", version: "1.0.1",
+			setup: func(s *claudetest.Server) { s.Fail(claudetest.TarballPath("1.0.1", x64), claudetest.Truncate) }, wantReq: 2},
+		{name: "npm unknown version", source: "npm", version: "9.9.9",
+			wantErr: []string{"version 9.9.9", "unknown to the registry", "[claude-code] version"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			env, fake := newTestEnv(t)
-			env.Config.NpmRetries = tt.retries
-			env.Config.ClaudeVersion = "9.9.9"
-			writeTestFile(t, env.Root, "usr/bin/npm", "", 0o755)
-			var mu sync.Mutex
-			n := 0
-			fake.On("chroot "+env.Root+" npm install", func(c runner.Cmd) (runner.Result, error) {
-				mu.Lock()
-				i := n
-				n++
-				mu.Unlock()
-				if i < len(tt.failures) {
-					return npmFailure(tt.failures[i])(c)
+			env, srv, exe := newClaudeEnv(t, tt.source)
+			if strings.HasPrefix(tt.name, "stall") {
+				env.Config.ClaudeStall = 300 * time.Millisecond
+			}
+			if err := noWait().Apply(context.Background(), env); err != nil {
+				t.Fatal(err)
+			}
+			if tt.setup != nil {
+				tt.setup(srv)
+			}
+			env.Config.ClaudeVersion = tt.version
+			err := noWait().Apply(context.Background(), env)
+			path := claudetest.ExePath(tt.version, x64)
+			if tt.source == "npm" {
+				path = claudetest.TarballPath(tt.version, x64)
+			}
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Apply: %v", err)
 				}
-				return runner.Result{}, nil
-			})
-			var waits []time.Duration
-			step := ClaudeCode{sleep: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}
-			err := step.Apply(context.Background(), env)
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("Apply: %v", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("Apply error = %v, want it to contain %q", err, tt.wantErr)
+				if got := readLinked(t, env); string(got) != string(exe(tt.version)) {
+					t.Error("installed bytes differ from the published ones")
+				}
+			} else {
+				if err == nil {
+					t.Fatal("Apply succeeded")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not contain %q", err, w)
+					}
+				}
+				if got := readLinked(t, env); string(got) != string(exe("1.0.0")) {
+					t.Error("the previous version no longer runs")
+				}
+				leftovers, _ := filepath.Glob(filepath.Join(env.Root, "usr/local/lib/claude-code/versions/*/.*"))
+				if len(leftovers) != 0 {
+					t.Errorf("temp files left: %q", leftovers)
+				}
+				if _, err := os.Lstat(filepath.Join(env.Root, "usr/local/lib/claude-code/versions", tt.version)); !os.IsNotExist(err) {
+					t.Errorf("the failed version's directory is left: %v", err)
+				}
 			}
-			if n != tt.wantCalls {
-				t.Errorf("npm attempts = %d, want %d", n, tt.wantCalls)
-			}
-			if !reflect.DeepEqual(waits, tt.wantWaits) {
-				t.Errorf("waits = %v, want %v", waits, tt.wantWaits)
+			if tt.version != "9.9.9" {
+				if got := srv.Requests(path); got != tt.wantReq {
+					t.Errorf("requests to %s = %d, want %d", path, got, tt.wantReq)
+				}
 			}
 		})
+	}
+}
+
+func TestClaudeCodeRetryBackoff(t *testing.T) {
+	t.Parallel()
+	env, srv, _ := newClaudeEnv(t, "release")
+	srv.Fail("/release/1.0.0/manifest.json", claudetest.Status500, claudetest.Status500)
+	var mu sync.Mutex
+	var waits []time.Duration
+	step := ClaudeCode{sleep: func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		waits = append(waits, d)
+		mu.Unlock()
+		return nil
+	}}
+	if err := step.Apply(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if want := []time.Duration{2 * time.Second, 4 * time.Second}; !reflect.DeepEqual(waits, want) {
+		t.Errorf("waits = %v, want %v", waits, want)
+	}
+}
+
+func TestClaudeCodeChannel(t *testing.T) {
+	t.Parallel()
+	for _, source := range []string{"release", "npm"} {
+		t.Run(source, func(t *testing.T) {
+			t.Parallel()
+			env, srv, exe := newClaudeEnv(t, source)
+			srv.SetChannel("stable", "1.0.1")
+			env.Config.ClaudeVersion = "stable"
+			if err := noWait().Apply(context.Background(), env); err != nil {
+				t.Fatal(err)
+			}
+			if string(readLinked(t, env)) != string(exe("1.0.1")) {
+				t.Error("stable did not resolve to 1.0.1")
+			}
+			srv.SetChannel("stable", "1.0.2")
+			if d := mustCheck(t, env); len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "1.0.2 from "+source+" (installed: 1.0.1)") {
+				t.Errorf("after the channel moved: %q", d.Changes)
+			}
+		})
+	}
+}
+
+// TestClaudeCodeMigratesNpmLayout: an instance bootstrapped with npm
+// converges to the native layout and the npm copy goes.
+func TestClaudeCodeMigratesNpmLayout(t *testing.T) {
+	t.Parallel()
+	env, _, exe := newClaudeEnv(t, "release")
+	pkg := "usr/local/lib/node_modules/@anthropic-ai/claude-code"
+	writeTestFile(t, env.Root, pkg+"/package.json", `{"name":"@anthropic-ai/claude-code","version":"2.1.300"}`, 0o644)
+	writeTestFile(t, env.Root, pkg+"/bin/claude.exe", "old", 0o755)
+	if err := os.MkdirAll(filepath.Join(env.Root, "usr/local/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", filepath.Join(env.Root, "usr/local/bin/claude")); err != nil {
+		t.Fatal(err)
+	}
+	// A link inside the npm copy pointing out of the prefix must be
+	// removed, not followed.
+	outside := filepath.Join(env.Root, "etc/keep")
+	writeTestFile(t, env.Root, "etc/keep", "keep", 0o644)
+	if err := os.Symlink("/etc", filepath.Join(env.Root, pkg, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	d := mustCheck(t, env)
+	if len(d.Changes) != 2 || !strings.Contains(d.Changes[0], "points to ../lib/node_modules") || !strings.Contains(d.Changes[1], "remove the npm copy") {
+		t.Fatalf("Changes = %q", d.Changes)
+	}
+	if err := noWait().Apply(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	if string(readLinked(t, env)) != string(exe("1.0.0")) {
+		t.Error("bin/claude is not the native executable")
+	}
+	if _, err := os.Lstat(filepath.Join(env.Root, pkg)); !os.IsNotExist(err) {
+		t.Errorf("npm copy still there: %v", err)
+	}
+	if _, err := os.Stat(outside); err != nil {
+		t.Errorf("a file outside the prefix went: %v", err)
+	}
+	if d := mustCheck(t, env); !d.InSync() {
+		t.Errorf("after migration: %q", d.Changes)
+	}
+}
+
+func TestClaudePlatform(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		arch, loader, want string
+	}{
+		{"x64", "", "linux-x64"},
+		{"arm64", "", "linux-arm64"},
+		{"x64", "lib/ld-musl-x86_64.so.1", "linux-x64-musl"},
+		{"arm64", "lib/ld-musl-aarch64.so.1", "linux-arm64-musl"},
+	}
+	for _, tt := range tests {
+		env, _ := newTestEnv(t)
+		writeTestFile(t, env.Root, "bin/sh", string(claudetest.ELFHeader(tt.arch)), 0o755)
+		if tt.loader != "" {
+			writeTestFile(t, env.Root, tt.loader, "", 0o755)
+		}
+		got, err := claudePlatform(env)
+		if err != nil || got != tt.want {
+			t.Errorf("%s %s: platform = %q, %v; want %q", tt.arch, tt.loader, got, err, tt.want)
+		}
+	}
+	env, _ := newTestEnv(t)
+	writeTestFile(t, env.Root, "bin/sh", "#!/bin/busybox\n", 0o755)
+	if _, err := claudePlatform(env); err == nil || !strings.Contains(err.Error(), "cannot tell the architecture") {
+		t.Errorf("no ELF /bin/sh: err = %v", err)
 	}
 }
 
 func TestClaudeCodeLiveVerifiesAsUser(t *testing.T) {
 	t.Parallel()
-	env, fake := newTestEnv(t)
+	env, _, _ := newClaudeEnv(t, "release")
+	fake := env.Run.(interface {
+		OnOutput(string, string)
+		OnExit(string, int, string)
+		Calls() []string
+	})
 	// Live mode without touching the host: the runner is fake and all file
-	// reads go through env.Sys, which stays the temp tree.
+	// access goes through env.Sys, which stays the temp tree.
 	env.Root = "/"
-	writeTestFile(t, env.Sys.Dir(), "usr/bin/npm", "", 0o755)
-	fake.OnOutput("npm install -g --prefix /usr/local", "")
-	fake.OnOutput("runuser -u ec2-user -- /usr/local/bin/claude --version", "2.1.332 (Claude Code)\n")
-	if err := (ClaudeCode{}).Apply(context.Background(), env); err != nil {
+	fake.OnOutput("runuser -u ec2-user -- /usr/local/bin/claude --version", "1.0.0 (Claude Code)\n")
+	if err := noWait().Apply(context.Background(), env); err != nil {
 		t.Fatal(err)
 	}
-	calls := fake.Calls()
-	if len(calls) != 2 || !strings.HasPrefix(calls[0], "npm install") || calls[1] != "runuser -u ec2-user -- /usr/local/bin/claude --version" {
-		t.Errorf("calls = %q, want npm install (no chroot) then runuser verification", calls)
-	}
-
-	failing, fake2 := newTestEnv(t)
-	failing.Root = "/"
-	writeTestFile(t, failing.Sys.Dir(), "usr/bin/npm", "", 0o755)
-	fake2.OnOutput("npm install", "")
-	fake2.OnExit("runuser", 127, "claude: error while loading shared libraries")
-	err := (ClaudeCode{}).Apply(context.Background(), failing)
-	if err == nil || !strings.Contains(err.Error(), "--version` as ec2-user failed") {
-		t.Fatalf("err = %v, want the verification failure", err)
-	}
-}
-
-// TestClaudeCodeCheckRealNpmLayout installs a tiny package named
-// @anthropic-ai/claude-code from a local tarball with the real npm (no
-// network) and checks that Check reads the layout npm really produces.
-func TestClaudeCodeCheckRealNpmLayout(t *testing.T) {
-	t.Parallel()
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Skip("npm not installed; this test needs the real npm")
-	}
-	work := t.TempDir()
-	src := filepath.Join(work, "src")
-	writeTestFile(t, src, "package.json", `{"name":"@anthropic-ai/claude-code","version":"9.8.7","bin":{"claude":"cli.js"},"engines":{"node":">=22"}}`, 0o644)
-	writeTestFile(t, src, "cli.js", "#!/usr/bin/env node\nconsole.log('9.8.7 (Claude Code)')\n", 0o755)
-	npmEnv := append(os.Environ(), "npm_config_cache="+filepath.Join(work, "cache"), "npm_config_update_notifier=false", "HOME="+work)
-	npmRun := func(dir string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(npm, args...)
-		cmd.Dir, cmd.Env = dir, npmEnv
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("npm %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	npmRun(src, "pack", "--pack-destination", work, "--silent")
-	tarball := filepath.Join(work, "anthropic-ai-claude-code-9.8.7.tgz")
-	if _, err := os.Stat(tarball); err != nil {
-		t.Fatalf("npm pack did not produce %s: %v", tarball, err)
-	}
-
-	env, _ := newTestEnv(t)
-	prefix := filepath.Join(env.Root, "usr/local")
-	npmRun(work, "install", "-g", "--prefix", prefix, "--offline", "--no-fund", "--no-audit", "--loglevel=error", tarball)
-
-	for _, tt := range []struct {
-		version string
-		changes []string
-	}{
-		{"9.8.7", nil},
-		{"9.8.8", []string{"install @anthropic-ai/claude-code 9.8.8 (installed: 9.8.7)"}},
-	} {
-		env.Config.ClaudeVersion = tt.version
-		d, err := ClaudeCode{}.Check(context.Background(), env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(d.Changes, tt.changes) {
-			t.Errorf("version %s: Changes = %q, want %q", tt.version, d.Changes, tt.changes)
-		}
-	}
-	// npm's bin entry is a symlink; Check must accept it.
-	fi, err := os.Lstat(filepath.Join(prefix, "bin/claude"))
-	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
-		t.Errorf("npm did not create bin/claude as a symlink (%v, %v); the Lstat path is untested", fi, err)
+	if calls := fake.Calls(); !reflect.DeepEqual(calls, []string{"runuser -u ec2-user -- /usr/local/bin/claude --version"}) {
+		t.Errorf("calls = %q, want only the verification as the user (no node, no npm)", calls)
 	}
 }

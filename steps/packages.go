@@ -287,9 +287,6 @@ func aptWant(seed string) (accept [][]string, install []string) {
 	case "docker":
 		// docker-ce from Docker's own repository is as good as docker.io.
 		return [][]string{{"docker.io"}, {"docker-ce"}}, []string{"docker.io"}
-	case "nodejs":
-		// Debian's nodejs has no npm; NodeSource's nodejs provides it.
-		return [][]string{{"nodejs", "npm"}}, []string{"nodejs", "npm"}
 	}
 	return [][]string{{seed}}, []string{seed}
 }
@@ -354,7 +351,7 @@ func aptNodeNote(ctx context.Context, env *bootstrap.Env, db dpkgDB) []string {
 	if !ok || major >= minNodeMajor {
 		return nil
 	}
-	return []string{fmt.Sprintf("Node.js %s (%s) is older than Claude Code's engines.node >= %d; npm installs it with an EBADENGINE warning", version, what, minNodeMajor)}
+	return []string{fmt.Sprintf("Node.js %s (%s) is older than %d; MCP servers started with npx may need a newer one", version, what, minNodeMajor)}
 }
 
 // aptCandidate reads "Candidate: X" from apt-cache policy output.
@@ -557,10 +554,10 @@ func planDnf(ctx context.Context, env *bootstrap.Env, osr osRelease) (pkgPlan, e
 	var caps []string
 	for _, seed := range env.Config.Packages {
 		if seed == "nodejs" {
-			caps = append(caps, "nodejs", "npm")
-			for _, n := range nodeNamespaced {
-				caps = append(caps, n, n+"-npm")
-			}
+			// Node.js only: Claude Code needs no npm; add npm to
+			// [packages] install for MCP servers started with npx.
+			caps = append(caps, "nodejs")
+			caps = append(caps, nodeNamespaced...)
 			continue
 		}
 		caps = append(caps, seed)
@@ -597,7 +594,7 @@ func planDnf(ctx context.Context, env *bootstrap.Env, osr osRelease) (pkgPlan, e
 // (AL2023), else plain nodejs with a note.
 func planDnfNode(ctx context.Context, env *bootstrap.Env, osr osRelease, db rpmDB, pl *pkgPlan) error {
 	for _, n := range nodeNamespaced {
-		if db.has(n) && db.has(n+"-npm") {
+		if db.has(n) {
 			alt := "/usr/bin/node-" + strings.TrimPrefix(n, "nodejs")
 			if !nodeResolves(env) {
 				pl.nodeAlt, pl.altMissing = alt, true
@@ -606,31 +603,25 @@ func planDnfNode(ctx context.Context, env *bootstrap.Env, osr osRelease, db rpmD
 		}
 	}
 	plainMajor, plainOK := debMajor(db.versions["nodejs"])
-	plain := db.has("nodejs") && db.has("npm")
+	plain := db.has("nodejs")
 	if plain && plainOK && plainMajor >= minNodeMajor {
 		return nil
 	}
 	if osr.ID == "amzn" {
-		avail, err := dnfAvailable(ctx, env, "nodejs22", "nodejs22-npm")
+		avail, err := dnfAvailable(ctx, env, "nodejs22")
 		if err != nil {
 			return err
 		}
-		if avail["nodejs22"] && avail["nodejs22-npm"] {
-			for _, n := range []string{"nodejs22", "nodejs22-npm"} {
-				if !db.has(n) {
-					pl.add(n)
-				}
+		if avail["nodejs22"] {
+			if !db.has("nodejs22") {
+				pl.add("nodejs22")
 			}
 			pl.nodeAlt = "/usr/bin/node-22"
 			return nil
 		}
 	}
 	if !plain {
-		for _, n := range []string{"nodejs", "npm"} {
-			if !db.has(n) {
-				pl.add(n)
-			}
-		}
+		pl.add("nodejs")
 	}
 	if v := db.versions["nodejs"]; v != "" {
 		pl.notes = append(pl.notes, fmt.Sprintf("no Node.js >= %d available from the configured repositories; installed nodejs %s", minNodeMajor, v))
@@ -640,15 +631,11 @@ func planDnfNode(ctx context.Context, env *bootstrap.Env, osr osRelease, db rpmD
 	return nil
 }
 
-// nodeResolves reports whether /usr/bin/node and /usr/bin/npm exist (on
+// nodeResolves reports whether /usr/bin/node exists (on
 // AL2023 they are alternatives links, absent until a stream is selected).
 func nodeResolves(env *bootstrap.Env) bool {
-	for _, n := range []string{"usr/bin/node", "usr/bin/npm"} {
-		if ok, _ := env.Sys.Exists(n); !ok {
-			return false
-		}
-	}
-	return true
+	ok, _ := env.Sys.Exists("usr/bin/node")
+	return ok
 }
 
 // dnfAvailable asks the repositories, in one query, which of names they offer.

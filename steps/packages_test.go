@@ -161,7 +161,7 @@ func TestAptWantMapping(t *testing.T) {
 		install []string
 	}{
 		{"docker", []string{"docker.io"}},
-		{"nodejs", []string{"nodejs", "npm"}},
+		{"nodejs", []string{"nodejs"}},
 		{"git", []string{"git"}},
 		{"ripgrep", []string{"ripgrep"}},
 	}
@@ -229,22 +229,22 @@ func TestPackagesAptCheck(t *testing.T) {
 			name:      "old installed nodejs is a note, from dpkg status",
 			status:    installedStatus("unzip", "git", "jq", "docker.io", "npm") + dpkgStanza("nodejs", "18.19.0+dfsg-6~deb12u2", "install ok installed"),
 			want:      nil,
-			wantNotes: []string{"Node.js 18.19.0+dfsg-6~deb12u2 (installed) is older than Claude Code's engines.node >= 22"},
+			wantNotes: []string{"Node.js 18.19.0+dfsg-6~deb12u2 (installed) is older than 22"},
 			wantCalls: 0,
 		},
 		{
 			name:      "missing ones only, mapped; candidate note",
 			status:    installedStatus("unzip", "git") + dpkgStanza("jq", "1.6", "deinstall ok config-files"),
 			candidate: "  Installed: (none)\n  Candidate: 18.19.0+dfsg-6~deb12u2\n",
-			want:      []string{"install jq, nodejs, npm, docker.io (apt)"},
-			wantNotes: []string{"Node.js 18.19.0+dfsg-6~deb12u2 (apt candidate) is older than Claude Code's engines.node >= 22"},
+			want:      []string{"install jq, nodejs, docker.io (apt)"},
+			wantNotes: []string{"Node.js 18.19.0+dfsg-6~deb12u2 (apt candidate) is older than 22"},
 			wantCalls: 1,
 		},
 		{
 			name:      "new enough candidate: no note",
 			status:    installedStatus("unzip", "git", "jq", "docker.io"),
 			candidate: "  Installed: (none)\n  Candidate: 22.11.0-1\n",
-			want:      []string{"install nodejs, npm (apt)"},
+			want:      []string{"install nodejs (apt)"},
 			wantCalls: 1,
 		},
 	}
@@ -319,7 +319,7 @@ func TestPackagesAptApplyOneTransaction(t *testing.T) {
 	c := installs[0]
 	wantArgs := []string{env.Root, "apt-get", "install", "-y", "--no-install-recommends",
 		"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
-		"-o", "DPkg::Lock::Timeout=300", "jq", "nodejs", "npm"}
+		"-o", "DPkg::Lock::Timeout=300", "jq", "nodejs"}
 	if c.Name != "chroot" || !reflect.DeepEqual(c.Args, wantArgs) {
 		t.Errorf("install = %s %q\nwant chroot %q", c.Name, c.Args, wantArgs)
 	}
@@ -329,8 +329,8 @@ func TestPackagesAptApplyOneTransaction(t *testing.T) {
 	if n := fake.CallsWithPrefix("chroot " + env.Root + " apt-get update"); n != 0 {
 		t.Errorf("apt-get update ran %d times with package lists present", n)
 	}
-	if !slices.Contains(progress, "installing jq, nodejs, npm") {
-		t.Errorf("progress = %q, want \"installing jq, nodejs, npm\"", progress)
+	if !slices.Contains(progress, "installing jq, nodejs") {
+		t.Errorf("progress = %q, want \"installing jq, nodejs\"", progress)
 	}
 }
 
@@ -523,7 +523,7 @@ func TestPackagesDnfAL2023PrefersNode22(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"install jq, nodejs22, nodejs22-npm, docker (dnf)",
+		"install jq, nodejs22, docker (dnf)",
 		"point node and npm at /usr/bin/node-22 (alternatives --set node /usr/bin/node-22)",
 	}
 	if !reflect.DeepEqual(drift.Changes, want) {
@@ -544,7 +544,7 @@ func TestPackagesDnfAL2023PrefersNode22(t *testing.T) {
 	if len(installs) != 1 {
 		t.Fatalf("dnf install ran %d times, want 1", len(installs))
 	}
-	wantArgs := []string{"--installroot", env.Root, "install", "-y", "--setopt=install_weak_deps=False", "--setopt=exit_on_lock=True", "jq", "nodejs22", "nodejs22-npm", "docker"}
+	wantArgs := []string{"--installroot", env.Root, "install", "-y", "--setopt=install_weak_deps=False", "--setopt=exit_on_lock=True", "jq", "nodejs22", "docker"}
 	if !reflect.DeepEqual(installs[0].Args, wantArgs) {
 		t.Errorf("dnf args = %q\nwant %q", installs[0].Args, wantArgs)
 	}
@@ -612,7 +612,7 @@ func TestPackagesDnfNoNode22Fallback(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []string{"install nodejs, npm (dnf)"}; !reflect.DeepEqual(drift.Changes, want) {
+		if want := []string{"install nodejs (dnf)"}; !reflect.DeepEqual(drift.Changes, want) {
 			t.Errorf("Changes = %q, want %q", drift.Changes, want)
 		}
 		if len(drift.Notes) != 1 || !strings.Contains(drift.Notes[0], "no Node.js >= 22 available from the configured repositories") {
@@ -643,7 +643,7 @@ func TestPackagesDnfNoNode22Fallback(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(drift.Changes) == 0 || drift.Changes[0] != "install nodejs22, nodejs22-npm (dnf)" {
+		if len(drift.Changes) == 0 || drift.Changes[0] != "install nodejs22 (dnf)" {
 			t.Errorf("Changes = %q", drift.Changes)
 		}
 	})

@@ -696,27 +696,6 @@ func (t *Tree) Remove(name string) error {
 	return err
 }
 
-// ReadDirNames lists the names in directory name, sorted; a directory
-// that is a symbolic link is refused like any managed path.
-func (t *Tree) ReadDirNames(name string) ([]string, error) {
-	name = clean(name)
-	if err := t.refuseLinkedParents(name + "/x"); err != nil {
-		return nil, err
-	}
-	entries, err := fs.ReadDir(t.root.FS(), name)
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, len(entries))
-	for i, e := range entries {
-		names[i] = e.Name()
-	}
-	return names, nil
-}
-
-// RemoveAll deletes name and everything below it, never following links.
-func (t *Tree) RemoveAll(name string) error { return t.root.RemoveAll(clean(name)) }
-
 // OpenFile opens name inside the tree without following a final link.
 func (t *Tree) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error) {
 	return t.root.OpenFile(clean(name), flag|syscall.O_NOFOLLOW, perm)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ccboot/ccboot/bootstrap"
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
+	"github.com/ccboot/ccboot/steps/claudetest"
 )
 
 var ccbootBin string
@@ -54,7 +55,8 @@ var managedFiles = []string{
 // newRoot builds a root that looks like a freshly launched Debian instance
 // whose image already carries the packages and Claude Code (so the package
 // steps are checked for real against dpkg's database and npm's layout, and
-// have nothing to install), but nothing ccboot configures.
+// have nothing to install; Claude Code in ccboot's native layout), but
+// nothing ccboot configures.
 func newRoot(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -87,12 +89,15 @@ func newRoot(t testing.TB) string {
 	}
 	w("var/lib/dpkg/status", status.String(), 0o644)
 	w("usr/lib/systemd/system/docker.service", "[Unit]\nDescription=Docker\n[Service]\nExecStart=/usr/bin/dockerd\n[Install]\nWantedBy=multi-user.target\n", 0o644)
-	w("usr/local/lib/node_modules/@anthropic-ai/claude-code/package.json", `{"name":"@anthropic-ai/claude-code","version":"`+bootstrap.DefaultClaudeCodeVersion+`"}`, 0o644)
-	w("usr/local/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", "#!/bin/sh\necho claude\n", 0o755)
-	if err := os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755); err != nil {
+	// An x86-64 /bin/sh tells ccboot the root's platform.
+	w("usr/bin/dash", string(claudetest.ELFHeader("x64")), 0o755)
+	if err := os.Symlink("usr/bin", filepath.Join(root, "bin")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink("../lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe", filepath.Join(root, "usr/local/bin/claude")); err != nil {
+	if err := os.Symlink("dash", filepath.Join(root, "usr/bin/sh")); err != nil {
+		t.Fatal(err)
+	}
+	if err := claudetest.Preinstall(root, "/usr/local", bootstrap.DefaultClaudeCodeVersion, claudetest.Executable(bootstrap.DefaultClaudeCodeVersion, 4096)); err != nil {
 		t.Fatal(err)
 	}
 	w("home/ec2-user/.bashrc", "# ~/.bashrc\nexport EDITOR=vi\n", 0o644)

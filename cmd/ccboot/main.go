@@ -101,6 +101,7 @@ type commonFlags struct {
 	verbose           bool
 	readOnly          bool // plan, status: no log file, nothing written
 	bake              bool // bake: no IMDS, no log file, image steps only
+	verify            bool // repair --verify
 	fs                *flag.FlagSet
 }
 
@@ -166,7 +167,7 @@ func (c *commonFlags) options(stdout io.Writer) bootstrap.Options {
 		Root: c.root, ConfigPath: c.config, Sets: sets,
 		Skip: splitCSV(c.skip), Only: splitCSV(c.only),
 		Steps: steps.All(), Version: version,
-		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly,
+		Journal: underSystemd, Verbose: c.verbose, Stdout: stdout, ReadOnly: c.readOnly, Verify: c.verify,
 		Notify: systemdStatus, Bake: c.bake,
 	}
 }
@@ -226,6 +227,9 @@ func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, s
 	}
 	c := newFlags(string(mode), summaries[mode], stderr)
 	c.readOnly = mode == bootstrap.ModePlan
+	if mode == bootstrap.ModeRepair {
+		c.fs.BoolVar(&c.verify, "verify", false, "re-hash the installed Claude Code executable instead of trusting its recorded size and mtime")
+	}
 	s, code := start(c, args, stdout, stderr)
 	if s == nil {
 		return code

@@ -31,7 +31,7 @@ func crashFlags(root, imds string) []string {
 func stepOfPoint(label string) string {
 	for _, m := range []struct{ needle, step string }{
 		{" packages#", "packages"}, {"apt-get", "packages"}, {"apt-cache", "packages"}, {"var/lib/dpkg", "packages"},
-		{" claude-code#", "claude-code"}, {" npm", "claude-code"},
+		{" claude-code#", "claude-code"}, {"lib/claude-code", "claude-code"}, {"bin/claude", "claude-code"},
 		{" docker-group#", "docker-group"}, {"groupadd", "docker-group"}, {"usermod", "docker-group"}, {"systemctl", "docker-group"},
 		{" swap#", "swap"}, {"etc/fstab", "swap"}, {"mkswap", "swap"},
 		{" profile-env#", "profile-env"}, {"etc/profile.d", "profile-env"},

@@ -27,6 +27,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/steps/claudetest"
 )
 
 // figure prints a figure line exactly as the issue spells it and fails the
@@ -312,16 +315,16 @@ func fakePMBinary(t *testing.T) string {
 // without refreshing them first.
 const aptListsFile = "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages"
 
-// withFakePM puts the fake apt-get, apt-cache and npm into root and makes
-// the packages and claude-code steps have work to do: jq is not installed
-// and neither is Claude Code.
+// withFakePM puts the fake apt-get and apt-cache into root and makes the
+// packages and claude-code steps have work to do: jq is not installed and
+// neither is Claude Code, which a loopback release channel serves.
 func withFakePM(t *testing.T, root string) {
 	t.Helper()
 	bin, err := os.ReadFile(fakePMBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"usr/bin/apt-get", "usr/bin/apt-cache", "usr/bin/npm"} {
+	for _, name := range []string{"usr/bin/apt-get", "usr/bin/apt-cache"} {
 		p := filepath.Join(root, name)
 		mustMkdir(t, filepath.Dir(p))
 		if err := os.WriteFile(p, bin, 0o755); err != nil {
@@ -338,12 +341,17 @@ func withFakePM(t *testing.T, root string) {
 	}
 	b = bytes.Replace(b, []byte("Package: jq\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n"), nil, 1)
 	mustWrite(t, status, string(b), 0o644)
-	if err := os.RemoveAll(filepath.Join(root, "usr/local/lib/node_modules/@anthropic-ai")); err != nil {
+	if err := os.RemoveAll(filepath.Join(root, "usr/local/lib/claude-code")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(root, "usr/local/bin/claude")); err != nil {
 		t.Fatal(err)
 	}
+	// Claude Code comes from a loopback release channel.
+	srv := claudetest.New()
+	t.Cleanup(srv.Close)
+	srv.Add(bootstrap.DefaultClaudeCodeVersion, "linux-x64", claudetest.Executable(bootstrap.DefaultClaudeCodeVersion, 1<<20))
+	mustWrite(t, filepath.Join(root, "etc/ccboot/ccboot.conf"), "[claude-code]\nrelease_url = "+srv.ReleaseURL()+"\n", 0o644)
 }
 
 func mustMkdir(t *testing.T, p string) {
@@ -415,7 +423,10 @@ type entry struct {
 
 // volatile paths differ between two correct runs (timestamps, PIDs).
 // created.json records inode numbers, which differ between two roots.
-var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts"}
+// Claude Code's install record holds the executable's mtime and the URL of
+// the test's release channel, whose port the config names as well.
+var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts",
+	"etc/ccboot/ccboot.conf", "usr/local/lib/claude-code/versions/" + bootstrap.DefaultClaudeCodeVersion + "/install.json"}
 
 // shadowLeftover matches the lock files shadow-utils (groupadd, usermod)
 // leaves when it is killed together with ccboot, as systemd kills a unit's
@@ -525,6 +536,11 @@ func leftovers(t *testing.T, root string) []string {
 		}
 		return nil
 	})
+	if _, err := os.Lstat(filepath.Join(root, "usr/local/bin/claude")); err == nil {
+		if _, err := os.Stat(filepath.Join(root, "usr/local/bin/claude")); err != nil {
+			out = append(out, "dangling usr/local/bin/claude: "+err.Error())
+		}
+	}
 	for _, f := range managedFiles {
 		if fi, err := os.Stat(filepath.Join(root, f)); err == nil && fi.Size() == 0 {
 			out = append(out, "zero-length managed file: "+f)

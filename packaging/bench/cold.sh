@@ -26,6 +26,23 @@ ldd "$(command -v strace)" | awk '/=> \// {print $3}' | while read -r lib; do
 	case $(basename "$lib") in libc.so.* | libm.so.* | ld-linux*) ;; *) cp -L "$lib" "$dist/lib/" ;; esac
 done
 
+# Claude Code's release channel, made from the real platform package in
+# the e2e cache's npm cache (nothing is fetched); the probe serves /srv/dist
+# on the guest's loopback and points ccboot at it.
+v=${CLAUDE_VERSION:-2.1.332}
+cache=$("$e2e/cache.sh" --path)
+cacache=$cache/srv/npm-cache/_cacache
+integrity=$(grep -rh "/claude-code-linux-x64-$v.tgz\"" "$cacache/index-v5" | tail -1 | sed -n 's/.*"integrity":"\([^"]*\)".*/\1/p')
+[[ -n $integrity ]] || { echo "cold: no claude-code-linux-x64-$v in $cacache; rebuild the e2e cache" >&2; exit 1; }
+hex=$(printf '%s' "${integrity#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n')
+rel=$dist/claude-code-releases/$v
+mkdir -p "$rel/linux-x64"
+tar -xzf "$cacache/content-v2/sha512/${hex:0:2}/${hex:2:2}/${hex:4}" -O package/claude >"$rel/linux-x64/claude"
+printf '{"version":"%s","platforms":{"linux-x64":{"checksum":"%s","size":%s}}}\n' "$v" \
+	"$(sha256sum "$rel/linux-x64/claude" | cut -d' ' -f1)" "$(stat -c %s "$rel/linux-x64/claude")" >"$rel/manifest.json"
+# BENCH_NPM=1: ccboot's package list includes npm, as the shell's does.
+printf 'BENCH_CLAUDE_VERSION=%s\nBENCH_NPM=%s\n' "$v" "${BENCH_NPM:-0}" >"$dist/bench.env"
+
 seed=$out/seed
 mkdir -p "$seed"
 # cloud-init has nothing to do: the probe runs the workload, timed, after it.

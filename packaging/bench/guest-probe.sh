@@ -51,12 +51,18 @@ if [ "$mode" = shell ]; then
 	exit 0
 fi
 
-# ccboot. npm has no ccboot knob for an offline cache: npm's own environment
-# variables, inherited through ccboot, point it at the local cache.
-export npm_config_cache=/srv/npm-cache npm_config_offline=true
+# ccboot. Claude Code comes from the release channel in /srv/dist, served
+# on the guest's loopback like an instance's mirror would serve it.
+# shellcheck disable=SC1091 # written by cold.sh
+. /srv/dist/bench.env
+python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/dist >/dev/null 2>&1 &
+rel=http://127.0.0.1:8099/claude-code-releases
+for _ in $(seq 1 100); do curl -fs -o /dev/null "$rel/$BENCH_CLAUDE_VERSION/manifest.json" && break; sleep 0.1; done
 cc="/srv/dist/ccboot"
+ccset="--set claude-code.release_url=$rel"
+if [ "$BENCH_NPM" = 1 ]; then ccset="$ccset --set packages.install=unzip,git,jq,nodejs,npm,docker"; fi
 t0=$(now)
-$cc run --imds-endpoint $imds >"$E2E_OUT/ccboot-run.out" 2>&1
+$cc run --imds-endpoint $imds $ccset >"$E2E_OUT/ccboot-run.out" 2>&1
 rc=$?
 t1=$(now)
 echo "cold_rc=$rc"
@@ -65,6 +71,13 @@ echo "cold_s=$(secs "$t0" "$t1")"
 grep '"msg":"done"' /var/log/ccboot.log | tail -1 >"$E2E_OUT/done-run.json"
 cp /var/log/ccboot.log "$E2E_OUT/ccboot-run.log"
 cp /var/lib/ccboot/state.json "$E2E_OUT/state-after-run.json" 2>/dev/null
+# The claude-code step against its floor: the same bytes with curl -o and
+# sha256sum from the same server, onto the same file system.
+echo "claude_step_ms=$(jq -r '.steps[] | select(.name == "claude-code") | .duration_ms' /var/lib/ccboot/state.json 2>/dev/null)"
+t2=$(now)
+curl -fs -o /usr/local/lib/claude-floor "$rel/$BENCH_CLAUDE_VERSION/linux-x64/claude" && sha256sum /usr/local/lib/claude-floor >/dev/null && sync -f /usr/local/lib/claude-floor
+echo "claude_floor_ms=$(awk -v a="$(secs "$t2" "$(now)")" 'BEGIN{printf "%d", a*1000}')"
+rm -f /usr/local/lib/claude-floor
 
 # No-op repair on the machine ccboot just bootstrapped. swapon is refused in
 # a container (EPERM), so the swap step can never converge here: it is
@@ -72,7 +85,7 @@ cp /var/lib/ccboot/state.json "$E2E_OUT/state-after-run.json" 2>/dev/null
 # and the file's header, no process).
 skip="--skip swap"
 touch /var/tmp/bench-mark; sleep 0.05
-/srv/dist/strace -f -qq -e trace=execve -o "$E2E_OUT/repair.strace" $cc repair --imds-endpoint $imds $skip >"$E2E_OUT/repair-1.out" 2>&1
+/srv/dist/strace -f -qq -e trace=execve -o "$E2E_OUT/repair.strace" $cc repair --imds-endpoint $imds $skip $ccset >"$E2E_OUT/repair-1.out" 2>&1
 echo "repair_rc=$?"
 echo "repair_execs=$(strace_execs "$E2E_OUT/repair.strace")"
 grep '"msg":"done"' /var/log/ccboot.log | tail -1 >"$E2E_OUT/done-repair.json"
@@ -80,9 +93,9 @@ written /var/tmp/bench-mark >"$E2E_OUT/repair-written.txt"
 echo "repair_files_written=$(wc -l <"$E2E_OUT/repair-written.txt")"
 echo "repair_files_written_list=$(tr '\n' ' ' <"$E2E_OUT/repair-written.txt")"
 /srv/dist/hyperfine -N -w 3 -m 20 -i \
-	-n repair "$cc repair --imds-endpoint $imds $skip" \
+	-n repair "$cc repair --imds-endpoint $imds $skip $ccset" \
 	-n status "$cc status" \
-	-n status_check "$cc status --check --imds-endpoint $imds $skip" \
+	-n status_check "$cc status --check --imds-endpoint $imds $skip $ccset" \
 	--export-json "$E2E_OUT/hyperfine.json" >"$E2E_OUT/hyperfine.txt" 2>&1
 echo "hyperfine_rc=$?"
 exit 0

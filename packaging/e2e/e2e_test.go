@@ -30,8 +30,9 @@ const (
 )
 
 // nspawnFlags: swapon is EPERM in a container, so nspawn guests run with
-// swap off; swap is proven in the QEMU scenario.
-const nspawnFlags = "--swap-size off"
+// swap off; swap is proven in the QEMU scenario. Claude Code comes from the
+// release channel the harness serves from /srv/dist on the guest's loopback.
+var nspawnFlags = "--swap-size off --set claude-code.release_url=" + releaseURL
 
 func TestE2E(t *testing.T) {
 	s := newSuite(t)
@@ -73,6 +74,7 @@ func TestE2E(t *testing.T) {
 	scenario("1_first_boot", func(t *testing.T) { testFirstBoot(t, mainBoot(t)) })
 	scenario("4_idempotence", func(t *testing.T) { testIdempotence(t, mainBoot(t)) })
 	scenario("5_drift_repair", func(t *testing.T) { testDrift(t, mainBoot(t)) })
+	scenario("10_claude_upgrade_corrupt_migrate", func(t *testing.T) { testClaudeVersions(t, mainBoot(t)) })
 	scenario("2_dnf_guest", func(t *testing.T) { testDnf(t, s) })
 	scenario("6_failure_visible", func(t *testing.T) { testNoProfile(t, s) })
 	scenario("7_checksum_refusal", func(t *testing.T) { testBadChecksum(t, s) })
@@ -131,6 +133,17 @@ func testFirstBoot(t *testing.T, g guest) {
 	// Claude Code runs as the target user.
 	if rc := g.rc("claude-version"); rc != 0 || !strings.Contains(g.file("claude-version.out"), "(Claude Code)") {
 		t.Errorf("claude --version as ec2-user: exit %d: %s", rc, g.out("claude-version"))
+	}
+	// Natively: PREFIX/bin/claude links to the verified executable, it is
+	// the only claude on the user's PATH, and there is no npm copy.
+	if got := strings.TrimSpace(g.file("claude-link.txt")); got != "../lib/claude-code/versions/"+e2eClaudeVersion+"/claude" {
+		t.Errorf("/usr/local/bin/claude -> %q, want the native %s", got, e2eClaudeVersion)
+	}
+	if got := strings.Fields(g.file("claude-on-path.txt")); len(got) != 1 || got[0] != "/usr/local/bin/claude" {
+		t.Errorf("claude on ec2-user's PATH: %q, want exactly /usr/local/bin/claude", got)
+	}
+	if got := g.file("npm-copy.txt"); !strings.Contains(got, "No such file") {
+		t.Errorf("an npm copy of Claude Code exists: %s", got)
 	}
 	if groups := strings.Fields(g.file("ec2-user-groups.txt")); !contains(groups, "docker") {
 		t.Errorf("ec2-user groups %v: no docker", groups)
@@ -270,6 +283,49 @@ func testDrift(t *testing.T, g guest) {
 		t.Errorf("profile.d not restored after the model change:\n%s", got)
 	}
 	if tmp := strings.TrimSpace(g.file("temp-files-end.txt")); tmp != "" {
+		t.Errorf("temp files left:\n%s", tmp)
+	}
+}
+
+// --- 10. Claude Code versions ----------------------------------------------
+
+func testClaudeVersions(t *testing.T, g guest) {
+	link := func(v string) string { return "../lib/claude-code/versions/" + v + "/claude" }
+	if rc := g.rc("claude-upgrade"); rc != 0 || strings.TrimSpace(g.file("claude-link-upgraded.txt")) != link(e2eClaudeUpgrade) {
+		t.Errorf("upgrade to %s: exit %d, link %q:\n%s", e2eClaudeUpgrade, rc, g.file("claude-link-upgraded.txt"), g.out("claude-upgrade"))
+	}
+	corrupt := g.file("claude-corrupt.out")
+	if rc := g.rc("claude-corrupt"); rc != 1 || !strings.Contains(corrupt, "checksum mismatch") || !strings.Contains(corrupt, e2eClaudeBad+"/linux-x64/claude") {
+		t.Errorf("corrupted %s: exit %d, want 1 with a checksum mismatch naming the URL:\n%s", e2eClaudeBad, rc, g.out("claude-corrupt"))
+	}
+	if got := strings.TrimSpace(g.file("claude-link-corrupt.txt")); got != link(e2eClaudeUpgrade) {
+		t.Errorf("after the failed upgrade the link is %q, want the previous %s", got, link(e2eClaudeUpgrade))
+	}
+	if rc := g.rc("claude-version-corrupt"); rc != 0 || !strings.Contains(g.file("claude-version-corrupt.out"), "(Claude Code)") {
+		t.Errorf("the previous version does not run after the failed upgrade: exit %d: %s", rc, g.out("claude-version-corrupt"))
+	}
+	if v := g.file("claude-versions.txt"); strings.Contains(v, e2eClaudeBad) || strings.Contains(v, "ccboot-tmp") {
+		t.Errorf("the corrupted download left files:\n%s", v)
+	}
+	if !regexp.MustCompile(`(?m)^claude-code\s+drift\b`).MatchString(g.file("claude-migrate-check.out")) {
+		t.Errorf("status --check does not see the npm layout:\n%s", g.out("claude-migrate-check"))
+	}
+	if rc := g.rc("claude-migrate"); rc != 0 {
+		t.Errorf("repair from the npm layout: exit %d:\n%s", rc, g.out("claude-migrate"))
+	}
+	if got := strings.TrimSpace(g.file("claude-link-migrated.txt")); got != link(e2eClaudeVersion) {
+		t.Errorf("after migration the link is %q, want %q", got, link(e2eClaudeVersion))
+	}
+	if got := g.file("npm-copy-migrated.txt"); !strings.Contains(got, "No such file") {
+		t.Errorf("the npm copy survived the migration: %s", got)
+	}
+	if got := strings.Fields(g.file("claude-on-path-migrated.txt")); len(got) != 1 {
+		t.Errorf("claude on ec2-user's PATH after migration: %q, want exactly one", got)
+	}
+	if rc := g.rc("claude-version-migrated"); rc != 0 || !strings.Contains(g.file("claude-version-migrated.out"), "(Claude Code)") {
+		t.Errorf("claude --version after migration: exit %d: %s", rc, g.out("claude-version-migrated"))
+	}
+	if tmp := strings.TrimSpace(g.file("temp-files-claude.txt")); tmp != "" {
 		t.Errorf("temp files left:\n%s", tmp)
 	}
 }

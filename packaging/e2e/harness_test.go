@@ -90,6 +90,9 @@ func newSuite(t *testing.T) *suite {
 	s.build(t, s.arm64, "arm64")
 	s.sum = sha256File(t, filepath.Join(s.dist, "ccboot"))
 	s.timings.add("build binaries", time.Since(start))
+	start = time.Now()
+	s.releaseChannel(t)
+	s.timings.add("claude release channel", time.Since(start))
 	return s
 }
 
@@ -142,7 +145,8 @@ func dropIn(env []string, flags string) string {
 }
 
 // nspawnEnv is the guest environment an nspawn guest needs for ccboot: the
-// mock in the shared netns, and npm from the offline cache.
+// mock in the shared netns, and npm from the offline cache (ccboot runs no
+// npm; the variables stay for probes that do).
 var nspawnEnv = []string{
 	"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + nspawnIMDS,
 	"npm_config_offline=true",

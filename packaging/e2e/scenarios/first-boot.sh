@@ -14,6 +14,11 @@ cp /var/lib/ccboot/state.json "$o/state-boot.json" 2>/dev/null
 capture status-json cc status --format json
 dpkg-query -W -f='${Package} ${Status}\n' unzip git jq nodejs docker.io >"$o/dpkg.txt" 2>&1
 capture claude-version runuser -u ec2-user -- bash -lc 'command -v claude && claude --version'
+# Native install: where the link points, every claude on the user's PATH,
+# and no npm copy.
+readlink /usr/local/bin/claude >"$o/claude-link.txt" 2>&1
+runuser -u ec2-user -- bash -lc 'type -a -P claude' >"$o/claude-on-path.txt" 2>&1
+ls -d /usr/local/lib/node_modules/@anthropic-ai/claude-code >"$o/npm-copy.txt" 2>&1
 id -nG ec2-user >"$o/ec2-user-groups.txt"
 systemctl is-enabled docker.service >"$o/docker-enabled.txt" 2>&1
 systemctl is-active docker.service >"$o/docker-active.txt" 2>&1
@@ -55,4 +60,27 @@ capture model-repair cc repair
 capture model-recheck cc status --check
 cp /etc/profile.d/claude-bedrock.sh "$o/profile-model-repaired.sh" 2>/dev/null
 temp_files temp-files-end.txt
+
+# --- 10. Claude Code: upgrade, a corrupted version, migration from npm
+# The channel offers 2.1.333 (same executable) and 2.1.334 (manifest
+# checksum that does not match its bytes).
+capture claude-upgrade cc repair --set claude-code.version=2.1.333
+readlink /usr/local/bin/claude >"$o/claude-link-upgraded.txt" 2>&1
+capture claude-corrupt cc repair --set claude-code.version=2.1.334
+readlink /usr/local/bin/claude >"$o/claude-link-corrupt.txt" 2>&1
+capture claude-version-corrupt runuser -u ec2-user -- bash -lc 'claude --version'
+ls -a /usr/local/lib/claude-code/versions /usr/local/lib/claude-code/versions/* >"$o/claude-versions.txt" 2>&1
+# The layout an older ccboot left: the npm package and its bin link.
+npm_dir=/usr/local/lib/node_modules/@anthropic-ai/claude-code
+mkdir -p "$npm_dir/bin"
+cp /usr/local/lib/claude-code/versions/2.1.333/claude "$npm_dir/bin/claude.exe"
+printf '{"name":"@anthropic-ai/claude-code","version":"2.1.300"}\n' >"$npm_dir/package.json"
+ln -sfn ../lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe /usr/local/bin/claude
+capture claude-migrate-check cc status --check
+capture claude-migrate cc repair
+readlink /usr/local/bin/claude >"$o/claude-link-migrated.txt" 2>&1
+ls -d "$npm_dir" >"$o/npm-copy-migrated.txt" 2>&1
+runuser -u ec2-user -- bash -lc 'type -a -P claude' >"$o/claude-on-path-migrated.txt" 2>&1
+capture claude-version-migrated runuser -u ec2-user -- bash -lc 'claude --version'
+temp_files temp-files-claude.txt
 exit 0
