@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -113,7 +114,14 @@ func (s *Session) Bake(ctx context.Context, self string, finished func(StepRepor
 	}
 	rec := &BakeRecord{CcbootVersion: s.opts.Version, BakedAt: report.Finished, ConfigHash: report.ConfigHash}
 	for _, st := range report.Steps {
-		rec.Steps = append(rec.Steps, BakedStep{Name: st.Name, Result: st.Result, Notes: st.Notes})
+		notes := slices.Clone(st.Notes)
+		if !env.Live() {
+			// Paths as the image will see them, not under the builder's --root.
+			for i, n := range notes {
+				notes[i] = strings.ReplaceAll(n, strings.TrimSuffix(env.Root, "/")+"/", "/")
+			}
+		}
+		rec.Steps = append(rec.Steps, BakedStep{Name: st.Name, Result: st.Result, Notes: notes})
 	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
@@ -185,6 +193,8 @@ type BakeCheck struct {
 	Report    Report      // the image steps checked now
 	Installed bool        // the ccboot binary and its enabled unit are in place
 	Problems  []string
+	// InstanceData present: fine on a booted instance, not in an image.
+	InstanceData []string
 }
 
 // Baked reports whether the image is baked and still in sync.
@@ -220,9 +230,12 @@ func (s *Session) CheckBake(ctx context.Context) (*BakeCheck, error) {
 	if !installed {
 		c.Problems = append(c.Problems, why)
 	}
+	// Instance data is what a booted instance has; in an image about to be
+	// snapshotted it is a mistake. bake --check cannot tell which it looks
+	// at, so it says so without failing.
 	for _, p := range instanceData {
 		if ok, _ := env.Sys.Exists(p); ok && p != LockDir {
-			c.Problems = append(c.Problems, fmt.Sprintf("instance data in the image: %s (`ccboot bake` removes it)", env.Sys.Path(p)))
+			c.InstanceData = append(c.InstanceData, env.Sys.Path(p))
 		}
 	}
 	return &c, nil

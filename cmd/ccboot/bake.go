@@ -73,6 +73,9 @@ func bakeCheck(ctx context.Context, s *bootstrap.Session, stdout io.Writer) int 
 			fmt.Fprintln(stdout, bootstrap.Printable(line))
 		}
 	}
+	if len(c.InstanceData) > 0 {
+		fmt.Fprintln(stdout, bootstrap.Printable("instance data (expected on a booted instance; before snapshotting an image run `ccboot bake`, which removes it): "+strings.Join(c.InstanceData, ", ")))
+	}
 	for _, p := range c.Problems {
 		fmt.Fprintln(stdout, bootstrap.Printable("problem: "+p))
 	}

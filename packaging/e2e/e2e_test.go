@@ -80,6 +80,7 @@ func TestE2E(t *testing.T) {
 	scenario("7_checksum_refusal", func(t *testing.T) { testBadChecksum(t, s) })
 	scenario("8_interrupted", func(t *testing.T) { testInterrupted(t, s) })
 	scenario("9_arm64_plan", func(t *testing.T) { testArm64(t, s) })
+	scenario("11_baked_image", func(t *testing.T) { testBaked(t, s) })
 	scenario("3_qemu_swap_reboot", func(t *testing.T) { testSwapReboot(t, s) })
 }
 

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // The harness side of the e2e suite: build the release binaries, write
@@ -126,6 +128,9 @@ type seedOpts struct {
 	// userData: false writes a cloud-config with no UserData script (the
 	// scenario runs ccboot by hand).
 	noUserData bool
+	// cloudConfig is more cloud-config (YAML) for the guest, merged into
+	// the harness's own: its write_files entries are added, other keys set.
+	cloudConfig string
 }
 
 // dropIn renders the ccboot.service drop-in: environment lines and, when
@@ -189,7 +194,11 @@ func (s *suite) writeSeed(t *testing.T, dir string, o seedOpts) {
 		}
 		_, _ = w.Write([]byte(body))
 	}
-	part("text/cloud-config", "e2e.cfg", cfg.String())
+	cloudCfg := cfg.String()
+	if o.cloudConfig != "" {
+		cloudCfg = mergeCloudConfig(t, cloudCfg, o.cloudConfig)
+	}
+	part("text/cloud-config", "e2e.cfg", cloudCfg)
 	if !o.noUserData {
 		part("text/x-shellscript", "userdata.sh", s.userData(t, o))
 	}
@@ -498,4 +507,34 @@ func lines(s, sub string) []string {
 		}
 	}
 	return out
+}
+
+// mergeCloudConfig adds extra's keys to base (both cloud-config YAML):
+// write_files entries are appended, other keys replaced.
+func mergeCloudConfig(t *testing.T, base, extra string) string {
+	t.Helper()
+	var b, e map[string]any
+	if err := yaml.Unmarshal([]byte(base), &b); err != nil {
+		t.Fatalf("harness cloud-config: %v", err)
+	}
+	if err := yaml.Unmarshal([]byte(extra), &e); err != nil {
+		t.Fatalf("scenario cloud-config: %v\n%s", err, extra)
+	}
+	if b == nil {
+		b = map[string]any{}
+	}
+	for k, v := range e {
+		if k == "write_files" {
+			old, _ := b[k].([]any)
+			add, _ := v.([]any)
+			b[k] = append(old, add...)
+			continue
+		}
+		b[k] = v
+	}
+	out, err := yaml.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "#cloud-config\n" + string(out)
 }
