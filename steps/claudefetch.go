@@ -507,7 +507,7 @@ func claudePlatform(env *bootstrap.Env) (string, error) {
 
 // elfArch reads e_machine from the root's /bin/sh: "x64", "arm64" or "".
 func elfArch(env *bootstrap.Env) string {
-	f, err := env.Sys.Open("bin/sh")
+	f, err := env.Sys.OpenFollow("bin/sh")
 	if err != nil {
 		return ""
 	}

@@ -185,10 +185,10 @@ func (t *Tree) RemoveAll(name string) error {
 	return t.root.RemoveAll(name)
 }
 
-// Open opens a regular file for reading, following symbolic links only
+// OpenFollow opens a regular file for reading, following symbolic links only
 // while they stay inside the tree (final link included). For files ccboot
 // reads but does not manage, like the root's /bin/sh.
-func (t *Tree) Open(name string) (*os.File, error) {
+func (t *Tree) OpenFollow(name string) (*os.File, error) {
 	name = clean(name)
 	for hop := 0; ; hop++ {
 		fi, err := t.root.Lstat(name)

@@ -57,6 +57,7 @@ managed_files=(
 	/etc/gshadow
 	/usr/local/bin/ccboot
 	/etc/systemd/system/ccboot.service
-	/usr/local/lib/node_modules/@anthropic-ai/claude-code/package.json
+	/usr/local/lib/claude-code/versions/2.1.332/install.json
+	/usr/local/lib/claude-code/versions/2.1.332/claude
 	/usr/local/bin/claude
 )
