@@ -423,10 +423,12 @@ type entry struct {
 
 // volatile paths differ between two correct runs (timestamps, PIDs).
 // created.json records inode numbers, which differ between two roots.
-// Claude Code's install record holds the executable's mtime and the URL of
-// the test's release channel, whose port the config names as well.
-var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts",
-	"etc/ccboot/ccboot.conf", "usr/local/lib/claude-code/versions/" + bootstrap.DefaultClaudeCodeVersion + "/install.json"}
+var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts"}
+
+// perRoot paths differ between two roots of the same test: Claude Code's
+// install record holds the executable's mtime and the URL of the root's
+// loopback release channel, whose port the config names as well.
+var perRoot = []string{"etc/ccboot/ccboot.conf", "usr/local/lib/claude-code/versions/" + bootstrap.DefaultClaudeCodeVersion + "/install.json"}
 
 // shadowLeftover matches the lock files shadow-utils (groupadd, usermod)
 // leaves when it is killed together with ccboot, as systemd kills a unit's
@@ -444,7 +446,7 @@ func snapshot(t *testing.T, root string) map[string]entry {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		if rel == "." || slices.Contains(volatile, rel) || shadowLeftover.MatchString(rel) {
+		if rel == "." || slices.Contains(volatile, rel) || slices.Contains(perRoot, rel) || shadowLeftover.MatchString(rel) {
 			return nil
 		}
 		fi, err := os.Lstat(p)
