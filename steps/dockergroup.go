@@ -59,11 +59,14 @@ func (s DockerGroup) Apply(ctx context.Context, env *bootstrap.Env) error {
 
 // dockerState is what inspect found.
 type dockerState struct {
-	user       sysuser.User
-	unitFile   string // "" when docker.service is not installed
-	group      sysuser.Group
-	haveGroup  bool
-	member     bool
+	user      sysuser.User
+	unitFile  string // "" when docker.service is not installed
+	group     sysuser.Group
+	haveGroup bool
+	member    bool
+	// shadow is the group's /etc/gshadow entry; a groupadd or usermod
+	// killed between its two files leaves it missing or without the user.
+	shadow     sysuser.ShadowGroup
 	enabled    bool
 	active     bool
 	unitsMgr   units.Manager
@@ -101,6 +104,11 @@ func (DockerGroup) inspect(ctx context.Context, env *bootstrap.Env, h host) (doc
 	if env.Baking {
 		st.member = true // not the image's business
 	}
+	if st.haveGroup {
+		if st.shadow, err = sysuser.LookupShadowGroup(env.Sys, dockerGroupName); err != nil {
+			return st, fmt.Errorf("docker-group: %w", err)
+		}
+	}
 	st.unitsMgr = units.New(h.root(env), env.Run)
 	if st.unitFile == "" {
 		return st, nil
@@ -130,6 +138,12 @@ func (s DockerGroup) check(ctx context.Context, env *bootstrap.Env, h host) (boo
 	}
 	if !st.haveGroup {
 		d.Differ("create group %s", dockerGroupName)
+	}
+	if st.shadow.File && st.haveGroup && !st.shadow.Found {
+		d.Differ("add group %s to /etc/gshadow, which lacks it (grpconv)", dockerGroupName)
+	}
+	if st.member && st.shadowLacksUser(env) {
+		d.Differ("add %s to group %s in /etc/gshadow", st.user.Name, dockerGroupName)
 	}
 	if !st.member {
 		d.Differ("add %s to group %s", st.user.Name, dockerGroupName)
@@ -174,7 +188,16 @@ func (s DockerGroup) apply(ctx context.Context, env *bootstrap.Env, h host) erro
 			return fmt.Errorf("docker-group: create group %s: %w", dockerGroupName, err)
 		}
 	}
-	if !st.member {
+	if st.shadow.File && st.haveGroup && !st.shadow.Found {
+		// grpconv adds the entries /etc/gshadow lacks, from /etc/group.
+		if _, err := env.Run.Run(ctx, runner.Cmd{Name: "grpconv", Args: rootArgs()}); err != nil {
+			return fmt.Errorf("docker-group: add group %s to /etc/gshadow: %w; run `grpck` to see what else disagrees", dockerGroupName, err)
+		}
+		if st.shadow, err = sysuser.LookupShadowGroup(env.Sys, dockerGroupName); err != nil {
+			return fmt.Errorf("docker-group: %w", err)
+		}
+	}
+	if !st.member || st.shadowLacksUser(env) {
 		c := runner.Cmd{Name: "usermod", Args: append([]string{"-aG", dockerGroupName}, rootArgs(st.user.Name)...)}
 		if _, err := env.Run.Run(ctx, c); err != nil {
 			return fmt.Errorf("docker-group: add %s to group %s: %w", st.user.Name, dockerGroupName, err)
@@ -253,4 +276,14 @@ func parseProcStatus(data []byte) (uid int, gids []int, ok bool) {
 		}
 	}
 	return uid, gids, haveUID
+}
+
+// shadowLacksUser: /etc/group lists the user in group docker but the
+// group's /etc/gshadow entry does not (usermod was killed between the two
+// files). A user whose primary group is docker needs neither list.
+func (st dockerState) shadowLacksUser(env *bootstrap.Env) bool {
+	if env.Baking || !st.shadow.Found || st.user.GID == st.group.GID || !st.group.HasMember(st.user.Name) {
+		return false
+	}
+	return !slices.Contains(st.shadow.Members, st.user.Name)
 }

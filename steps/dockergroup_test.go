@@ -278,3 +278,41 @@ func TestDockerGroupRealTools(t *testing.T) {
 		t.Fatalf("after real Apply: %v, %q", err, d.Changes)
 	}
 }
+
+// A groupadd or usermod killed between /etc/group and /etc/gshadow leaves
+// the two disagreeing. Check sees it, and Apply repairs it with the real
+// tools (grpconv, usermod), so a rerun after a crash converges.
+func TestDockerGroupRepairsGshadowLeftBehind(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"grpconv", "usermod", "systemctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	for name, gshadow := range map[string]string{
+		"groupadd killed: no entry": "root:*::\nec2-user:!::\n",
+		"usermod killed: no member": "root:*::\nec2-user:!::\ndocker:!::\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			env, _ := dockerEnv(t)
+			env.Run = &runner.Exec{}
+			ctx := context.Background()
+			appendFile(t, filepath.Join(env.Root, "etc/group"), "docker:x:990:ec2-user\n")
+			writeTestFile(t, env.Root, "etc/gshadow", gshadow, 0o640)
+			d, err := DockerGroup{}.Check(ctx, env)
+			if err != nil || !slices.ContainsFunc(d.Changes, func(c string) bool { return strings.Contains(c, "/etc/gshadow") }) {
+				t.Fatalf("Check with /etc/gshadow behind /etc/group: %v, %q; want a change naming /etc/gshadow", err, d.Changes)
+			}
+			if err := (DockerGroup{}).Apply(ctx, env); err != nil {
+				t.Fatal(err)
+			}
+			sg, err := sysuser.LookupShadowGroup(env.Sys, "docker")
+			if err != nil || !sg.Found || !slices.Contains(sg.Members, "ec2-user") {
+				t.Fatalf("/etc/gshadow after Apply: %+v %v", sg, err)
+			}
+			if d, err := (DockerGroup{}).Check(ctx, env); err != nil || !d.InSync() {
+				t.Fatalf("after Apply: %v, %q", err, d.Changes)
+			}
+		})
+	}
+}

@@ -81,6 +81,40 @@ func LookupGroup(sys *fsroot.Tree, name string) (g Group, found bool, err error)
 	return Group{}, false, nil
 }
 
+// ShadowGroup is what /etc/gshadow says of a group.
+type ShadowGroup struct {
+	File    bool // the tree has an /etc/gshadow at all
+	Found   bool // it has an entry for the group
+	Members []string
+}
+
+// LookupShadowGroup reads name's entry in the tree's /etc/gshadow.
+// groupadd and usermod write /etc/group first and /etc/gshadow second, so
+// one killed in between leaves the two disagreeing: callers compare.
+func LookupShadowGroup(sys *fsroot.Tree, name string) (ShadowGroup, error) {
+	data, err := sys.ReadInfo("etc/gshadow")
+	if errors.Is(err, fs.ErrNotExist) {
+		return ShadowGroup{}, nil
+	}
+	if err != nil {
+		return ShadowGroup{}, fmt.Errorf("read %s: %w", sys.Path("etc/gshadow"), err)
+	}
+	sg := ShadowGroup{File: true}
+	for _, f := range records(data, 4) {
+		if f[0] != name {
+			continue
+		}
+		sg.Found = true
+		for _, m := range strings.Split(f[3], ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				sg.Members = append(sg.Members, m)
+			}
+		}
+		return sg, nil
+	}
+	return sg, nil
+}
+
 // HasMember reports whether user is listed as a supplementary member.
 func (g Group) HasMember(user string) bool {
 	for _, m := range g.Members {

@@ -434,7 +434,24 @@ var perRoot = []string{"etc/ccboot/ccboot.conf", "usr/local/lib/claude-code/vers
 // leaves when it is killed together with ccboot, as systemd kills a unit's
 // whole cgroup: NAME.PID and NAME.lock. They are the tool's, not ccboot's,
 // and the next groupadd/usermod removes a stale lock itself.
-var shadowLeftover = regexp.MustCompile(`^etc/(passwd|group|shadow|gshadow|subuid|subgid)\.([0-9]+|lock)$`)
+// NAME- is the backup copy each of them writes before changing NAME.
+var shadowLeftover = regexp.MustCompile(`^etc/(passwd|group|shadow|gshadow|subuid|subgid)(\.([0-9]+|lock)|-)$`)
+
+// gshadowMembers is /etc/gshadow as group names and members, one line each:
+// after a groupadd killed between /etc/group and /etc/gshadow, the repair
+// (grpconv) writes the entry's password field as "x" where groupadd writes
+// "!"; both are "no group password", so only names and members count.
+func gshadowMembers(b []byte) string {
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) == 4 {
+			out = append(out, f[0]+":"+f[3])
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
+}
 
 // snapshot records every path under root. Swap files are recorded by size
 // and signature (mkswap writes a random UUID).
@@ -469,6 +486,10 @@ func snapshot(t *testing.T, root string) map[string]entry {
 				b, err := os.ReadFile(p)
 				if err != nil {
 					return err
+				}
+				if rel == "etc/gshadow" {
+					b = []byte(gshadowMembers(b))
+					e.size = int64(len(b))
 				}
 				sum := sha256.Sum256(b)
 				e.content = hex.EncodeToString(sum[:])
