@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -105,7 +108,8 @@ func Start(t testing.TB, inst Instance) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
+	mock := fmt.Sprintf("http://127.0.0.1:%d", port)
+	endpoint := serialize(t, mock)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		req, _ := http.NewRequest(http.MethodPut, endpoint+"/latest/api/token", nil)
@@ -119,8 +123,35 @@ func Start(t testing.TB, inst Instance) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 	log, _ := os.ReadFile(filepath.Join(dir, "aemm.log"))
-	t.Fatalf("metadata mock did not answer on %s: %s", endpoint, log)
+	t.Fatalf("metadata mock did not answer on %s: %s", mock, log)
 	return ""
+}
+
+// serialize puts a loopback proxy in front of the mock that passes one
+// request at a time. AEMM v1.13.0 keeps its IMDSv2 tokens in a map without a
+// lock: a token PUT and a token check arriving together (parallel tests, or
+// parallel ccboot runs against one mock) crash it with "concurrent map read
+// and map write", and every later test sees "connection refused".
+func serialize(t testing.TB, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var mu sync.Mutex
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
 }
 
 func freePort(t testing.TB) int {
