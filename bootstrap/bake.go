@@ -245,14 +245,7 @@ func joinChanges(ch []string) string {
 	if len(ch) > 3 {
 		ch = append(slices.Clone(ch[:3]), fmt.Sprintf("and %d more", len(ch)-3))
 	}
-	out := ""
-	for i, c := range ch {
-		if i > 0 {
-			out += "; "
-		}
-		out += c
-	}
-	return out
+	return strings.Join(ch, "; ")
 }
 
 // noIMDS answers every metadata question with errNoIMDSWhileBaking.

@@ -244,31 +244,7 @@ const maxLinkHops = 8
 // out of it. Non-regular files are refused, since reading a FIFO would block.
 // Managed files go through ReadFile, which refuses links.
 func (t *Tree) ReadInfo(name string) ([]byte, error) {
-	name = clean(name)
-	for hop := 0; ; hop++ {
-		fi, err := t.root.Lstat(name)
-		if err != nil {
-			return nil, err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			if !fi.Mode().IsRegular() {
-				return nil, fmt.Errorf("%s %w (it is a %s)", t.Path(name), ErrNotRegular, Kind(fi.Mode()))
-			}
-			break
-		}
-		if hop == maxLinkHops {
-			return nil, fmt.Errorf("%s: more than %d symbolic links", t.Path(name), maxLinkHops)
-		}
-		target, err := t.root.Readlink(name)
-		if err != nil {
-			return nil, err
-		}
-		if !path.IsAbs(target) {
-			target = path.Join(path.Dir(name), target)
-		}
-		name = clean(target)
-	}
-	f, err := t.root.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := t.OpenFollow(name)
 	if err != nil {
 		return nil, err
 	}
