@@ -22,12 +22,10 @@ import (
 
 // state carries what a passed check found to the checks that need it.
 type state struct {
-	env           *Env
-	timeout       time.Duration
-	instanceCfg   aws.Config // SDK settings only, with the instance role's credentials
-	readOnlyCfg   aws.Config // the ReadOnly profile as the user's config resolves it
-	haveReadOnly  bool
-	instanceReady bool
+	env         *Env
+	timeout     time.Duration
+	instanceCfg aws.Config // SDK settings only, with the instance role's credentials
+	readOnlyCfg aws.Config // the ReadOnly profile as the user's config resolves it
 }
 
 // loadConfig builds an SDK config the way Claude Code's SDK would for the
@@ -90,7 +88,7 @@ func checkIMDS(ctx context.Context, s *state) outcome {
 		return fail(fmt.Sprintf("IMDS has no credentials for instance role %s: %s", role, describe(err)), fix)
 	}
 	cfg.Credentials = cache
-	s.instanceCfg, s.instanceReady = cfg, true
+	s.instanceCfg = cfg
 	return pass("instance role %s: credentials from IMDS", role)
 }
 
@@ -131,7 +129,6 @@ func (s *state) checkTier(ctx context.Context, t *Tier, keep *aws.Config) outcom
 	}
 	if keep != nil {
 		*keep = cfg
-		s.haveReadOnly = true
 	}
 	return pass("%s via [profile %s]", got, t.Profile)
 }
@@ -141,14 +138,12 @@ func (s *state) tierFix(t *Tier, err error) string {
 	op, code := apiError(err)
 	switch {
 	case op == "AssumeRole" && isDenied(code):
-		from := "the instance role (claudecode-ec2-STACK)"
-		stackRoles := "ReadOnlyRole and Ec2Role"
+		from, stackRoles := "the instance role (claudecode-ec2-STACK)", "ReadOnlyRole and Ec2Role"
 		if t == &s.env.Elevated {
-			from = "the ReadOnly role " + s.env.ReadOnly.RoleARN
-			stackRoles = "ElevatedRole and ReadOnlyRole"
+			from, stackRoles = "the ReadOnly role "+s.env.ReadOnly.RoleARN, "ElevatedRole and ReadOnlyRole"
 		}
-		return fmt.Sprintf("the trust policy of %s must let %s assume it, and that role must allow sts:AssumeRole on it: check the stack's %s (packaging/cloudformation/ccboot.yaml)",
-			t.RoleARN, from, stackRoles)
+		return fmt.Sprintf("the trust policy of %s must let %s assume it, and %s must be allowed sts:AssumeRole on it: check the stack's %s (packaging/cloudformation/ccboot.yaml)",
+			t.RoleARN, from, from, stackRoles)
 	case op == "AssumeRole" && code == "NoSuchEntity":
 		return fmt.Sprintf("role %s does not exist: create the stack's roles, or set [aws] %s_role_arn in the ccboot config", t.RoleARN, strings.ToLower(t.Label))
 	case unreachable(err):

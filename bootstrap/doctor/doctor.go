@@ -151,4 +151,3 @@ func AllOK(rs []Result) bool {
 func setupErr(err error) outcome {
 	return fail(err.Error(), "fix the cause above, then run `sudo ccboot doctor` again")
 }
-

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap"
@@ -32,6 +33,12 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "ccboot doctor: --timeout %s: give a positive duration, e.g. 15s\n", *timeout)
 		return exitUsage
 	}
+	// The operator's shell may have IMDS turned off for its own tools; the
+	// target user's shell, which doctor stands in for, does not inherit
+	// that. ccboot's own IMDS client (the Region, the role ARNs) reads the
+	// variable, so it goes for this process; the checks enable IMDS
+	// explicitly anyway.
+	_ = os.Unsetenv("AWS_EC2_METADATA_DISABLED")
 	s, code := openSession(c.options(stdout), stderr)
 	if s == nil {
 		return code

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ccboot/ccboot/bootstrap/doctor"
+	"github.com/ccboot/ccboot/bootstrap/doctor/doctortest"
+	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
+)
+
+var updateDoctorGolden = flag.Bool("update-doctor-golden", false, "rewrite cmd/ccboot/testdata/doctor*.golden")
+
+// doctorShell is the environment doctor runs in: the SDK's endpoints on the
+// fake (per service: see bootstrap/doctor's setup), the global one on a
+// closed loopback port, and an operator's shell full of AWS settings that
+// must not stand in for the chain in the user's file.
+func doctorShell(t *testing.T, fakeURL string) []string {
+	return []string{
+		"AWS_ENDPOINT_URL_STS=" + fakeURL, "AWS_ENDPOINT_URL_BEDROCK=" + fakeURL, "AWS_ENDPOINT_URL=http://127.0.0.1:9",
+		"AWS_ACCESS_KEY_ID=AKIAOPERATORSHELL", "AWS_SECRET_ACCESS_KEY=operator", "AWS_PROFILE=claudecode-elevated",
+		"AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "missing"), "AWS_EC2_METADATA_DISABLED=true", "AWS_REGION=us-east-1",
+	}
+}
+
+// bootstrappedRoot is a root that `ccboot run` converged against AWS's
+// metadata mock, as on an instance of the demo stack in eu-west-1.
+func bootstrappedRoot(t *testing.T) (root string, flags []string) {
+	t.Helper()
+	root = newRoot(t)
+	imds := aemmtest.Start(t, aemmtest.Default())
+	flags = []string{"--root", root, "--imds-endpoint", imds}
+	if r := ccboot(t, append([]string{"run"}, flags...)...); r.code != 0 {
+		t.Fatalf("run exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	return root, flags
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *updateDoctorGolden {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v; run go test ./cmd/ccboot -run Doctor -update-doctor-golden", err)
+	}
+	if got != string(want) {
+		t.Errorf("output:\n%s\nwant (%s):\n%s", got, golden, want)
+	}
+}
+
+// TestBlackboxDoctor: on a root ccboot bootstrapped, doctor passes every
+// check in text (golden) and JSON, exit 0, and writes nothing; with the
+// ReadOnly trust broken it names that link and its fix, skips what depends
+// on it, exit 1 (golden); a bad config exits 3 like the other commands.
+func TestBlackboxDoctor(t *testing.T) {
+	t.Parallel()
+	root, flags := bootstrappedRoot(t)
+	fake := doctortest.New(t, "111122223333", "eu-west-1")
+	shell := doctorShell(t, fake.URL)
+	before := tree(t, root)
+
+	r := ccbootEnv(t, shell, append([]string{"doctor"}, flags...)...)
+	if r.code != 0 || r.stderr != "" {
+		t.Errorf("doctor exit %d, stderr %q; want 0\n%s", r.code, r.stderr, r.stdout)
+	}
+	checkGolden(t, "doctor.golden", r.stdout)
+
+	r = ccbootEnv(t, shell, append([]string{"doctor", "--format", "json"}, flags...)...)
+	var results []doctor.Result
+	if err := json.Unmarshal([]byte(r.stdout), &results); err != nil || r.code != 0 {
+		t.Fatalf("doctor --format json exit %d: %v\n%s", r.code, err, r.stdout)
+	}
+	var names []string
+	for _, res := range results {
+		names = append(names, res.Name)
+		if !res.OK || res.Detail == "" || res.Fix != "" {
+			t.Errorf("json: %+v, want ok with a detail and no fix", res)
+		}
+	}
+	if got := strings.Join(names, ","); got != "imds-credentials,readonly-profile,elevated-profile,bedrock-model,instance-role-no-bedrock" {
+		t.Errorf("json checks %s", got)
+	}
+	for _, c := range fake.Calls() {
+		if strings.HasSuffix(c, " ") {
+			t.Errorf("a request was signed by a key outside the chain (the operator's?): %q", c)
+		}
+	}
+
+	fake.Set(func(f *doctortest.Fake) { delete(f.Trust, "claudecode-readonly-demo") })
+	r = ccbootEnv(t, shell, append([]string{"doctor"}, flags...)...)
+	if r.code != 1 {
+		t.Errorf("doctor with the ReadOnly trust broken: exit %d, want 1", r.code)
+	}
+	checkGolden(t, "doctor-trust.golden", r.stdout)
+
+	r = ccbootEnv(t, shell, append([]string{"doctor", "--set", "aws.region=mars-1"}, flags...)...)
+	if r.code != 3 || r.stdout != "" || !strings.Contains(r.stderr, "aws.region") {
+		t.Errorf("doctor with a bad config: exit %d, stdout %q, stderr %q; want 3 and the config error", r.code, r.stdout, r.stderr)
+	}
+	if r := ccbootEnv(t, shell, append([]string{"doctor", "--format", "yaml"}, flags...)...); r.code != 3 {
+		t.Errorf("--format yaml: exit %d, want 3", r.code)
+	}
+	sameTree(t, "doctor", before, tree(t, root))
+}
+
+// A ~/.aws/config that is a link (here to a file root owns, naming another
+// role) is refused: root's SDK never reads a file the user points at.
+func TestBlackboxDoctorRefusesLinkedAWSConfig(t *testing.T) {
+	t.Parallel()
+	root, flags := bootstrappedRoot(t)
+	fake := doctortest.New(t, "111122223333", "eu-west-1")
+	other := filepath.Join(root, "root-config")
+	data, err := os.ReadFile(filepath.Join(root, "home/ec2-user/.aws/config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(root, "home/ec2-user/.aws/config")
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r := ccbootEnv(t, doctorShell(t, fake.URL), append([]string{"doctor"}, flags...)...)
+	if r.code != 1 || !strings.Contains(r.stdout, "readonly-profile         FAIL") || !strings.Contains(r.stdout, "link") {
+		t.Errorf("doctor with a linked ~/.aws/config: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, c := range fake.Calls() {
+		if strings.HasPrefix(c, "sts AssumeRole") {
+			t.Errorf("the linked file was used: %s", c)
+		}
+	}
+}
