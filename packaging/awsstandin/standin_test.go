@@ -115,14 +115,6 @@ func callerARN(t *testing.T, url string, c aws.Credentials) string {
 	return *out.Arn
 }
 
-func errorCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
 // wantError fails unless err is the AWS error code whose message contains msg.
 func wantError(t *testing.T, what string, err error, code, msg string) {
 	t.Helper()

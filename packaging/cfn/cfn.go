@@ -311,7 +311,7 @@ func (r *Resolver) sub(s string, locals map[string]any) (string, error) {
 		}
 		if err == nil {
 			if _, ok := v.(string); !ok {
-				err = fmt.Errorf("Sub ${%s} is a %T, not a string", name, v)
+				err = fmt.Errorf("!Sub ${%s} is a %T, not a string", name, v)
 			}
 		}
 		if err != nil {
@@ -384,7 +384,7 @@ func (r *Resolver) intrinsic(fn string, arg any) (any, error) {
 			locals, _ := list[1].(map[string]any)
 			return r.sub(s, locals)
 		}
-		return nil, fmt.Errorf("Sub %v", arg)
+		return nil, fmt.Errorf("!Sub %v", arg)
 	case "Fn::Base64":
 		v, err := r.resolve(arg)
 		if err != nil {
@@ -397,7 +397,7 @@ func (r *Resolver) intrinsic(fn string, arg any) (any, error) {
 		return base64.StdEncoding.EncodeToString([]byte(s)), nil
 	case "Fn::If":
 		if len(list) != 3 {
-			return nil, fmt.Errorf("If %v", arg)
+			return nil, fmt.Errorf("!If %v", arg)
 		}
 		c, err := r.condition(fmt.Sprint(list[0]))
 		if err != nil {
@@ -409,7 +409,7 @@ func (r *Resolver) intrinsic(fn string, arg any) (any, error) {
 		return r.resolve(list[2])
 	case "Fn::Equals":
 		if len(list) != 2 {
-			return nil, fmt.Errorf("Equals %v", arg)
+			return nil, fmt.Errorf("!Equals %v", arg)
 		}
 		a, err := r.resolve(list[0])
 		if err != nil {
@@ -436,7 +436,7 @@ func (r *Resolver) intrinsic(fn string, arg any) (any, error) {
 		switch fn {
 		case "Fn::Not":
 			if len(vals) != 1 {
-				return nil, fmt.Errorf("Not %v", arg)
+				return nil, fmt.Errorf("!Not %v", arg)
 			}
 			return !vals[0], nil
 		case "Fn::And":
@@ -466,7 +466,7 @@ func (r *Resolver) Resources() (map[string]any, error) {
 		if c, ok := Dig(res, "Condition").(string); ok {
 			on, err := r.condition(c)
 			if err != nil {
-				return nil, fmt.Errorf("Resources.%s: %w", name, err)
+				return nil, fmt.Errorf("resource %s: %w", name, err)
 			}
 			if !on {
 				continue
@@ -474,7 +474,7 @@ func (r *Resolver) Resources() (map[string]any, error) {
 		}
 		v, err := r.resolve(res)
 		if err != nil {
-			return nil, fmt.Errorf("Resources.%s: %w", name, err)
+			return nil, fmt.Errorf("resource %s: %w", name, err)
 		}
 		out[name] = v
 	}
