@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/bootstrap/doctor/doctortest"
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
+	"github.com/ccboot/ccboot/packaging/awsstandin"
+	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
 var updateDoctorGolden = flag.Bool("update-doctor-golden", false, "rewrite cmd/ccboot/testdata/doctor*.golden")
@@ -142,4 +145,132 @@ func TestBlackboxDoctorRefusesLinkedAWSConfig(t *testing.T) {
 			t.Errorf("the linked file was used: %s", c)
 		}
 	}
+}
+
+// standinFor serves the stand-in for the demo stack the AEMM instance
+// belongs to (claudecode-ec2-demo in 111122223333, eu-west-1), deciding
+// with the template after each mutation (each must change it).
+func standinFor(t *testing.T, mutations ...[2]string) (*awsstandin.Server, string) {
+	t.Helper()
+	const template = "../../packaging/cloudformation/ccboot.yaml"
+	tpl := template
+	if len(mutations) > 0 {
+		b, err := os.ReadFile(template)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		for _, m := range mutations {
+			if strings.Count(text, m[0]) != 1 {
+				t.Fatalf("mutation: %q is not in %s exactly once", m[0], template)
+			}
+			text = strings.Replace(text, m[0], m[1], 1)
+		}
+		tpl = filepath.Join(t.TempDir(), "ccboot.yaml")
+		if err := os.WriteFile(tpl, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policies, err := cfn.ManagedPoliciesDir("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := aemmtest.Default()
+	s, err := awsstandin.New(awsstandin.Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../../packaging/iam",
+		StackName: "demo", Region: inst.Region, Account: inst.Account, Partition: inst.Partition,
+		InstanceKeys: map[string]string{doctortest.AEMMAccessKey: doctortest.AEMMSecretKey}, InstanceID: inst.InstanceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	t.Cleanup(func() {
+		ts.Close()
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, ts.URL
+}
+
+// TestBlackboxDoctorStandin runs doctor on a root ccboot bootstrapped,
+// against the stand-in that decides every request with the CloudFormation
+// template's own policies: all ok; then one link broken at a time, each
+// failing on its own line with exit 1.
+func TestBlackboxDoctorStandin(t *testing.T) {
+	t.Parallel()
+	_, flags := bootstrappedRoot(t)
+	doctorRun := func(url string, extra ...string) (result, map[string]doctor.Result) {
+		t.Helper()
+		r := ccbootEnv(t, doctorShell(t, url), append(append([]string{"doctor", "--format", "json"}, flags...), extra...)...)
+		var results []doctor.Result
+		if err := json.Unmarshal([]byte(r.stdout), &results); err != nil {
+			t.Fatalf("doctor exit %d: %v\n%s%s", r.code, err, r.stdout, r.stderr)
+		}
+		m := map[string]doctor.Result{}
+		for _, res := range results {
+			m[res.Name] = res
+		}
+		return r, m
+	}
+	expect := func(what string, r result, m map[string]doctor.Result, code int, want map[string]string) {
+		t.Helper()
+		if r.code != code {
+			t.Errorf("%s: exit %d, want %d\n%s", what, r.code, code, r.stdout)
+		}
+		for name, res := range m {
+			w, failing := want[name]
+			if res.OK == failing || failing && !strings.Contains(res.Detail+" fix: "+res.Fix, w) {
+				t.Errorf("%s: %s = %+v; want ok=%v (%q)", what, name, res, !failing, w)
+			}
+		}
+	}
+
+	s, url := standinFor(t)
+	r, m := doctorRun(url)
+	expect("intact", r, m, 0, nil)
+	// Who signed what: ReadOnly's session described the model, the
+	// instance role asked Bedrock and was denied by the template.
+	var saw []string
+	for _, q := range s.Requests() {
+		saw = append(saw, q.Action+" "+q.Role+" "+q.Session+" "+q.Decision)
+	}
+	all := strings.Join(saw, "\n")
+	for _, w := range []string{
+		"sts:AssumeRole arn:aws:iam::111122223333:role/claudecode-ec2-demo i-0123456789abcdef0 Allowed",
+		"sts:AssumeRole arn:aws:iam::111122223333:role/claudecode-readonly-demo claudecode-readonly-session Allowed",
+		"bedrock:GetInferenceProfile arn:aws:iam::111122223333:role/claudecode-readonly-demo claudecode-readonly-session Allowed",
+		"bedrock:ListInferenceProfiles arn:aws:iam::111122223333:role/claudecode-ec2-demo i-0123456789abcdef0 ImplicitlyDenied",
+	} {
+		if !strings.Contains(all, w) {
+			t.Errorf("the stand-in saw no %q:\n%s", w, all)
+		}
+	}
+
+	// Model geography: a us. profile ARN is taken as given by ccboot, and
+	// Bedrock in eu-west-1 does not serve it; the plain us. ID is refused
+	// by ccboot's own Region table before any request.
+	r, m = doctorRun(url, "--model", "arn:aws:bedrock:eu-west-1:111122223333:inference-profile/us.anthropic.claude-sonnet-4-6")
+	expect("us. profile ARN in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "ResourceNotFoundException"})
+	r, m = doctorRun(url, "--model", "us.anthropic.claude-sonnet-4-6")
+	expect("us. profile in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "Region eu-west-1 cannot use the us. inference profile"})
+
+	// ReadOnly's trust policy names another role: ReadOnly fails, what
+	// needs it is skipped.
+	_, url = standinFor(t, [2]string{
+		"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}",
+		"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/someone-else"})
+	r, m = doctorRun(url)
+	expect("ReadOnly trust broken", r, m, 1, map[string]string{
+		doctor.ReadOnlyProfile: "AccessDenied", doctor.ElevatedProfile: "skipped: readonly-profile failed",
+		doctor.BedrockModel: "skipped: readonly-profile failed"})
+
+	// The ReadOnly role without the Bedrock read actions: neither the
+	// stack's BedrockPolicy nor ReadOnlyAccess (which grants them too).
+	_, url = standinFor(t, [2]string{
+		"        - !Sub arn:${AWS::Partition}:iam::aws:policy/ReadOnlyAccess\n        - !Ref BedrockPolicy\n",
+		"        - !Ref BedrockPolicy\n"}, [2]string{
+		"              - bedrock:GetInferenceProfile\n", ""})
+	r, m = doctorRun(url)
+	expect("ReadOnly without bedrock:GetInferenceProfile", r, m, 1, map[string]string{
+		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile"})
 }

@@ -21,6 +21,9 @@ import (
 // instance role's credentials.
 const AEMMAccessKey = "12345678901"
 
+// AEMMSecretKey is its secret (a signature-checking stand-in needs it).
+const AEMMSecretKey = "v/12345678901"
+
 // Fake answers STS (AssumeRole, GetCallerIdentity) and Bedrock
 // (ListInferenceProfiles, GetInferenceProfile, GetFoundationModel).
 type Fake struct {
