@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/bedrock"
+	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
@@ -26,6 +27,7 @@ type state struct {
 	timeout     time.Duration
 	instanceCfg aws.Config // SDK settings only, with the instance role's credentials
 	readOnlyCfg aws.Config // the ReadOnly profile as the user's config resolves it
+	elevatedCfg aws.Config // the Elevated one
 }
 
 // loadConfig builds an SDK config the way Claude Code's SDK would for the
@@ -226,6 +228,42 @@ func modelFix(model, region, call string, err error) string {
 		return "cannot reach Bedrock: give the instance a route to it (NAT gateway, or a bedrock VPC interface endpoint); AWS_ENDPOINT_URL_BEDROCK overrides the endpoint"
 	}
 	return "check the error above"
+}
+
+// invokeProbe is an InvokeModel body without the required keys: Bedrock
+// answers "ValidationException: Malformed input request" when the caller
+// may invoke the model and AccessDeniedException when it may not, and runs
+// no inference either way (nothing is generated or billed).
+var invokeProbe = []byte("{}")
+
+// checkInvoke asks whether t's role may invoke the model, which describing
+// it does not show: the AWS managed ReadOnlyAccess grants the describe
+// calls to a role that lacks bedrock:InvokeModel.
+func (s *state) checkInvoke(ctx context.Context, t *Tier, cfg aws.Config) outcome {
+	model := s.env.Model
+	_, err := bedrockruntime.NewFromConfig(cfg).InvokeModel(ctx, &bedrockruntime.InvokeModelInput{
+		ModelId: aws.String(model), Body: invokeProbe, ContentType: aws.String("application/json"), Accept: aws.String("application/json")})
+	_, code := apiError(err)
+	var ae smithy.APIError
+	malformed := errors.As(err, &ae) && code == "ValidationException" && strings.HasPrefix(ae.ErrorMessage(), "Malformed input request")
+	switch {
+	// Only the schema complaint means the request got past IAM and model
+	// access: Bedrock also answers ValidationException for "Your account is
+	// not authorized to invoke this API operation", an invalid model
+	// identifier or a model without on-demand throughput.
+	case err == nil || malformed:
+		return pass("the %s role may invoke %s (an empty request, rejected as malformed: no inference)", t.Label, model)
+	case isDenied(code):
+		return fail(fmt.Sprintf("the %s role may not invoke %s: %s", t.Label, model, describe(err)),
+			fmt.Sprintf("allow bedrock:InvokeModel and bedrock:InvokeModelWithResponseStream on the inference profile and the foundation models it routes to, for %s (the stack's BedrockPolicy)", t.RoleARN))
+	case unreachable(err):
+		return fail("cannot reach Bedrock runtime: "+describe(err), "give the instance a route to it (NAT gateway, or a bedrock-runtime VPC interface endpoint); AWS_ENDPOINT_URL_BEDROCK_RUNTIME overrides the endpoint")
+	}
+	fix := "check the error above"
+	if code == "ValidationException" {
+		fix = fmt.Sprintf("make %s usable by this account in %s: model access in the Bedrock console (Anthropic models need the use-case form once), or set [bedrock] model to one it can use", model, s.env.Region)
+	}
+	return fail(fmt.Sprintf("InvokeModel %s as %s: %s", model, t.Label, describe(err)), fix)
 }
 
 // checkInstanceNoBedrock is the seed's fail-safe: the instance role alone,

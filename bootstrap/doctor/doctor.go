@@ -85,6 +85,8 @@ const (
 	ReadOnlyProfile = "readonly-profile"
 	ElevatedProfile = "elevated-profile"
 	BedrockModel    = "bedrock-model"
+	ReadOnlyInvoke  = "readonly-invoke"
+	ElevatedInvoke  = "elevated-invoke"
 	InstanceNoModel = "instance-role-no-bedrock"
 )
 
@@ -93,8 +95,10 @@ func Checks() []Check {
 	return []Check{
 		{Name: IMDSCredentials, run: checkIMDS},
 		{Name: ReadOnlyProfile, Needs: []string{IMDSCredentials}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.ReadOnly, &s.readOnlyCfg) }},
-		{Name: ElevatedProfile, Needs: []string{ReadOnlyProfile}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.Elevated, nil) }},
+		{Name: ElevatedProfile, Needs: []string{ReadOnlyProfile}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.Elevated, &s.elevatedCfg) }},
 		{Name: BedrockModel, Needs: []string{ReadOnlyProfile}, run: checkModel},
+		{Name: ReadOnlyInvoke, Needs: []string{BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.ReadOnly, s.readOnlyCfg) }},
+		{Name: ElevatedInvoke, Needs: []string{ElevatedProfile, BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.Elevated, s.elevatedCfg) }},
 		{Name: InstanceNoModel, Needs: []string{IMDSCredentials}, run: checkInstanceNoBedrock},
 	}
 }

@@ -45,6 +45,7 @@ func setup(t *testing.T) (*doctortest.Fake, *Env) {
 	// so any client left unconfigured fails here instead of leaving it.
 	t.Setenv("AWS_ENDPOINT_URL_STS", fake.URL)
 	t.Setenv("AWS_ENDPOINT_URL_BEDROCK", fake.URL)
+	t.Setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake.URL)
 	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
 	for k, v := range map[string]string{
 		"AWS_ACCESS_KEY_ID": "AKIAOPERATORSHELL", "AWS_SECRET_ACCESS_KEY": "operator", "AWS_SESSION_TOKEN": "",
@@ -101,6 +102,8 @@ func TestAllPass(t *testing.T) {
 	want(t, m, ReadOnlyProfile, true, "arn:aws:sts::111122223333:assumed-role/claudecode-readonly-demo/claudecode-readonly-session via [profile claudecode-readonly]", "")
 	want(t, m, ElevatedProfile, true, "arn:aws:sts::111122223333:assumed-role/claudecode-elevated-demo/claudecode-elevated-session via [profile claudecode-elevated]", "")
 	want(t, m, BedrockModel, true, "eu.anthropic.claude-sonnet-4-6 in eu-west-1: inference profile", "")
+	want(t, m, ReadOnlyInvoke, true, "the ReadOnly role may invoke eu.anthropic.claude-sonnet-4-6", "")
+	want(t, m, ElevatedInvoke, true, "the Elevated role may invoke eu.anthropic.claude-sonnet-4-6", "")
 	want(t, m, InstanceNoModel, true, "denied", "")
 	// Every request was signed by a key of the chain, none by the
 	// operator's AWS_ACCESS_KEY_ID; the model was described by ReadOnly and
@@ -118,6 +121,8 @@ func TestAllPass(t *testing.T) {
 		"sts GetCallerIdentity claudecode-elevated-demo",
 		"bedrock /inference-profiles/eu.anthropic.claude-sonnet-4-6 claudecode-readonly-demo",
 		"bedrock /inference-profiles claudecode-ec2-demo",
+		"bedrock /model/eu.anthropic.claude-sonnet-4-6/invoke claudecode-readonly-demo",
+		"bedrock /model/eu.anthropic.claude-sonnet-4-6/invoke claudecode-elevated-demo",
 	} {
 		if !strings.Contains(calls, w+"\n") && !strings.HasSuffix(calls, w) {
 			t.Errorf("no request %q in:\n%s", w, calls)
@@ -133,6 +138,8 @@ func TestReadOnlyTrustBroken(t *testing.T) {
 	want(t, m, ReadOnlyProfile, false, "STS AssumeRole: AccessDenied: User: arn:aws:sts::111122223333:assumed-role/claudecode-ec2-demo/", "trust policy of arn:aws:iam::111122223333:role/claudecode-readonly-demo must let the instance role")
 	want(t, m, ElevatedProfile, false, "skipped: readonly-profile failed", "")
 	want(t, m, BedrockModel, false, "skipped: readonly-profile failed", "")
+	want(t, m, ReadOnlyInvoke, false, "skipped: bedrock-model failed", "")
+	want(t, m, ElevatedInvoke, false, "skipped: elevated-profile, bedrock-model failed", "")
 	want(t, m, InstanceNoModel, true, "", "")
 }
 
@@ -150,6 +157,28 @@ func TestReadOnlyBedrockDenied(t *testing.T) {
 	fake.Set(func(f *doctortest.Fake) { delete(f.Bedrock, "claudecode-readonly-demo") })
 	m := byName(t, Run(context.Background(), env))
 	want(t, m, BedrockModel, false, "Bedrock GetInferenceProfile: AccessDeniedException", "may not call bedrock:GetInferenceProfile")
+}
+
+// Describing the model is not invoking it: a tier without
+// bedrock:InvokeModel fails its own line.
+func TestInvokeDenied(t *testing.T) {
+	fake, env := setup(t)
+	fake.Set(func(f *doctortest.Fake) { delete(f.Invoke, "claudecode-elevated-demo") })
+	m := byName(t, Run(context.Background(), env))
+	want(t, m, BedrockModel, true, "", "")
+	want(t, m, ReadOnlyInvoke, true, "", "")
+	want(t, m, ElevatedInvoke, false, "the Elevated role may not invoke eu.anthropic.claude-sonnet-4-6: Bedrock Runtime InvokeModel: AccessDeniedException", "allow bedrock:InvokeModel and bedrock:InvokeModelWithResponseStream")
+}
+
+// Bedrock reports an account without model access as a ValidationException
+// too: only the malformed-body answer passes the invoke probe.
+func TestInvokeAccountNotAuthorized(t *testing.T) {
+	fake, env := setup(t)
+	fake.Set(func(f *doctortest.Fake) {
+		f.InvokeError = "Your account is not authorized to invoke this API operation."
+	})
+	m := byName(t, Run(context.Background(), env))
+	want(t, m, ReadOnlyInvoke, false, "ValidationException: Your account is not authorized to invoke this API operation.", "model access in the Bedrock console")
 }
 
 func TestModelNotInRegion(t *testing.T) {

@@ -24,7 +24,7 @@ var updateDoctorGolden = flag.Bool("update-doctor-golden", false, "rewrite cmd/c
 // must not stand in for the chain in the user's file.
 func doctorShell(t *testing.T, fakeURL string) []string {
 	return []string{
-		"AWS_ENDPOINT_URL_STS=" + fakeURL, "AWS_ENDPOINT_URL_BEDROCK=" + fakeURL, "AWS_ENDPOINT_URL=http://127.0.0.1:9",
+		"AWS_ENDPOINT_URL_STS=" + fakeURL, "AWS_ENDPOINT_URL_BEDROCK=" + fakeURL, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME=" + fakeURL, "AWS_ENDPOINT_URL=http://127.0.0.1:9",
 		"AWS_ACCESS_KEY_ID=AKIAOPERATORSHELL", "AWS_SECRET_ACCESS_KEY=operator", "AWS_PROFILE=claudecode-elevated",
 		"AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "missing"), "AWS_EC2_METADATA_DISABLED=true", "AWS_REGION=us-east-1",
 	}
@@ -89,7 +89,7 @@ func TestBlackboxDoctor(t *testing.T) {
 			t.Errorf("json: %+v, want ok with a detail and no fix", res)
 		}
 	}
-	if got := strings.Join(names, ","); got != "imds-credentials,readonly-profile,elevated-profile,bedrock-model,instance-role-no-bedrock" {
+	if got := strings.Join(names, ","); got != "imds-credentials,readonly-profile,elevated-profile,bedrock-model,readonly-invoke,elevated-invoke,instance-role-no-bedrock" {
 		t.Errorf("json checks %s", got)
 	}
 	for _, c := range fake.Calls() {
@@ -236,6 +236,8 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	}
 	all := strings.Join(saw, "\n")
 	for _, w := range []string{
+		"bedrock:InvokeModel arn:aws:iam::111122223333:role/claudecode-readonly-demo claudecode-readonly-session Allowed",
+		"bedrock:InvokeModel arn:aws:iam::111122223333:role/claudecode-elevated-demo claudecode-elevated-session Allowed",
 		"sts:AssumeRole arn:aws:iam::111122223333:role/claudecode-ec2-demo i-0123456789abcdef0 Allowed",
 		"sts:AssumeRole arn:aws:iam::111122223333:role/claudecode-readonly-demo claudecode-readonly-session Allowed",
 		"bedrock:GetInferenceProfile arn:aws:iam::111122223333:role/claudecode-readonly-demo claudecode-readonly-session Allowed",
@@ -250,9 +252,11 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	// Bedrock in eu-west-1 does not serve it; the plain us. ID is refused
 	// by ccboot's own Region table before any request.
 	r, m = doctorRun(url, "--model", "arn:aws:bedrock:eu-west-1:111122223333:inference-profile/us.anthropic.claude-sonnet-4-6")
-	expect("us. profile ARN in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "ResourceNotFoundException"})
+	expect("us. profile ARN in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "ResourceNotFoundException",
+		doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 	r, m = doctorRun(url, "--model", "us.anthropic.claude-sonnet-4-6")
-	expect("us. profile in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "Region eu-west-1 cannot use the us. inference profile"})
+	expect("us. profile in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "Region eu-west-1 cannot use the us. inference profile",
+		doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 
 	// ReadOnly's trust policy names another role: ReadOnly fails, what
 	// needs it is skipped.
@@ -262,7 +266,8 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	r, m = doctorRun(url)
 	expect("ReadOnly trust broken", r, m, 1, map[string]string{
 		doctor.ReadOnlyProfile: "AccessDenied", doctor.ElevatedProfile: "skipped: readonly-profile failed",
-		doctor.BedrockModel: "skipped: readonly-profile failed"})
+		doctor.BedrockModel: "skipped: readonly-profile failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
+		doctor.ElevatedInvoke: "skipped: elevated-profile, bedrock-model failed"})
 
 	// The ReadOnly role without the Bedrock read actions: neither the
 	// stack's BedrockPolicy nor ReadOnlyAccess (which grants them too).
@@ -272,5 +277,14 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 		"              - bedrock:GetInferenceProfile\n", ""})
 	r, m = doctorRun(url)
 	expect("ReadOnly without bedrock:GetInferenceProfile", r, m, 1, map[string]string{
-		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile"})
+		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
+		doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
+
+	// BedrockPolicy without InvokeModel: the model is still described
+	// (ReadOnlyAccess), but ReadOnly may not invoke it, which is what
+	// Claude Code does; Elevated still may (PowerUserAccess allows bedrock:*).
+	_, url = standinFor(t, [2]string{"              - bedrock:InvokeModel\n", ""})
+	r, m = doctorRun(url)
+	expect("no bedrock:InvokeModel", r, m, 1, map[string]string{
+		doctor.ReadOnlyInvoke: "the ReadOnly role may not invoke eu.anthropic.claude-sonnet-4-6: Bedrock Runtime InvokeModel: AccessDeniedException"})
 }

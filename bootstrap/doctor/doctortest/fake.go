@@ -25,7 +25,9 @@ const AEMMAccessKey = "12345678901"
 const AEMMSecretKey = "v/12345678901"
 
 // Fake answers STS (AssumeRole, GetCallerIdentity) and Bedrock
-// (ListInferenceProfiles, GetInferenceProfile, GetFoundationModel).
+// (ListInferenceProfiles, GetInferenceProfile, GetFoundationModel, and
+// InvokeModel, which answers a permitted caller's request ValidationException
+// since it never generates anything).
 type Fake struct {
 	URL     string
 	Account string
@@ -38,6 +40,11 @@ type Fake struct {
 	Trust map[string]string
 	// Bedrock: role names allowed to use the Bedrock control plane.
 	Bedrock map[string]bool
+	// Invoke: role names allowed bedrock:InvokeModel.
+	Invoke map[string]bool
+	// InvokeError, when set, is the ValidationException message InvokeModel
+	// answers a permitted caller (model access not granted to the account).
+	InvokeError string
 	// Models: model IDs (profiles with a geographic prefix, or plain
 	// foundation model IDs) the Region offers.
 	Models map[string]bool
@@ -59,6 +66,7 @@ func New(t testing.TB, account, region string) *Fake {
 			"claudecode-elevated-demo": "claudecode-readonly-demo",
 		},
 		Bedrock: map[string]bool{"claudecode-readonly-demo": true, "claudecode-elevated-demo": true},
+		Invoke:  map[string]bool{"claudecode-readonly-demo": true, "claudecode-elevated-demo": true},
 		Models: map[string]bool{
 			"eu.anthropic.claude-sonnet-4-6": true, "global.anthropic.claude-sonnet-4-6": true,
 			"anthropic.claude-sonnet-4-6": true,
@@ -183,6 +191,22 @@ func (f *Fake) bedrock(w http.ResponseWriter, r *http.Request, caller session) {
 		action, id = "GetInferenceProfile", strings.TrimPrefix(path, "/inference-profiles/")
 	case strings.HasPrefix(path, "/foundation-models/"):
 		action, id = "GetFoundationModel", strings.TrimPrefix(path, "/foundation-models/")
+	case strings.HasPrefix(path, "/model/") && strings.HasSuffix(path, "/invoke") && r.Method == http.MethodPost:
+		id = strings.TrimSuffix(strings.TrimPrefix(path, "/model/"), "/invoke")
+		if !f.Invoke[caller.role] {
+			jsonError(w, 403, "AccessDeniedException", fmt.Sprintf("User: %s is not authorized to perform: bedrock:InvokeModel", f.arn(caller)))
+			return
+		}
+		if !f.Models[id] {
+			jsonError(w, 400, "ValidationException", "The provided model identifier is invalid.")
+			return
+		}
+		if f.InvokeError != "" {
+			jsonError(w, 400, "ValidationException", f.InvokeError)
+			return
+		}
+		jsonError(w, 400, "ValidationException", "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.")
+		return
 	default:
 		jsonError(w, 404, "UnknownOperationException", "unknown path "+path)
 		return
