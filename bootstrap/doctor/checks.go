@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -24,7 +23,6 @@ import (
 // state carries what a passed check found to the checks that need it.
 type state struct {
 	env         *Env
-	timeout     time.Duration
 	instanceCfg aws.Config // SDK settings only, with the instance role's credentials
 	readOnlyCfg aws.Config // the ReadOnly profile as the user's config resolves it
 	elevatedCfg aws.Config // the Elevated one

@@ -114,7 +114,7 @@ func RunChecks(ctx context.Context, env *Env, checks []Check) []Result {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	s := &state{env: env, timeout: timeout}
+	s := &state{env: env}
 	passed := map[string]bool{}
 	out := make([]Result, 0, len(checks))
 	for _, c := range checks {
