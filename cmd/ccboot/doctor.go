@@ -18,7 +18,7 @@ import (
 // doctorCmd runs the live checks of the access chain (bootstrap/doctor).
 // It reads the config like plan and status and writes nothing.
 func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := newFlags("doctor", "Check live what Claude Code needs: instance credentials from IMDS, the ReadOnly and Elevated\nprofiles of the user's ~/.aws/config (via STS), the model in the Region, and that the instance\nrole alone cannot use Bedrock. One line per check; exit 0 all ok, 1 a check failed.", stderr)
+	c := newFlags("doctor", "Check live what Claude Code needs: instance credentials from IMDS, the ReadOnly and Elevated\nprofiles of the user's ~/.aws/config (via STS), the model in the Region and each tier's right to\ninvoke it, and that the instance role alone cannot use Bedrock. One line per check; exit 0 all ok, 1 a check failed.", stderr)
 	format := c.fs.String("format", "text", "output `format`: text or json")
 	timeout := c.fs.Duration("timeout", doctor.DefaultTimeout, "give up on one check after this `duration`")
 	c.readOnly = true
