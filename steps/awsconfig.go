@@ -393,7 +393,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 		b.WriteString(text)
 		ins := insertAfter[i]
 		if len(ins) > 0 && l.eol == "" {
-			b.WriteString(eol)
+			b.WriteString(lineEnd(text, eol))
 		} else {
 			b.WriteString(l.eol)
 		}
@@ -404,8 +404,9 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	if len(appendSections) > 0 {
 		out := b.String()
 		if out != "" && !strings.HasSuffix(out, "\n") {
-			b.WriteString(eol)
-			out += eol
+			end := lineEnd(out, eol)
+			b.WriteString(end)
+			out += end
 		}
 		if strings.TrimSpace(out) != "" && !strings.HasSuffix(out, "\n\n") && !strings.HasSuffix(out, "\n\r\n") {
 			b.WriteString(eol) // a blank line between the user's text and ours
@@ -533,6 +534,17 @@ func escapeControl(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// lineEnd is what ends a last line that had no line ending. A text ending
+// in a bare CR gets only "\n": appending "\r\n" would make "\r\r\n", which
+// the AWS CLI (universal newlines) reads as an extra, blank line, changing a
+// multiline value it ends.
+func lineEnd(text, eol string) string {
+	if strings.HasSuffix(text, "\r") {
+		return "\n"
+	}
+	return eol
 }
 
 // parseINILines classifies each line the way the AWS tools' parser does,
