@@ -168,7 +168,7 @@ func testBaked(t *testing.T, s *suite) {
 	t.Logf("baked boots: ccboot.service wall %v s", walls)
 }
 
-// --- 12. baked image under QEMU: swap and reboot ------------------------------
+// --- 11b. baked image under QEMU: swap and reboot -----------------------------
 
 // testBakedQEMU bakes a copy of the cache's QEMU Debian disk offline (loop
 // mount; the cache stays read-only), boots it under QEMU as a new instance

@@ -291,7 +291,7 @@ func testSwapReboot(t *testing.T, s *suite) {
 }
 
 // checkSwapReboot asserts what swap-reboot.sh collected in a VM that booted
-// twice (scenario 3, and 12 on a baked image): swap at the configured size
+// twice (scenario 3, and 11b on a baked image): swap at the configured size
 // and one fstab line on both boots, drift by swapoff found and repaired on
 // boot 1, and a boot-time run that changed nothing on boot 2.
 func checkSwapReboot(t *testing.T, out string) (b1, b2 guest) {

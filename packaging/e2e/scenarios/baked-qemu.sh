@@ -1,4 +1,4 @@
-# Probe of scenario 12 (the baked image under QEMU), run before
+# Probe of scenario 11b (the baked image under QEMU), run before
 # swap-reboot.sh on each boot: how ccboot's unit ended, the commands its
 # runs started (-v log), and whether the image is still baked and in sync.
 set -u
