@@ -35,10 +35,12 @@ func (inst bakedInstance) userData(tmpl string) string {
 	).Replace(tmpl)
 }
 
-// mock writes the metadata mock's config for this instance.
+// mock writes the metadata mock's config for this instance: its ID in the
+// metadata and in the identity document, where ccboot reads it.
 func (inst bakedInstance) mock(t *testing.T, s *suite) string {
 	return s.mockConfig(t, inst.name, inst.region, inst.account, "claudecode-ec2-"+inst.stack, "aws", func(m map[string]any) {
 		m["metadata"].(map[string]any)["values"].(map[string]any)["instance-id"] = inst.id
+		m["dynamic"].(map[string]any)["values"].(map[string]any)["instance-identity-document"].(map[string]any)["instanceId"] = inst.id
 	})
 }
 
@@ -120,6 +122,9 @@ func testBaked(t *testing.T, s *suite) {
 		fmt.Fprintf(os.Stderr, "imds: baked boot %d: %d requests at the mock\n", i+1, imds)
 		if imds == 0 || imds > 5 {
 			t.Errorf("%s: %d IMDS requests at boot, want the instance steps' few (token, identity document, partition, iam/info)", inst.name, imds)
+		}
+		if l := g.file("ccboot.log"); !strings.Contains(l, `"instance_id":"`+inst.id+`"`) {
+			t.Errorf("%s: ccboot's run was not instance %s's:\n%s", inst.name, inst.id, tail(l, 5))
 		}
 		// Image steps in sync, instance steps applied.
 		res := g.report("state-boot.json").results()
@@ -245,6 +250,9 @@ func testBakedQEMU(t *testing.T, s *suite) {
 		if res[step] != want {
 			t.Errorf("boot 1: step %s %q, want %s (state: %s)", step, res[step], want, b1.file("state-boot.json"))
 		}
+	}
+	if l := b1.file("ccboot.log"); !strings.Contains(l, `"instance_id":"`+inst.id+`"`) {
+		t.Errorf("boot 1: ccboot's run was not instance %s's:\n%s", inst.id, tail(l, 5))
 	}
 	if a := b1.file("aws-config"); !strings.Contains(a, "region = "+inst.region) {
 		t.Errorf("~/.aws/config is not this instance's:\n%s", a)
