@@ -88,7 +88,7 @@ if [[ ! -f $out/baked.txt ]] && ((pairs > 0)); then
 	log "baked image: bake offline, boot twice as new instances (e2e scenario 11)"
 	CCBOOT_E2E_BIN_AMD64=$bin go test -tags e2e -count=1 -v -timeout 30m -run 'TestE2E/11_' ./packaging/e2e/ >"$out/baked.log" 2>&1 ||
 		log "baked-image scenario failed; see $out/baked.log"
-	grep -a -E '^(timing|imds): baked boot' "$out/baked.log" | sort -u >"$out/baked.txt" || true
+	grep -a -E '^(timing|imds): baked boot|^baked: boot' "$out/baked.log" | sort -u >"$out/baked.txt" || true
 fi
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) {print "n/a"; exit} if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
@@ -151,7 +151,12 @@ gob_metric() { # BENCH UNIT
 }
 imds_run=$(sed -n 's/.*bench_test.go:[0-9]*: run: \([0-9]*\) IMDS requests: \(.*\); *$/\1 (\2)/p' "$out/gobench.txt" | awk 'NR == 1')
 imds_repair=$(sed -n 's/.*bench_test.go:[0-9]*: repair: \([0-9]*\) IMDS requests.*/\1/p' "$out/gobench.txt" | awk 'NR == 1')
-baked_wall=$(sed -n 's/^timing: baked boot [0-9]*: ccboot.service wall *\([0-9.]*\)s$/\1/p' "$out/baked.txt" 2>/dev/null | median)
+# "baked: boot N: ccboot.service wall W s, systemctl start docker D s" (ms
+# precision); older results have only the timing line (0.1 s).
+baked_wall=$(sed -n 's/^baked: boot [0-9]*: ccboot.service wall \([0-9.]*\) s,.*/\1/p' "$out/baked.txt" 2>/dev/null | median)
+[[ $baked_wall != n/a ]] || baked_wall=$(sed -n 's/^timing: baked boot [0-9]*: ccboot.service wall *\([0-9.]*\)s$/\1/p' "$out/baked.txt" 2>/dev/null | median)
+baked_docker=$(sed -n 's/^baked: boot [0-9]*: .*systemctl start docker \([0-9.]*\) s$/\1/p' "$out/baked.txt" 2>/dev/null | median)
+baked_rest=$(sed -n 's/^baked: boot [0-9]*: ccboot.service wall \([0-9.]*\) s, systemctl start docker \([0-9.]*\) s$/\1 \2/p' "$out/baked.txt" 2>/dev/null | awk '{printf "%.3f\n", $1 - $2}' | median)
 n_baked=$(grep -c '^timing: baked boot' "$out/baked.txt" 2>/dev/null || echo 0)
 baked_imds=$(sed -n 's/^imds: baked boot [0-9]*: \([0-9]*\) requests.*/\1/p' "$out/baked.txt" 2>/dev/null | sort -u | tr '\n' ' ')
 baked_speedup=$(awk -v a="$cc_cold" -v b="$baked_wall" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.0f", a/b }')
@@ -170,7 +175,7 @@ table=$(
 	| # | figure | ccboot | baseline / goal | verdict |
 	|---|---|---|---|---|
 	| 1 | cold bootstrap, nspawn Debian 12, local apt repo, Claude Code from a loopback release channel (shell: npm offline cache) (median of $n_cc ccboot / $n_shell shell boots, alternating) | $(fmt "$cc_cold") s | seed shell UserData $(fmt "$shell_cold") s; ratio **$ratio** (pairs: ${pair_ratios:-n/a}); goal ≤ 0.5; ccboot exit codes: ${cc_rc:-n/a}(1 = swapon refused in a container, all other steps done) | $(verdict "$ratio" "<=" 0.5) |
-	| 7 | baked image (\`ccboot bake --root\` of the same rootfs, offline), boot as a new instance in nspawn: ccboot.service start to exit (median of $n_baked boots) | $(fmt "$baked_wall" 2) s | goal ≤ 1 s ($(verdict "$baked_wall" "<=" 1)); **${baked_speedup}×** faster than row 1's cold boot, goal ≥ 30× | $(verdict "$baked_speedup" ">=" 30) |
+	| 7 | baked image (\`ccboot bake --root\` of the same rootfs, offline), boot as a new instance in nspawn: ccboot.service start to exit (median of $n_baked boots) | $(fmt "$baked_wall" 2) s, of which waiting for \`systemctl start docker\` $(fmt "$baked_docker" 2) s (the rest: $(fmt "$baked_rest" 2) s) | goal ≤ 1 s ($(verdict "$baked_wall" "<=" 1)); **${baked_speedup}×** faster than row 1's cold boot, goal ≥ 30× | $(verdict "$baked_speedup" ">=" 30) |
 	| 7b | IMDS requests at a baked boot, counted at the mock (whole boot; cloud-init reads NoCloud) | ${baked_imds:-n/a} | the instance steps' values only: 1 token + 1 per value | – |
 	| 1b | the same, ccboot's package list including \`npm\` like the shell's (1 boot) | $(fmt "$cc_cold_npm") s | ratio **$ratio_npm** to the shell's $(fmt "$shell_cold") s | – |
 	| 1c | claude-code step (native download from the loopback release channel, verified) vs the floor: the same bytes by \`curl -o\` + \`sha256sum\` + sync from the same server, in the guest | $(fmt "$claude_step" 0) ms | floor $(fmt "$claude_floor" 0) ms; ratio **$claude_ratio**; goal ≤ 1.3 | $(verdict "$claude_ratio" "<=" 1.3) |

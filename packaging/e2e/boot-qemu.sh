@@ -14,6 +14,9 @@
 #                      labelled cidata)
 #   --out DIR          results; must be empty or absent
 #   --variant NAME     debian (default) or al2023
+#   --image FILE       root disk (raw ext4) instead of the cache's
+#                      VARIANT.ext4, e.g. a baked copy; only read (a
+#                      per-run qcow2 overlay takes the writes)
 #   --probe FILE       script the guest runs after `cloud-init status --wait`
 #   --dist DIR         read-only at /srv/dist (a disk made from DIR)
 #   --netns NAME       join a netns made by `netns.sh up`; default: private
@@ -34,13 +37,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-seed='' out='' variant=debian probe='' dist='' netns='' mock_config='' port=1338
+seed='' out='' variant=debian image='' probe='' dist='' netns='' mock_config='' port=1338
 timeout=900 mem=2048 smp=2
 while (($#)); do
 	case $1 in
 	--seed) seed=$2 && shift ;;
 	--out) out=$2 && shift ;;
 	--variant) variant=$2 && shift ;;
+	--image) image=$2 && shift ;;
 	--probe) probe=$2 && shift ;;
 	--dist) dist=$2 && shift ;;
 	--netns) netns=$2 && shift ;;
@@ -62,7 +66,9 @@ busybox=$(command -v busybox) || e2e_die "busybox not found; run deps.sh"
 t0=$(e2e_now)
 e2e_cache_ensure
 q=$E2E_CACHE/qemu
-[[ -f $q/$variant.ext4 ]] || e2e_die "no QEMU image for variant '$variant' in $q"
+image=${image:-$q/$variant.ext4}
+[[ -f $image ]] || e2e_die "no QEMU image $image (variant '$variant')"
+image=$(realpath "$image")
 e2e_timing cache "$t0"
 
 e2e_require_empty_dir "$out"
@@ -89,7 +95,7 @@ trap 'exit 130' INT TERM
 
 # Per-run disks.
 t=$(e2e_now)
-qemu-img create -q -f qcow2 -F raw -b "$q/$variant.ext4" "$run/root.qcow2"
+qemu-img create -q -f qcow2 -F raw -b "$image" "$run/root.qcow2"
 qemu-img create -q -f qcow2 -F raw -b "$q/srv.ext4" "$run/srv.qcow2"
 genisoimage -quiet -volid cidata -joliet -rock -o "$run/seed.iso" "$seed"
 mkdir -p "$run/out"

@@ -246,6 +246,7 @@ func (s *suite) userData(t *testing.T, o seedOpts) string {
 type bootOpts struct {
 	qemu       bool
 	variant    string
+	image      string // QEMU: root disk instead of the cache's (boot-qemu.sh --image)
 	seed       string
 	probe      []string // scenario files, concatenated after lib-probe.sh
 	probeEnv   []string // NAME=value lines exported at the top of the probe
@@ -289,6 +290,9 @@ func (s *suite) boot(t *testing.T, name string, o bootOpts) (string, int) {
 		"--timeout", strconv.Itoa(int(timeout.Seconds()))}
 	if o.variant != "" {
 		args = append(args, "--variant", o.variant)
+	}
+	if o.image != "" {
+		args = append(args, "--image", o.image)
 	}
 	if o.mockConfig != "" {
 		args = append(args, "--mock-config", o.mockConfig)
