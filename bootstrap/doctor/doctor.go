@@ -58,6 +58,10 @@ type Result struct {
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
 	Fix    string `json:"fix"`
+	// Skipped: not run because a check it needs failed. It still counts
+	// as not ok (exit 1), but the summary names the failures apart, so the
+	// first broken link is the one to look at.
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // Check is one live check. Needs names earlier checks it depends on: when
@@ -125,7 +129,7 @@ func RunChecks(ctx context.Context, env *Env, checks []Check) []Result {
 			}
 		}
 		if len(failedNeeds) > 0 {
-			out = append(out, Result{Name: c.Name, Detail: "skipped: " + strings.Join(failedNeeds, ", ") + " failed"})
+			out = append(out, Result{Name: c.Name, Skipped: true, Detail: "skipped: " + strings.Join(failedNeeds, ", ") + " failed"})
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, timeout)

@@ -89,6 +89,9 @@ func want(t *testing.T, rs map[string]Result, name string, ok bool, detail, fix 
 	if r.OK && r.Fix != "" {
 		t.Errorf("%s passed with a fix: %q", name, r.Fix)
 	}
+	if r.Skipped != strings.HasPrefix(r.Detail, "skipped: ") {
+		t.Errorf("%s: Skipped = %v with detail %q", name, r.Skipped, r.Detail)
+	}
 }
 
 func TestAllPass(t *testing.T) {

@@ -95,13 +95,17 @@ func doctorEnv(ctx context.Context, env *bootstrap.Env, timeout time.Duration) *
 	return d
 }
 
-// printDoctor writes one line per check: name, ok or FAIL, the detail and,
-// on failure, the fix.
+// printDoctor writes one line per check: name, ok, FAIL or skip, the detail
+// and, on failure, the fix.
 func printDoctor(w io.Writer, results []doctor.Result) {
-	failed := 0
+	failed, skipped := 0, 0
 	for _, r := range results {
 		mark := "ok"
-		if !r.OK {
+		switch {
+		case r.Skipped:
+			mark = "skip"
+			skipped++
+		case !r.OK:
 			mark = "FAIL"
 			failed++
 		}
@@ -111,9 +115,12 @@ func printDoctor(w io.Writer, results []doctor.Result) {
 		}
 		fmt.Fprintln(w, bootstrap.Printable(line))
 	}
-	if failed == 0 {
+	switch {
+	case failed == 0 && skipped == 0:
 		fmt.Fprintf(w, "doctor: all %d checks passed\n", len(results))
-	} else {
+	case skipped == 0:
 		fmt.Fprintf(w, "doctor: %d of %d checks failed\n", failed, len(results))
+	default:
+		fmt.Fprintf(w, "doctor: %d of %d checks failed, %d skipped because of them\n", failed, len(results), skipped)
 	}
 }
