@@ -44,7 +44,8 @@ const (
 // the loopback endpoints of the stand-in and the metadata mock, and no
 // non-essential traffic. Everything else ec2-user's shell gets comes from
 // what ccboot wrote (/etc/profile.d/claude-bedrock.sh, ~/.bashrc,
-// ~/.aws/config). The zz- name sorts it after claude-bedrock.sh.
+// ~/.aws/config). The zz- name sorts it after claude-bedrock.sh. The
+// metadata endpoint ends in a slash: the AWS CLI appends "latest/..." to it.
 var endpointsProfile = fmt.Sprintf(`# TEST-ONLY (ccboot e2e scenario 12): loopback endpoints, nothing else.
 export AWS_EC2_METADATA_SERVICE_ENDPOINT=%[2]s
 export AWS_ENDPOINT_URL_STS=http://127.0.0.1:%[1]d
@@ -52,7 +53,7 @@ export AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:%[1]d
 export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%[1]d
 export ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:%[1]d
 export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
-`, standinPort, nspawnIMDS)
+`, standinPort, nspawnIMDS+"/")
 
 // standinRecord is one line of the stand-in's request log.
 type standinRecord struct {
@@ -107,7 +108,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	}
 	s.writeSeed(t, seed, seedOpts{dropIn: dropIn(nspawnEnv, nspawnFlags), cloudConfig: endpoints})
 	out, _ := s.boot(t, "claude", bootOpts{
-		seed: seed, probe: []string{"claude-user.sh"}, netns: ns, timeout: 10 * time.Minute,
+		seed: seed, probe: []string{"claude-user.sh"}, netns: ns, docker: true, timeout: 10 * time.Minute,
 		nspawnArgs: []string{"--bind-ro=" + logDir + ":" + standinGuestDir},
 		probeEnv: append([]string{
 			"E2E_CCBOOT_FLAGS=" + nspawnFlags,
