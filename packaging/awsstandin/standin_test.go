@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -354,6 +356,26 @@ func TestSignatures(t *testing.T) {
 	wantError(t, "signed for another Region", err, "InvalidSignatureException", "Credential should be scoped to a valid region")
 	if _, err := invoke(url, ro, sonnetEU); err != nil {
 		t.Errorf("the same key, signed right: %v", err)
+	}
+
+	// Unsigned requests, and STS over the JSON protocol, which no client
+	// uses for STS.
+	for _, tc := range []struct{ path, target, body, want string }{
+		{"/", "", "Action=GetCallerIdentity&Version=2011-06-15", "<Code>MissingAuthenticationToken</Code>"},
+		{"/model/" + sonnetEU + "/invoke", "", prompt, `{"message":"Missing Authentication Token"}`},
+	} {
+		resp, err := http.Post(url+tc.path, "application/x-www-form-urlencoded", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || !strings.Contains(string(b), tc.want) {
+			t.Errorf("unsigned POST %s: %d %s, want 403 %s", tc.path, resp.StatusCode, b, tc.want)
+		}
+	}
+	if r := s.Requests()[len(s.Requests())-1]; r.AccessKey != "" || r.Decision != "" || r.Status != 403 || r.Service != "bedrock-runtime" {
+		t.Errorf("unsigned request recorded as %+v", r)
 	}
 }
 
