@@ -21,7 +21,7 @@ func instanceUserData(t *testing.T, given map[string]string) (imageID, userData 
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := r.resolvedResources()
+	res, err := r.Resources()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,18 +11,18 @@ package packaging_test
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
 const (
@@ -57,469 +57,45 @@ var stackParameters = map[string]string{
 	"KeyName": "ops", "EnableRepairSchedule": "true",
 }
 
-// noValue is what AWS::NoValue resolves to: the key is dropped.
-type noValueT struct{}
+// The resolver lives in packaging/cfn, shared with the AWS stand-in.
+type (
+	namedPolicy = cfn.NamedPolicy
+	iamRole     = cfn.Role
+)
 
-var noValue = noValueT{}
-
-// resolver evaluates the template's intrinsic functions for one stack, the
-// way CloudFormation would at create time.
-type resolver struct {
-	st         stack
-	params     map[string]any
-	conditions map[string]any
-	resources  map[string]any
-	condCache  map[string]bool
+// cfnStack is st as the test stack: testAccount, testStack, instanceID,
+// stackParameters with given's values over them.
+func cfnStack(st stack, given map[string]string) cfn.Stack {
+	params := map[string]string{}
+	for k, v := range stackParameters {
+		params[k] = v
+	}
+	for k, v := range given {
+		params[k] = v
+	}
+	return cfn.Stack{Partition: st.Partition, Region: st.Region, URLSuffix: st.URLSuffix,
+		Account: testAccount, Name: testStack, InstanceID: instanceID, Params: params}
 }
 
-func newResolver(tpl map[string]any, st stack) (*resolver, error) {
-	return newResolverWith(tpl, st, nil)
-}
-
-// newResolverWith is newResolver with some parameters given other values.
-func newResolverWith(tpl map[string]any, st stack, given map[string]string) (*resolver, error) {
-	r := &resolver{st: st, params: map[string]any{}, conditions: section(tpl, "Conditions"),
-		resources: section(tpl, "Resources"), condCache: map[string]bool{}}
-	for name, p := range section(tpl, "Parameters") {
-		if v, ok := given[name]; ok {
-			r.params[name] = v
-		} else if v, ok := stackParameters[name]; ok {
-			r.params[name] = v
-		} else if d := dig(p, "Default"); d != nil {
-			r.params[name] = fmt.Sprint(d)
-		} else {
-			return nil, fmt.Errorf("parameter %s has no default and no test value", name)
-		}
-	}
-	return r, nil
-}
-
-func (r *resolver) condition(name string) (bool, error) {
-	if v, ok := r.condCache[name]; ok {
-		return v, nil
-	}
-	c, ok := r.conditions[name]
-	if !ok {
-		return false, fmt.Errorf("no condition %s", name)
-	}
-	v, err := r.resolve(c)
-	if err != nil {
-		return false, fmt.Errorf("condition %s: %w", name, err)
-	}
-	b, ok := v.(bool)
-	if !ok {
-		return false, fmt.Errorf("condition %s is %v, not a boolean", name, v)
-	}
-	r.condCache[name] = b
-	return b, nil
-}
-
-func (r *resolver) pseudo(name string) (string, bool) {
-	switch name {
-	case "AWS::Partition":
-		return r.st.Partition, true
-	case "AWS::Region":
-		return r.st.Region, true
-	case "AWS::AccountId":
-		return testAccount, true
-	case "AWS::StackName":
-		return testStack, true
-	case "AWS::URLSuffix":
-		return r.st.URLSuffix, true
-	case "AWS::StackId":
-		return fmt.Sprintf("arn:%s:cloudformation:%s:%s:stack/%s/0a1b2c3d", r.st.Partition, r.st.Region, testAccount, testStack), true
-	}
-	return "", false
-}
-
-// ref is what !Ref returns: a parameter's value or a resource's physical ID.
-func (r *resolver) ref(name string) (any, error) {
-	if name == "AWS::NoValue" {
-		return noValue, nil
-	}
-	if v, ok := r.pseudo(name); ok {
-		return v, nil
-	}
-	if v, ok := r.params[name]; ok {
-		return v, nil
-	}
-	res, ok := r.resources[name]
-	if !ok {
-		return nil, fmt.Errorf("Ref %s: no such parameter or resource", name)
-	}
-	prop := func(key string) (string, error) {
-		v, err := r.resolve(dig(res, "Properties", key))
-		s, _ := v.(string)
-		if err == nil && s == "" {
-			err = fmt.Errorf("Ref %s: no %s", name, key)
-		}
-		return s, err
-	}
-	switch dig(res, "Type") {
-	case "AWS::IAM::Role":
-		return prop("RoleName")
-	case "AWS::IAM::InstanceProfile":
-		return prop("InstanceProfileName")
-	case "AWS::IAM::ManagedPolicy":
-		return fmt.Sprintf("arn:%s:iam::%s:policy/%s-%s-ABCDEF", r.st.Partition, testAccount, testStack, name), nil
-	case "AWS::EC2::Instance":
-		return instanceID, nil
-	case "AWS::EC2::SecurityGroup":
-		return "sg-0123456789abcdef0", nil
-	case "AWS::CloudFormation::WaitConditionHandle":
-		return fmt.Sprintf("https://cloudformation-waitcondition-%s.s3.%s.%s/arn%%3A%s/handle?X-Amz-Signature=abc", r.st.Region, r.st.Region, r.st.URLSuffix, r.st.Partition), nil
-	}
-	return fmt.Sprintf("%s-%s-ABCDEF", testStack, name), nil
-}
-
-// getAtt is what !GetAtt returns, for the attributes the template uses.
-func (r *resolver) getAtt(name, attr string) (any, error) {
-	res, ok := r.resources[name]
-	if !ok {
-		return nil, fmt.Errorf("GetAtt %s.%s: no such resource", name, attr)
-	}
-	typ, _ := dig(res, "Type").(string)
-	switch {
-	case typ == "AWS::IAM::Role" && attr == "Arn":
-		n, err := r.ref(name)
-		if err != nil {
-			return nil, err
-		}
-		return fmt.Sprintf("arn:%s:iam::%s:role/%s", r.st.Partition, testAccount, n), nil
-	case typ == "AWS::IAM::InstanceProfile" && attr == "Arn":
-		n, err := r.ref(name)
-		if err != nil {
-			return nil, err
-		}
-		return fmt.Sprintf("arn:%s:iam::%s:instance-profile/%s", r.st.Partition, testAccount, n), nil
-	case typ == "AWS::CloudFormation::WaitCondition" && attr == "Data":
-		return `{"ccboot":"ok"}`, nil
-	}
-	return nil, fmt.Errorf("GetAtt %s.%s: the test resolver does not model %s attributes; add it to getAtt", name, attr, typ)
-}
-
-var subRef = regexp.MustCompile(`\$\{([^}]*)\}`)
-
-func (r *resolver) sub(s string, locals map[string]any) (string, error) {
-	var firstErr error
-	out := subRef.ReplaceAllStringFunc(s, func(m string) string {
-		name := m[2 : len(m)-1]
-		if strings.HasPrefix(name, "!") {
-			return "${" + name[1:] + "}"
-		}
-		var v any
-		var err error
-		if l, ok := locals[name]; ok {
-			v, err = r.resolve(l)
-		} else if res, attr, ok := strings.Cut(name, "."); ok && !strings.HasPrefix(name, "AWS::") {
-			v, err = r.getAtt(res, attr)
-		} else {
-			v, err = r.ref(name)
-		}
-		if err == nil {
-			if _, ok := v.(string); !ok {
-				err = fmt.Errorf("Sub ${%s} is a %T, not a string", name, v)
-			}
-		}
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			return ""
-		}
-		return v.(string)
-	})
-	return out, firstErr
-}
-
-// resolve evaluates every intrinsic function in v.
-func (r *resolver) resolve(v any) (any, error) {
-	switch v := v.(type) {
-	case []any:
-		out := make([]any, 0, len(v))
-		for _, e := range v {
-			x, err := r.resolve(e)
-			if err != nil {
-				return nil, err
-			}
-			if x != noValue {
-				out = append(out, x)
-			}
-		}
-		return out, nil
-	case map[string]any:
-		if len(v) == 1 {
-			for fn, arg := range v {
-				if fn == "Ref" || fn == "Condition" || strings.HasPrefix(fn, "Fn::") {
-					return r.intrinsic(fn, arg)
-				}
-			}
-		}
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			x, err := r.resolve(e)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", k, err)
-			}
-			if x != noValue {
-				out[k] = x
-			}
-		}
-		return out, nil
-	}
-	return v, nil
-}
-
-func (r *resolver) intrinsic(fn string, arg any) (any, error) {
-	list, _ := arg.([]any)
-	switch fn {
-	case "Ref":
-		return r.ref(fmt.Sprint(arg))
-	case "Condition":
-		return r.condition(fmt.Sprint(arg))
-	case "Fn::GetAtt":
-		if len(list) != 2 {
-			return nil, fmt.Errorf("GetAtt %v", arg)
-		}
-		return r.getAtt(fmt.Sprint(list[0]), fmt.Sprint(list[1]))
-	case "Fn::Sub":
-		if s, ok := arg.(string); ok {
-			return r.sub(s, nil)
-		}
-		if len(list) == 2 {
-			s, _ := list[0].(string)
-			locals, _ := list[1].(map[string]any)
-			return r.sub(s, locals)
-		}
-		return nil, fmt.Errorf("Sub %v", arg)
-	case "Fn::Base64":
-		v, err := r.resolve(arg)
-		if err != nil {
-			return nil, err
-		}
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("Base64 of a %T", v)
-		}
-		return base64.StdEncoding.EncodeToString([]byte(s)), nil
-	case "Fn::If":
-		if len(list) != 3 {
-			return nil, fmt.Errorf("If %v", arg)
-		}
-		c, err := r.condition(fmt.Sprint(list[0]))
-		if err != nil {
-			return nil, err
-		}
-		if c {
-			return r.resolve(list[1])
-		}
-		return r.resolve(list[2])
-	case "Fn::Equals":
-		if len(list) != 2 {
-			return nil, fmt.Errorf("Equals %v", arg)
-		}
-		a, err := r.resolve(list[0])
-		if err != nil {
-			return nil, err
-		}
-		b, err := r.resolve(list[1])
-		if err != nil {
-			return nil, err
-		}
-		return fmt.Sprint(a) == fmt.Sprint(b), nil
-	case "Fn::Not", "Fn::And", "Fn::Or":
-		var vals []bool
-		for _, e := range list {
-			x, err := r.resolve(e)
-			if err != nil {
-				return nil, err
-			}
-			b, ok := x.(bool)
-			if !ok {
-				return nil, fmt.Errorf("%s of %v", fn, x)
-			}
-			vals = append(vals, b)
-		}
-		switch fn {
-		case "Fn::Not":
-			if len(vals) != 1 {
-				return nil, fmt.Errorf("Not %v", arg)
-			}
-			return !vals[0], nil
-		case "Fn::And":
-			for _, b := range vals {
-				if !b {
-					return false, nil
-				}
-			}
-			return true, nil
-		default:
-			for _, b := range vals {
-				if b {
-					return true, nil
-				}
-			}
-			return false, nil
-		}
-	}
-	return nil, fmt.Errorf("the test resolver does not evaluate %s; add it to intrinsic", fn)
-}
-
-// resolvedResources returns the stack's resources (those whose Condition
-// holds) with every intrinsic function evaluated.
-func (r *resolver) resolvedResources() (map[string]any, error) {
-	out := map[string]any{}
-	for name, res := range r.resources {
-		if c, ok := dig(res, "Condition").(string); ok {
-			on, err := r.condition(c)
-			if err != nil {
-				return nil, fmt.Errorf("Resources.%s: %w", name, err)
-			}
-			if !on {
-				continue
-			}
-		}
-		v, err := r.resolve(res)
-		if err != nil {
-			return nil, fmt.Errorf("Resources.%s: %w", name, err)
-		}
-		out[name] = v
-	}
-	return out, nil
-}
-
-// namedPolicy is an identity policy as iam-simulate takes it.
-type namedPolicy struct {
-	Name   string `json:"name"`
-	Policy any    `json:"policy"`
-}
-
-// iamRole is a role of the stack: its ARN, trust policy and every identity
-// policy attached to it (inline, template managed policies, AWS managed).
-type iamRole struct {
-	Name, ARN string
-	Trust     any
-	Identity  []namedPolicy
+// newResolverWith resolves the template for st with some parameters given
+// other values.
+func newResolverWith(tpl map[string]any, st stack, given map[string]string) (*cfn.Resolver, error) {
+	return cfn.NewResolver(tpl, cfnStack(st, given))
 }
 
 // managedPoliciesDir finds the AWS managed policy documents:
 // ../shared/aws/managed-policies beside the clone (CI), or beside one of its
 // parents (a git worktree); CCBOOT_MANAGED_POLICIES overrides.
 func managedPoliciesDir() (string, error) {
-	if d := os.Getenv("CCBOOT_MANAGED_POLICIES"); d != "" {
-		return d, nil
-	}
-	dir, err := filepath.Abs("..") // the repository root (tests run in packaging/)
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(filepath.Dir(d), "shared", "aws", "managed-policies")
-		if _, err := os.Stat(filepath.Join(p, "ReadOnlyAccess.json")); err == nil {
-			return p, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", errors.New("AWS managed policies not found in ../shared/aws/managed-policies beside the clone; put them there or set CCBOOT_MANAGED_POLICIES")
-		}
-	}
+	return cfn.ManagedPoliciesDir("..") // the repository root (tests run in packaging/)
 }
 
-func loadManagedPolicy(dir, name string) (any, error) {
-	b, err := os.ReadFile(filepath.Join(dir, name+".json"))
-	if err != nil {
-		return nil, fmt.Errorf("AWS managed policy %s: %w (add its document to %s)", name, err, dir)
-	}
-	var doc any
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("AWS managed policy %s: %w", name, err)
-	}
-	return doc, nil
-}
-
-var awsManagedARN = regexp.MustCompile(`^arn:[a-z-]+:iam::aws:policy/(?:.*/)?([A-Za-z0-9+=,.@_-]+)$`)
-
-// stackRoles collects the roles of resolved resources by logical ID.
 func stackRoles(res map[string]any, policiesDir string) (map[string]*iamRole, error) {
-	byARN := map[string]any{} // template managed policy ARN -> document
-	for _, r := range res {
-		if dig(r, "Type") == "AWS::IAM::ManagedPolicy" {
-			// The resolver gives Ref of a managed policy a fixed ARN: rebuild it.
-			byARN[fmt.Sprint(dig(r, "_arn"))] = dig(r, "Properties", "PolicyDocument")
-		}
-	}
-	roles := map[string]*iamRole{}
-	byName := map[string]*iamRole{}
-	for logical, r := range res {
-		if dig(r, "Type") != "AWS::IAM::Role" {
-			continue
-		}
-		name, _ := dig(r, "Properties", "RoleName").(string)
-		role := &iamRole{Name: name, ARN: fmt.Sprint(dig(r, "_arn")), Trust: dig(r, "Properties", "AssumeRolePolicyDocument")}
-		inline, _ := dig(r, "Properties", "Policies").([]any)
-		for _, p := range inline {
-			role.Identity = append(role.Identity, namedPolicy{Name: fmt.Sprint(dig(p, "PolicyName")), Policy: dig(p, "PolicyDocument")})
-		}
-		arns, _ := dig(r, "Properties", "ManagedPolicyArns").([]any)
-		for _, a := range arns {
-			arn := fmt.Sprint(a)
-			if m := awsManagedARN.FindStringSubmatch(arn); m != nil {
-				doc, err := loadManagedPolicy(policiesDir, m[1])
-				if err != nil {
-					return nil, err
-				}
-				role.Identity = append(role.Identity, namedPolicy{Name: m[1], Policy: doc})
-			} else if doc, ok := byARN[arn]; ok {
-				role.Identity = append(role.Identity, namedPolicy{Name: arn, Policy: doc})
-			} else {
-				return nil, fmt.Errorf("role %s: managed policy %s is neither an AWS managed policy nor one of the template", logical, arn)
-			}
-		}
-		roles[logical] = role
-		byName[name] = role
-	}
-	// Policies that name the role from their side (Roles: [!Ref Role]).
-	for logical, r := range res {
-		typ := dig(r, "Type")
-		if typ != "AWS::IAM::ManagedPolicy" && typ != "AWS::IAM::Policy" {
-			continue
-		}
-		attached, _ := dig(r, "Properties", "Roles").([]any)
-		for _, n := range attached {
-			if role := byName[fmt.Sprint(n)]; role != nil {
-				role.Identity = append(role.Identity, namedPolicy{Name: logical, Policy: dig(r, "Properties", "PolicyDocument")})
-			}
-		}
-	}
-	return roles, nil
+	return cfn.Roles(res, policiesDir)
 }
 
-// resolveStack resolves the template for st and returns its resources, with
-// "_arn" set on roles and managed policies for stackRoles.
 func resolveStack(tpl map[string]any, st stack) (map[string]any, error) {
-	r, err := newResolver(tpl, st)
-	if err != nil {
-		return nil, err
-	}
-	res, err := r.resolvedResources()
-	if err != nil {
-		return nil, err
-	}
-	for name, v := range res {
-		var arn any
-		switch dig(v, "Type") {
-		case "AWS::IAM::Role":
-			arn, err = r.getAtt(name, "Arn")
-		case "AWS::IAM::ManagedPolicy":
-			arn, err = r.ref(name)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		v.(map[string]any)["_arn"] = arn
-	}
-	return res, nil
+	return cfn.Resolve(tpl, cfnStack(st, nil))
 }
 
 // --- the node process ---------------------------------------------------

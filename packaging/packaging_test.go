@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
 var update = flag.Bool("update", false, "rewrite generated files (systemd/ccboot.service, the template's UserData) from their sources")
@@ -43,102 +44,8 @@ func readFile(t *testing.T, name string) []byte {
 	return b
 }
 
-// isIntrinsic reports whether !name is a CloudFormation short-form tag.
-func isIntrinsic(name string) bool {
-	switch name {
-	case "Ref", "Condition", "Base64", "Cidr", "Equals", "FindInMap", "GetAtt", "GetAZs",
-		"If", "ImportValue", "Join", "Not", "Or", "And", "Select", "Split", "Sub",
-		"Transform", "Contains", "EachMemberEquals", "EachMemberIn", "RefAll",
-		"ValueOf", "ValueOfAll", "Length", "ToJsonString":
-		return true
-	}
-	return false
-}
-
-// decodeCFN turns a YAML node into plain Go values, rewriting CloudFormation
-// short tags into their long form ({"Ref": x}, {"Fn::Sub": x}, GetAtt split
-// into [resource, attribute]) so the checks below see one shape.
-func decodeCFN(n *yaml.Node) (any, error) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		if len(n.Content) != 1 {
-			return nil, fmt.Errorf("want one YAML document, got %d", len(n.Content))
-		}
-		return decodeCFN(n.Content[0])
-	case yaml.AliasNode:
-		return decodeCFN(n.Alias)
-	}
-	if strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
-		name := n.Tag[1:]
-		if !isIntrinsic(name) {
-			return nil, fmt.Errorf("line %d: unknown tag %s", n.Line, n.Tag)
-		}
-		inner := *n
-		inner.Tag = ""
-		if n.Kind == yaml.ScalarNode {
-			inner.Tag = "!!str"
-		}
-		v, err := decodeCFN(&inner)
-		if err != nil {
-			return nil, err
-		}
-		if s, ok := v.(string); ok && name == "GetAtt" {
-			res, attr, _ := strings.Cut(s, ".")
-			v = []any{res, attr}
-		}
-		if name == "Ref" || name == "Condition" {
-			return map[string]any{name: v}, nil
-		}
-		return map[string]any{"Fn::" + name: v}, nil
-	}
-	switch n.Kind {
-	case yaml.MappingNode:
-		m := make(map[string]any, len(n.Content)/2)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i].Value
-			if _, dup := m[k]; dup {
-				return nil, fmt.Errorf("line %d: duplicate key %q", n.Content[i].Line, k)
-			}
-			v, err := decodeCFN(n.Content[i+1])
-			if err != nil {
-				return nil, err
-			}
-			m[k] = v
-		}
-		return m, nil
-	case yaml.SequenceNode:
-		out := make([]any, 0, len(n.Content))
-		for _, c := range n.Content {
-			v, err := decodeCFN(c)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, v)
-		}
-		return out, nil
-	default:
-		var v any
-		if err := n.Decode(&v); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n.Line, err)
-		}
-		return v, nil
-	}
-}
-
 func parseTemplate(data []byte) (map[string]any, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, err
-	}
-	v, err := decodeCFN(&doc)
-	if err != nil {
-		return nil, err
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("template is a %T, not a mapping", v)
-	}
-	return m, nil
+	return cfn.Parse(data)
 }
 
 func loadTemplate(t *testing.T) map[string]any {
@@ -157,14 +64,7 @@ func section(tpl map[string]any, name string) map[string]any {
 
 // dig walks nested maps: dig(m, "Resources", "Instance", "Properties").
 func dig(v any, keys ...string) any {
-	for _, k := range keys {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[k]
-	}
-	return v
+	return cfn.Dig(v, keys...)
 }
 
 var pseudoParameters = map[string]bool{
