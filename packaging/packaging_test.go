@@ -625,13 +625,18 @@ func TestSSMDocumentRunsRepairThenStatus(t *testing.T) {
 		name       string
 		install    bool
 		repairExit int
+		doctorExit int
 		wantExit   int
 		wantCalls  string
 	}{
-		{"repair ok", true, 0, 0, "repair\nstatus --format json\n"},
-		{"repair failed", true, 1, 1, "repair\nstatus --format json\n"},
-		{"drift left", true, 2, 2, "repair\nstatus --format json\n"},
-		{"not installed", false, 0, 1, ""},
+		{"repair ok", true, 0, 0, 0, "repair\ndoctor\nstatus --format json\n"},
+		{"repair failed", true, 1, 0, 1, "repair\ndoctor\nstatus --format json\n"},
+		{"drift left", true, 2, 0, 2, "repair\ndoctor\nstatus --format json\n"},
+		// Converged, but Claude Code cannot use Bedrock: the document fails.
+		{"doctor failed", true, 0, 1, 1, "repair\ndoctor\nstatus --format json\n"},
+		// Repair's own failure is the one reported.
+		{"both failed", true, 2, 1, 2, "repair\ndoctor\nstatus --format json\n"},
+		{"not installed", false, 0, 0, 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -640,7 +645,7 @@ func TestSSMDocumentRunsRepairThenStatus(t *testing.T) {
 			calls := filepath.Join(dir, "calls")
 			if tc.install {
 				// status fails too: its exit code must not replace repair's.
-				fake := fmt.Sprintf("#!/bin/sh\necho \"$*\" >>%q\ncase \"$1\" in repair) exit %d;; status) exit 7;; esac\n", calls, tc.repairExit)
+				fake := fmt.Sprintf("#!/bin/sh\necho \"$*\" >>%q\ncase \"$1\" in repair) exit %d;; doctor) exit %d;; status) exit 7;; esac\n", calls, tc.repairExit, tc.doctorExit)
 				if err := os.WriteFile(bin, []byte(fake), 0o755); err != nil {
 					t.Fatal(err)
 				}
@@ -652,6 +657,9 @@ func TestSSMDocumentRunsRepairThenStatus(t *testing.T) {
 			got, _ := os.ReadFile(calls)
 			if string(got) != tc.wantCalls {
 				t.Errorf("ccboot was called with %q, want %q", got, tc.wantCalls)
+			}
+			if tc.name == "doctor failed" && !strings.Contains(res.out, "ccboot doctor failed") {
+				t.Errorf("a doctor failure is not explained:\n%s", res.out)
 			}
 			if !tc.install && !strings.Contains(res.out, "not installed") {
 				t.Errorf("missing binary not explained:\n%s", res.out)

@@ -235,6 +235,12 @@ func roleARNs(ctx context.Context, env *bootstrap.Env) (ro, el string, err error
 	return ro, el, nil
 }
 
+// RoleARNs are the ReadOnly and Elevated role ARNs the aws-config step
+// writes, for `ccboot doctor` to expect.
+func RoleARNs(ctx context.Context, env *bootstrap.Env) (ro, el string, err error) {
+	return roleARNs(ctx, env)
+}
+
 func deriveRoleARNs(ctx context.Context, meta metadata.Source) (ro, el string, err error) {
 	profile, err := meta.InstanceProfileARN(ctx)
 	if errors.Is(err, metadata.ErrNoInstanceProfile) {

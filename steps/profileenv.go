@@ -82,6 +82,10 @@ func anthropicModel(model, region string) (string, error) {
 	return model, nil
 }
 
+// AnthropicModel is ANTHROPIC_MODEL as the profile-env step writes it for
+// region, for `ccboot doctor` to check.
+func AnthropicModel(model, region string) (string, error) { return anthropicModel(model, region) }
+
 // renderProfileEnv renders the script. Every value is single-quoted even
 // though the config validated it: the file is sourced by every login shell,
 // so quoting is what guarantees a value stays data.

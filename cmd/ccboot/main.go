@@ -44,12 +44,13 @@ Commands:
   repair    converge every step, re-checking all of them (for SSM Run Command)
   plan      show what run would change; exit 2 when changes are pending
   status    show the last run; --check also looks for drift; --wait blocks until a run finished
+  doctor    check live that Claude Code can work here: IMDS credentials, both profiles via STS, the model
   install   install ccboot as a systemd unit and run it (UserData)
   bake      build an image: converge the image steps and install ccboot, no IMDS, nothing of the instance
   version   print the version
 
 Run 'ccboot <command> --help' for the flags of a command.
-Exit codes: 0 ok, 1 failed, 2 drift or pending, 3 bad flags or config.
+Exit codes: 0 ok, 1 failed (doctor: a check failed), 2 drift or pending, 3 bad flags or config.
 `
 
 func main() {
@@ -75,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return converge(ctx, bootstrap.ModePlan, rest, stdout, stderr)
 	case "status":
 		return status(ctx, rest, stdout, stderr)
+	case "doctor":
+		return doctorCmd(ctx, rest, stdout, stderr)
 	case "install":
 		return install(ctx, rest, stdout, stderr)
 	case "bake":

@@ -1,0 +1,157 @@
+// Package doctor checks, live, the access chain Claude Code will use on this
+// instance: the instance role's credentials from IMDS, the ReadOnly and
+// Elevated profiles of the target user's ~/.aws/config as the AWS SDK
+// resolves them, the configured model in the Region, and that the instance
+// role alone cannot use Bedrock.
+//
+// Everything goes through the AWS SDK for Go v2, as Claude Code's own SDK
+// would: shared-config loading (credential_source, source_profile, STS
+// AssumeRole), STS and the Bedrock control plane. Endpoints come from the
+// SDK's standard settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_STS,
+// AWS_ENDPOINT_URL_BEDROCK), which is how tests point it at loopback.
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Tier is one profile of the chain as ccboot wrote it into ~/.aws/config.
+type Tier struct {
+	Label   string // "ReadOnly", "Elevated": for messages
+	Profile string // profile name
+	RoleARN string // the role the profile must resolve to
+	Session string // its role_session_name
+}
+
+// Env is what the checks need; the command fills it from ccboot's config.
+// A value ccboot could not compute comes with its error, which the checks
+// that need the value report (the others still run).
+type Env struct {
+	Region    string
+	RegionErr error
+	// Model is ANTHROPIC_MODEL as the profile-env step writes it.
+	Model    string
+	ModelErr error
+	ReadOnly Tier
+	Elevated Tier
+	RolesErr error // the role ARNs could not be configured or derived
+	// AWSConfig is the target user's ~/.aws/config, read without following
+	// links; AWSConfigErr when it could not be read.
+	AWSConfig    []byte
+	AWSConfigErr error
+	// IMDSEndpoint is ccboot's: "" means the SDK's default (or
+	// AWS_EC2_METADATA_SERVICE_ENDPOINT), as for `ccboot run`.
+	IMDSEndpoint string
+	// Timeout bounds each check.
+	Timeout time.Duration
+}
+
+// DefaultTimeout bounds one check when Env.Timeout is zero.
+const DefaultTimeout = 15 * time.Second
+
+// Result is one check's outcome, one line of output.
+type Result struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix"`
+}
+
+// Check is one live check. Needs names earlier checks it depends on: when
+// one of them failed, this one is not run and says so.
+type Check struct {
+	Name  string
+	Needs []string
+	run   func(ctx context.Context, s *state) outcome
+}
+
+type outcome struct {
+	ok          bool
+	detail, fix string
+}
+
+func pass(format string, args ...any) outcome {
+	return outcome{ok: true, detail: fmt.Sprintf(format, args...)}
+}
+
+func fail(detail, fix string) outcome { return outcome{detail: detail, fix: fix} }
+
+// Check names.
+const (
+	IMDSCredentials = "imds-credentials"
+	ReadOnlyProfile = "readonly-profile"
+	ElevatedProfile = "elevated-profile"
+	BedrockModel    = "bedrock-model"
+	ReadOnlyInvoke  = "readonly-invoke"
+	ElevatedInvoke  = "elevated-invoke"
+	InstanceNoModel = "instance-role-no-bedrock"
+)
+
+// Checks returns the checks in the order they run.
+func Checks() []Check {
+	return []Check{
+		{Name: IMDSCredentials, run: checkIMDS},
+		{Name: ReadOnlyProfile, Needs: []string{IMDSCredentials}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.ReadOnly, &s.readOnlyCfg) }},
+		{Name: ElevatedProfile, Needs: []string{ReadOnlyProfile}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.Elevated, &s.elevatedCfg) }},
+		{Name: BedrockModel, Needs: []string{ReadOnlyProfile}, run: checkModel},
+		{Name: ReadOnlyInvoke, Needs: []string{BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.ReadOnly, s.readOnlyCfg) }},
+		{Name: ElevatedInvoke, Needs: []string{ElevatedProfile, BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.Elevated, s.elevatedCfg) }},
+		{Name: InstanceNoModel, Needs: []string{IMDSCredentials}, run: checkInstanceNoBedrock},
+	}
+}
+
+// Run runs every check in order and returns one result per check.
+func Run(ctx context.Context, env *Env) []Result {
+	return RunChecks(ctx, env, Checks())
+}
+
+// RunChecks runs the given checks in order.
+func RunChecks(ctx context.Context, env *Env, checks []Check) []Result {
+	timeout := env.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	s := &state{env: env}
+	passed := map[string]bool{}
+	out := make([]Result, 0, len(checks))
+	for _, c := range checks {
+		var failedNeeds []string
+		for _, n := range c.Needs {
+			if !passed[n] {
+				failedNeeds = append(failedNeeds, n)
+			}
+		}
+		if len(failedNeeds) > 0 {
+			out = append(out, Result{Name: c.Name, Detail: "skipped: " + strings.Join(failedNeeds, ", ") + " failed"})
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		o := c.run(cctx, s)
+		if !o.ok && cctx.Err() != nil && ctx.Err() == nil {
+			o.detail = fmt.Sprintf("timed out after %s: %s", timeout, o.detail)
+		}
+		cancel()
+		passed[c.Name] = o.ok
+		out = append(out, Result{Name: c.Name, OK: o.ok, Detail: o.detail, Fix: o.fix})
+	}
+	return out
+}
+
+// AllOK reports whether every check passed.
+func AllOK(rs []Result) bool {
+	for _, r := range rs {
+		if !r.OK {
+			return false
+		}
+	}
+	return len(rs) > 0
+}
+
+// setupErr is the detail line of a value ccboot could not compute: its
+// error already says what to do, so the fix repeats the command to rerun.
+func setupErr(err error) outcome {
+	return fail(err.Error(), "fix the cause above, then run `sudo ccboot doctor` again")
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/doctor"
+	"github.com/ccboot/ccboot/bootstrap/metadata"
+	"github.com/ccboot/ccboot/steps"
+)
+
+// doctorCmd runs the live checks of the access chain (bootstrap/doctor).
+// It reads the config like plan and status and writes nothing.
+func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := newFlags("doctor", "Check live what Claude Code needs: instance credentials from IMDS, the ReadOnly and Elevated\nprofiles of the user's ~/.aws/config (via STS), the model in the Region and each tier's right to\ninvoke it, and that the instance role alone cannot use Bedrock. One line per check; exit 0 all ok, 1 a check failed.", stderr)
+	format := c.fs.String("format", "text", "output `format`: text or json")
+	timeout := c.fs.Duration("timeout", doctor.DefaultTimeout, "give up on one check after this `duration`")
+	c.readOnly = true
+	if code, ok := c.parse(args); !ok {
+		return code
+	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintf(stderr, "ccboot doctor: --format %q: use text or json\n", *format)
+		return exitUsage
+	}
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "ccboot doctor: --timeout %s: give a positive duration, e.g. 15s\n", *timeout)
+		return exitUsage
+	}
+	// The operator's shell may have IMDS turned off for its own tools; the
+	// target user's shell, which doctor stands in for, does not inherit
+	// that. ccboot's own IMDS client (the Region, the role ARNs) reads the
+	// variable, so it goes for this process; the checks enable IMDS
+	// explicitly anyway.
+	_ = os.Unsetenv("AWS_EC2_METADATA_DISABLED")
+	s, code := openSession(c.options(stdout), stderr)
+	if s == nil {
+		return code
+	}
+	defer s.Close()
+	// IMDS answers within the check's timeout or the check fails: doctor is
+	// run by a person or SSM on a booted instance, not at early boot.
+	s.Env.Meta = metadata.NewIMDS(s.Env.Config.IMDSEndpoint, *timeout, s.Env.Log.Named("imds"))
+	results := doctor.Run(ctx, doctorEnv(ctx, s.Env, *timeout))
+	if *format == "json" {
+		_ = bootstrap.WriteJSON(stdout, results)
+	} else {
+		printDoctor(stdout, results)
+	}
+	if !doctor.AllOK(results) {
+		return exitFailed
+	}
+	return exitOK
+}
+
+// doctorEnv computes what ccboot wrote, with ccboot's own code: the Region,
+// ANTHROPIC_MODEL (profile-env), the role ARNs (aws-config), and reads the
+// user's ~/.aws/config under the root without following links.
+func doctorEnv(ctx context.Context, env *bootstrap.Env, timeout time.Duration) *doctor.Env {
+	cfg := env.Config
+	d := &doctor.Env{
+		ReadOnly:     doctor.Tier{Label: "ReadOnly", Profile: cfg.ReadOnlyProfile, Session: cfg.ReadOnlySessionName},
+		Elevated:     doctor.Tier{Label: "Elevated", Profile: cfg.ElevatedProfile, Session: cfg.ElevatedSessionName},
+		IMDSEndpoint: cfg.IMDSEndpoint,
+		Timeout:      timeout,
+	}
+	d.Region, d.RegionErr = env.Region(ctx)
+	if d.RegionErr == nil {
+		d.Model, d.ModelErr = steps.AnthropicModel(cfg.Model, d.Region)
+		d.ReadOnly.RoleARN, d.Elevated.RoleARN, d.RolesErr = steps.RoleARNs(ctx, env)
+	} else {
+		d.ModelErr = d.RegionErr
+	}
+	home, u, err := env.Home()
+	if err != nil {
+		d.AWSConfigErr = err
+		return d
+	}
+	home = home.Guarded()
+	data, err := home.ReadFile(".aws/config")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		d.AWSConfigErr = fmt.Errorf("%s does not exist (the aws-config step writes it for %s)", home.Path(".aws/config"), u.Name)
+	case err != nil:
+		d.AWSConfigErr = err
+	default:
+		d.AWSConfig = data
+	}
+	return d
+}
+
+// printDoctor writes one line per check: name, ok or FAIL, the detail and,
+// on failure, the fix.
+func printDoctor(w io.Writer, results []doctor.Result) {
+	failed := 0
+	for _, r := range results {
+		mark := "ok"
+		if !r.OK {
+			mark = "FAIL"
+			failed++
+		}
+		line := fmt.Sprintf("%-24s %-4s  %s", r.Name, mark, r.Detail)
+		if r.Fix != "" {
+			line += "; fix: " + r.Fix
+		}
+		fmt.Fprintln(w, bootstrap.Printable(line))
+	}
+	if failed == 0 {
+		fmt.Fprintf(w, "doctor: all %d checks passed\n", len(results))
+	} else {
+		fmt.Fprintf(w, "doctor: %d of %d checks failed\n", failed, len(results))
+	}
+}
