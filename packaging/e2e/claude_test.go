@@ -55,17 +55,21 @@ export ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:%[1]d
 export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
 `, standinPort, nspawnIMDS+"/")
 
-// standinRecord is one line of the stand-in's request log.
+// standinRecord is one line of the stand-in's request log
+// (awsstandin.Request): Action is the IAM action ("sts:AssumeRole"), Role
+// the ARN of the role the signing key was issued for, Decision the IAM
+// engine's (Allowed, ImplicitlyDenied, ExplicitlyDenied).
 type standinRecord struct {
-	Service   string
-	Action    string
-	Resource  string
-	AccessKey string
-	Role      string
-	Session   string
-	Decision  string
-	Status    int
-	ModelID   string
+	Service   string `json:"service"`
+	Action    string `json:"action"`
+	Resource  string `json:"resource"`
+	AccessKey string `json:"accessKey"`
+	Role      string `json:"role"`
+	Session   string `json:"session"`
+	Decision  string `json:"decision"`
+	Status    int    `json:"status"`
+	ModelID   string `json:"modelId"`
+	Error     string `json:"error"`
 }
 
 func testClaudeBedrock(t *testing.T, s *suite) {
@@ -113,6 +117,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		probeEnv: append([]string{
 			"E2E_CCBOOT_FLAGS=" + nspawnFlags,
 			"E2E_STANDIN_LOG=" + standinGuestDir + "/requests.jsonl",
+			"E2E_STANDIN_PORT=" + strconv.Itoa(standinPort),
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
@@ -185,8 +190,9 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		if rc := g.rc(c.name); rc != 0 {
 			t.Errorf("%s -p: exit %d\n%s", c.name, rc, g.out(c.name))
 		}
-		if !strings.Contains(reply, c.role) || !strings.Contains(reply, c.session) {
-			t.Errorf("%s -p answered %q; want the stand-in's reply naming %s and session %s (stderr: %s)", c.name, reply, c.role, c.session, g.file(c.name+".err"))
+		// The stand-in's answer names who signed the prompt's request.
+		if want := fmt.Sprintf("standin: role=%s session=%s model=%s", c.role, c.session, model); !strings.Contains(reply, want) {
+			t.Errorf("%s -p answered %q; want the stand-in's reply %q (stderr: %s)", c.name, reply, want, g.file(c.name+".err"))
 		}
 		w := window(c.name)
 		var streams int
@@ -199,7 +205,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 			if !roleIs(r.Role, c.role) || r.Session != c.session {
 				t.Errorf("%s: Bedrock %s %s signed by %s (role %q session %q), want role %s session %s", c.name, r.Action, r.ModelID, r.AccessKey, r.Role, r.Session, c.role, c.session)
 			}
-			if r.Action == "InvokeModelWithResponseStream" && r.Decision == "allow" && r.Status == 200 {
+			if r.Action == "bedrock:InvokeModelWithResponseStream" && r.Decision == "Allowed" && r.Status == 200 {
 				streams++
 				if r.ModelID != model {
 					t.Errorf("%s: the prompt went to model %q, want ANTHROPIC_MODEL %q", c.name, r.ModelID, model)
@@ -213,9 +219,15 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		// tier before it (instance role -> ReadOnly -> Elevated).
 		var assumed bool
 		for _, r := range w {
-			if r.Service == "sts" && r.Action == "AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+c.role) && r.Decision == "allow" {
+			if r.Service == "sts" && r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+c.role) && r.Decision == "Allowed" {
 				if !roleIs(r.Role, c.via) {
 					t.Errorf("%s: AssumeRole of %s signed by %s (role %q), want a key of %s", c.name, c.role, r.AccessKey, r.Role, c.via)
+				}
+				if c.via == roleEC2 && r.AccessKey != instanceKeyID {
+					t.Errorf("%s: AssumeRole of %s signed by %s, want the instance key %s from IMDS", c.name, c.role, r.AccessKey, instanceKeyID)
+				}
+				if c.via == roleRO && r.Session != "claudecode-readonly-session" {
+					t.Errorf("%s: AssumeRole of %s signed by a ReadOnly key of session %q, want claudecode-readonly-session", c.name, c.role, r.Session)
 				}
 				assumed = true
 			}
@@ -230,19 +242,28 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	if rc := g.rc("claude-plain"); rc == 0 {
 		t.Errorf("plain claude -p (instance role only) exited 0: %s", g.out("claude-plain"))
 	}
+	// Every request is the instance key's and refused; the prompt itself
+	// is refused by IAM (some availability probes name models the
+	// stand-in does not serve: those are a 400 before any IAM decision).
 	var denied int
+	var promptDenied bool
 	for _, r := range plain {
 		if r.Service == "sts" {
 			t.Errorf("plain claude called STS %s", r.Action)
 			continue
 		}
-		if r.AccessKey != instanceKeyID || r.Decision == "allow" {
-			t.Errorf("plain claude: Bedrock %s signed by %s was %s, want denied for the instance key %s", r.Action, r.AccessKey, r.Decision, instanceKeyID)
+		if r.AccessKey != instanceKeyID || r.Decision == "Allowed" || r.Status < 400 {
+			t.Errorf("plain claude: Bedrock %s signed by %s was %q %d, want refused for the instance key %s", r.Action, r.AccessKey, r.Decision, r.Status, instanceKeyID)
 		}
-		denied++
+		if strings.HasSuffix(r.Decision, "Denied") && r.Status == 403 {
+			denied++
+			if r.Action == "bedrock:InvokeModelWithResponseStream" && r.ModelID == model {
+				promptDenied = true
+			}
+		}
 	}
-	if denied == 0 {
-		t.Errorf("plain claude made no Bedrock request (so its failure proves nothing): %s", g.out("claude-plain"))
+	if !promptDenied {
+		t.Errorf("plain claude: no IAM-denied InvokeModelWithResponseStream of %s (so its failure proves nothing):\n%s%s", model, fmtRecords(plain), g.out("claude-plain"))
 	}
 	t.Logf("plain claude -p (instance role): exit %d, %d denied Bedrock requests, %d ms; stderr: %s", g.rc("claude-plain"), denied, g.ms("claude-plain"), strings.TrimSpace(g.file("claude-plain.err")+g.file("claude-plain.out")))
 
@@ -265,12 +286,33 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		}
 	}
 
+	// ccboot doctor, typed as README says (sudo), passes against the
+	// stand-in in the same guest.
+	doctor := g.file("doctor.out")
+	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 7 checks passed") {
+		t.Errorf("sudo ccboot doctor: exit %d, want 0 with all checks passed:\n%s%s", rc, doctor, g.file("doctor.err"))
+	}
+	for _, want := range []string{
+		fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-readonly-session", claudeAccount, roleRO),
+		fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-elevated-session", claudeAccount, roleEL),
+		model + " in " + claudeRegion,
+	} {
+		if !strings.Contains(doctor, want) {
+			t.Errorf("ccboot doctor's output lacks %q:\n%s", want, doctor)
+		}
+	}
+	t.Logf("ccboot doctor as ec2-user typed it (sudo):\n%s", doctor)
+
 	// What Claude Code called, for the note.
 	var calls []string
 	seen := map[string]bool{}
 	for _, name := range []string{"claude-ro", "claude-el", "claude-plain"} {
 		for _, r := range window(name) {
-			k := fmt.Sprintf("%-13s %-8s %-30s %-48s %-28s %s", name, r.Service, r.Action, r.ModelID, r.Role, r.Decision)
+			decision := r.Decision
+			if decision == "" {
+				decision = "(not evaluated)"
+			}
+			k := fmt.Sprintf("%-12s %-15s %-38s %-44s %-25s %s %d %s", name, r.Service, r.Action, r.ModelID, roleName(r.Role), decision, r.Status, r.Error)
 			if !seen[k] {
 				seen[k] = true
 				calls = append(calls, k)
@@ -397,15 +439,17 @@ func readStandinLog(t *testing.T, p string) []standinRecord {
 	return out
 }
 
-// roleIs: the stand-in names a role by name or ARN.
+// roleIs: the stand-in names a role by its ARN.
 func roleIs(got, name string) bool {
-	return got == name || strings.HasSuffix(got, "/"+name)
+	return strings.HasSuffix(got, ":role/"+name) || strings.HasSuffix(got, "/"+name) && strings.Contains(got, ":role/")
 }
+
+func roleName(arn string) string { return arn[strings.LastIndex(arn, "/")+1:] }
 
 func fmtRecords(rs []standinRecord) string {
 	var b strings.Builder
 	for _, r := range rs {
-		fmt.Fprintf(&b, "  %s %s %s key=%s role=%s session=%s %s %d\n", r.Service, r.Action, r.ModelID, r.AccessKey, r.Role, r.Session, r.Decision, r.Status)
+		fmt.Fprintf(&b, "  %s %s %s key=%s role=%s session=%s %s %d %s\n", r.Service, r.Action, r.ModelID, r.AccessKey, r.Role, r.Session, r.Decision, r.Status, r.Error)
 	}
 	return b.String()
 }
