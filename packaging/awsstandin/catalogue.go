@@ -153,7 +153,10 @@ func (s *Server) modelARN(region, id string) string {
 // the caller must be allowed to invoke as well as the profile: for a
 // geographic profile the model in every Region of the geography; for a
 // global one the source Region's and the Region-less ARN AWS authorizes
-// global routing with (arn:aws:bedrock:::foundation-model/ID).
+// global routing with (arn:aws:bedrock:::foundation-model/ID). AWS's
+// "Prerequisites for inference profiles" (Bedrock user guide) grants both the
+// profile and foundation-model/* in every Region for this reason, as does
+// the CDK's CrossRegionInferenceProfile.grantInvoke.
 func (s *Server) routes(p *profile) []string {
 	if p.Prefix == globalPrefix {
 		return []string{s.modelARN(s.cfg.Region, p.Model.ID), s.modelARN("", p.Model.ID)}

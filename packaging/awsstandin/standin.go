@@ -244,7 +244,11 @@ func (c *call) fail(err error) {
 		c.w.Header().Set("X-Amzn-Errortype", e.jsonCode())
 		c.w.Header().Set("X-Amzn-Requestid", requestID())
 		c.w.WriteHeader(e.status)
-		b, _ := json.Marshal(map[string]string{"message": e.msg})
+		msg := e.msg
+		if e.code == "MissingAuthenticationToken" {
+			msg = "Missing Authentication Token" // the JSON services' wording
+		}
+		b, _ := json.Marshal(map[string]string{"message": msg})
 		_, _ = c.w.Write(b)
 		return
 	}

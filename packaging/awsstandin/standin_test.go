@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -43,6 +45,12 @@ const (
 // must change it) for the test stack in eu-west-1.
 func standin(t *testing.T, mutations ...[2]string) (*Server, string) {
 	t.Helper()
+	return standinIn(t, region, "aws", mutations...)
+}
+
+// standinIn is standin in another Region and partition.
+func standinIn(t *testing.T, region, partition string, mutations ...[2]string) (*Server, string) {
+	t.Helper()
 	tpl := templatePath
 	if len(mutations) > 0 {
 		b, err := os.ReadFile(templatePath)
@@ -66,7 +74,7 @@ func standin(t *testing.T, mutations ...[2]string) (*Server, string) {
 		t.Fatal(err)
 	}
 	s, err := New(Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
-		Region: region, Account: account, Partition: "aws", InstanceKeys: map[string]string{instanceKey: instanceSec}})
+		Region: region, Account: account, Partition: partition, InstanceKeys: map[string]string{instanceKey: instanceSec}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,6 +363,26 @@ func TestSignatures(t *testing.T) {
 	if _, err := invoke(url, ro, sonnetEU); err != nil {
 		t.Errorf("the same key, signed right: %v", err)
 	}
+
+	// Unsigned requests, and STS over the JSON protocol, which no client
+	// uses for STS.
+	for _, tc := range []struct{ path, target, body, want string }{
+		{"/", "", "Action=GetCallerIdentity&Version=2011-06-15", "<Code>MissingAuthenticationToken</Code>"},
+		{"/model/" + sonnetEU + "/invoke", "", prompt, `{"message":"Missing Authentication Token"}`},
+	} {
+		resp, err := http.Post(url+tc.path, "application/x-www-form-urlencoded", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 403 || !strings.Contains(string(b), tc.want) {
+			t.Errorf("unsigned POST %s: %d %s, want 403 %s", tc.path, resp.StatusCode, b, tc.want)
+		}
+	}
+	if r := s.Requests()[len(s.Requests())-1]; r.AccessKey != "" || r.Decision != "" || r.Status != 403 || r.Service != "bedrock-runtime" {
+		t.Errorf("unsigned request recorded as %+v", r)
+	}
 }
 
 func TestControlPlane(t *testing.T) {
@@ -419,6 +447,40 @@ func TestControlPlane(t *testing.T) {
 	wantError(t, "not implemented", err, "UnknownOperationException", "standin: bedrock GET /custom-models is not implemented")
 	_, err = stsClient(url, ro).GetSessionToken(ctx, &sts.GetSessionTokenInput{})
 	wantError(t, "STS GetSessionToken", err, "InvalidAction", `STS action "GetSessionToken" is not implemented`)
+}
+
+// GovCloud: its own partition's ARNs and the us-gov profile.
+func TestGovCloud(t *testing.T) {
+	_, url := standinIn(t, "us-gov-west-1", "aws-us-gov")
+	c := stsClient(url, instanceCreds)
+	c = sts.New(c.Options(), func(o *sts.Options) { o.Region = "us-gov-west-1" })
+	out, err := c.AssumeRole(context.Background(), &sts.AssumeRoleInput{
+		RoleArn: aws.String("arn:aws-us-gov:iam::" + account + ":role/claudecode-readonly-" + stackName), RoleSessionName: aws.String(roSession)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := aws.Credentials{AccessKeyID: *out.Credentials.AccessKeyId, SecretAccessKey: *out.Credentials.SecretAccessKey, SessionToken: *out.Credentials.SessionToken}
+	if *out.AssumedRoleUser.Arn != "arn:aws-us-gov:sts::"+account+":assumed-role/claudecode-readonly-"+stackName+"/"+roSession {
+		t.Errorf("assumed %s", *out.AssumedRoleUser.Arn)
+	}
+	cfg := awsConfig(ro)
+	cfg.Region = "us-gov-west-1"
+	rt := bedrockruntime.NewFromConfig(cfg, func(o *bedrockruntime.Options) { o.BaseEndpoint = aws.String(url) })
+	for model, wantErr := range map[string]string{"us-gov.anthropic.claude-sonnet-4-6": "", "us.anthropic.claude-sonnet-4-6": "ValidationException",
+		"global.anthropic.claude-sonnet-4-6": "ValidationException"} {
+		_, err := rt.InvokeModel(context.Background(), &bedrockruntime.InvokeModelInput{ModelId: aws.String(model), Body: []byte(prompt)})
+		code := ""
+		if err != nil {
+			code = "not an AWS error"
+			var ae smithy.APIError
+			if errors.As(err, &ae) {
+				code = ae.ErrorCode()
+			}
+		}
+		if code != wantErr {
+			t.Errorf("%s in us-gov-west-1: %v, want %q", model, err, wantErr)
+		}
+	}
 }
 
 // The stand-in's own Region table.

@@ -15,7 +15,10 @@
 # deletes the leftovers. Concurrent runs wait on a lock.
 #
 # Layout of the cache:
-#   rootfs/debian/     Debian bookworm + systemd + cloud-init + kernel
+#   rootfs/debian/     Debian bookworm + systemd + cloud-init + kernel, and
+#                      the AWS CLI v2 (awscli 2.17.3 from bookworm-backports,
+#                      Apache-2.0; bookworm's own 2.9.19 ignores
+#                      AWS_ENDPOINT_URL_*), as a user's image has it
 #   rootfs/al2023/     the same with dnf, Amazon Linux 2023 os-release, no apt
 #   srv/repo/          flat apt repo: unzip git jq nodejs npm docker.io
 #   srv/npm-cache/     npm cache: @anthropic-ai/claude-code(-linux-x64)
@@ -26,7 +29,8 @@
 #   NOTES  build.log  .complete
 #
 # Network: debootstrap, apt-get --download-only and npm cache add reach the
-# Debian mirror of this host and the npm registry; nothing else does.
+# Debian mirror of this host (bookworm and, for awscli, bookworm-backports)
+# and the npm registry; nothing else does.
 # shellcheck disable=SC2016 # the bash -c scripts expand inside the chroot
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,6 +40,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 suite=bookworm
 claude_version=2.1.332
 apt_targets=(unzip git jq nodejs npm docker.io)
+# The AWS CLI v2 a user's image has (Amazon Linux ships v2 as well), pinned:
+# 2.13.30 is the first to honour AWS_ENDPOINT_URL_STS, which points it at
+# the loopback stand-in; bookworm's 2.9.19 is older. Its python3-awscrt
+# must come from backports too.
+awscli_pkgs=(awscli=2.17.3-1~bpo12+1 python3-awscrt=0.20.4+dfsg-1~bpo12+1)
 mapfile -t rootfs_include < <(grep -v '^#' "$here/image/debootstrap.list" | grep .)
 masked_units=(
 	apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer
@@ -150,7 +159,8 @@ in_chroot() {
 }
 
 # apt_download STATUS DEST PKG...: resolve PKG on top of a dpkg status file
-# with the host's apt sources, download the debs into DEST.
+# with the host's apt sources (plus bookworm-backports of the same mirror when
+# APT_BACKPORTS=1), download the debs into DEST.
 apt_download() {
 	local status=$1 dest=$2 a=$work/aptroot
 	shift 2
@@ -164,6 +174,10 @@ apt_download() {
 		cp /etc/apt/sources.list.d/debian.sources "$a/etc/apt/sources.list.d/"
 	else
 		cp /etc/apt/sources.list "$a/etc/apt/"
+	fi
+	if [[ ${APT_BACKPORTS:-0} == 1 ]]; then
+		printf 'Types: deb\nURIs: %s\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+			"$(debian_mirror)" "$suite" >"$a/etc/apt/sources.list.d/ccboot-e2e-backports.sources"
 	fi
 	cp -a /etc/apt/trusted.gpg.d/. "$a/etc/apt/trusted.gpg.d/" 2>/dev/null || true
 	cat >"$a/apt.conf" <<-EOF
@@ -246,6 +260,24 @@ step_configure_debian() {
 	' configure "${masked_units[@]}"
 	rm -rf "$r"/var/lib/cloud/* "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
 	e2e_timing configure-debian "$t"
+}
+
+# The AWS CLI v2 from backports, installed offline into the Debian rootfs
+# (the al2023 variant, a copy of it, keeps it: Amazon Linux has v2 too).
+step_awscli() {
+	local t r=$work/rootfs/debian debs=$work/awscli-debs v
+	t=$(e2e_now)
+	APT_BACKPORTS=1 apt_download "$r/var/lib/dpkg/status" "$debs" "${awscli_pkgs[@]}"
+	in_chroot "$r" --bind "$debs" /tmp/awscli-debs -- bash -euc '
+		printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
+		dpkg -i /tmp/awscli-debs/*.deb >/dev/null
+		rm -f /usr/sbin/policy-rc.d
+	'
+	rm -rf "$debs"
+	v=$(in_chroot "$r" -- aws --version)
+	[[ $v == aws-cli/2.17.3\ * ]] || e2e_die "awscli in the rootfs: $v, want aws-cli/2.17.3"
+	echo "awscli: $v (bookworm-backports, Apache-2.0)" >>"$work/NOTES"
+	e2e_timing awscli "$t"
 }
 
 step_apt_repo() {
@@ -342,6 +374,7 @@ step_qemu_images() {
 
 step_debootstrap
 step_configure_debian
+step_awscli
 step_apt_repo
 step_npm_cache
 step_rpm_repo

@@ -254,6 +254,8 @@ type bootOpts struct {
 	docker     bool
 	state      bool
 	timeout    time.Duration
+	netns      string   // join this netns (netns.sh up) instead of a private one
+	nspawnArgs []string // more systemd-nspawn arguments (e.g. a bind mount)
 }
 
 // boot runs boot-nspawn.sh or boot-qemu.sh and returns the results dir and
@@ -302,6 +304,12 @@ func (s *suite) boot(t *testing.T, name string, o bootOpts) (string, int) {
 	}
 	if o.state {
 		args = append(args, "--state", filepath.Join(dir, "state"))
+	}
+	if o.netns != "" {
+		args = append(args, "--netns", o.netns)
+	}
+	if len(o.nspawnArgs) > 0 {
+		args = append(append(args, "--"), o.nspawnArgs...)
 	}
 	cmd := exec.Command(filepath.Join(s.e2eDir, script), args...)
 	logf, err := os.Create(filepath.Join(dir, "boot.log"))

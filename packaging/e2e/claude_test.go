@@ -1,0 +1,476 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// --- 12. Claude Code on Bedrock as ec2-user, outside the US -----------------
+//
+// A guest boots in eu-west-1 through the shipped UserData and cloud-init;
+// then the real Claude Code that ccboot installed, and the real AWS CLI v2,
+// run as ec2-user in an interactive login shell, against the loopback STS +
+// Bedrock stand-in (packaging/awsstandin), which decides every request with
+// the CloudFormation template's own policies for this stack.
+
+const (
+	claudeRegion  = "eu-west-1"
+	claudeAccount = "246813579135"
+	claudeStack   = "cce2e"
+	// standinPort is where the stand-in listens in the guest's netns.
+	standinPort = 4599
+	// The instance role's credentials as the metadata mock hands them out;
+	// the stand-in treats this key as issued for the instance role.
+	instanceKeyID  = "ASIAE2EINSTANCEKEY01"
+	instanceSecret = "e2e-instance-role-secret-key-0000000000"
+	// standinGuestDir is where the guest sees the stand-in's log (read-only).
+	standinGuestDir = "/srv/e2e-standin"
+)
+
+// endpointsProfile is the ONLY test-only setting in ec2-user's environment:
+// the loopback endpoints of the stand-in and the metadata mock, and no
+// non-essential traffic. Everything else ec2-user's shell gets comes from
+// what ccboot wrote (/etc/profile.d/claude-bedrock.sh, ~/.bashrc,
+// ~/.aws/config). The zz- name sorts it after claude-bedrock.sh. The
+// metadata endpoint ends in a slash: the AWS CLI appends "latest/..." to it.
+var endpointsProfile = fmt.Sprintf(`# TEST-ONLY (ccboot e2e scenario 12): loopback endpoints, nothing else.
+export AWS_EC2_METADATA_SERVICE_ENDPOINT=%[2]s
+export AWS_ENDPOINT_URL_STS=http://127.0.0.1:%[1]d
+export AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:%[1]d
+export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%[1]d
+export ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:%[1]d
+export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
+`, standinPort, nspawnIMDS+"/")
+
+// standinRecord is one line of the stand-in's request log
+// (awsstandin.Request): Action is the IAM action ("sts:AssumeRole"), Role
+// the ARN of the role the signing key was issued for, Decision the IAM
+// engine's (Allowed, ImplicitlyDenied, ExplicitlyDenied).
+type standinRecord struct {
+	Service   string `json:"service"`
+	Action    string `json:"action"`
+	Resource  string `json:"resource"`
+	AccessKey string `json:"accessKey"`
+	Role      string `json:"role"`
+	Session   string `json:"session"`
+	Decision  string `json:"decision"`
+	Status    int    `json:"status"`
+	ModelID   string `json:"modelId"`
+	Error     string `json:"error"`
+}
+
+func testClaudeBedrock(t *testing.T, s *suite) {
+	dir := filepath.Join(s.work, "claude")
+	roleRO := "claudecode-readonly-" + claudeStack
+	roleEL := "claudecode-elevated-" + claudeStack
+	roleEC2 := "claudecode-ec2-" + claudeStack
+
+	// The metadata mock: an instance in eu-west-1 with instance profile
+	// claudecode-ec2-STACK (ccboot derives the two roles from it) and
+	// credentials that are valid for the whole run.
+	mock := s.mockConfig(t, "claude", claudeRegion, claudeAccount, roleEC2, "aws", func(m map[string]any) {
+		md := m["metadata"].(map[string]any)
+		paths, _ := md["paths"].(map[string]any)
+		if paths == nil {
+			paths = map[string]any{}
+		}
+		paths["iam-security-credentials"] = "/latest/meta-data/iam/security-credentials/" + roleEC2
+		md["paths"] = paths
+		md["values"].(map[string]any)["iam-security-credentials"] = map[string]any{
+			"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
+			"AccessKeyId": instanceKeyID, "SecretAccessKey": instanceSecret, "Token": "e2e-instance-session-token",
+			"Expiration": time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339),
+		}
+	})
+	ns := fmt.Sprintf("ccboot-e2e-claude-%d", os.Getpid())
+	netns := filepath.Join(s.e2eDir, "netns.sh")
+	if b, err := exec.Command(netns, "up", ns, mock).CombinedOutput(); err != nil {
+		t.Fatalf("netns.sh up: %v\n%s", err, b)
+	}
+	t.Cleanup(func() { _ = exec.Command(netns, "down", ns).Run() })
+	logDir := filepath.Join(dir, "standin")
+	logFile := filepath.Join(logDir, "requests.jsonl")
+	s.startStandin(t, ns, logFile)
+
+	seed := filepath.Join(dir, "seed")
+	endpoints := "write_files:\n  - path: /etc/profile.d/zz-e2e-endpoints.sh\n    permissions: '0644'\n    content: |\n"
+	for _, l := range strings.Split(strings.TrimRight(endpointsProfile, "\n"), "\n") {
+		endpoints += "      " + l + "\n"
+	}
+	s.writeSeed(t, seed, seedOpts{dropIn: dropIn(nspawnEnv, nspawnFlags), cloudConfig: endpoints})
+	out, _ := s.boot(t, "claude", bootOpts{
+		seed: seed, probe: []string{"claude-user.sh"}, netns: ns, docker: true, timeout: 10 * time.Minute,
+		nspawnArgs: []string{"--bind-ro=" + logDir + ":" + standinGuestDir},
+		probeEnv: append([]string{
+			"E2E_CCBOOT_FLAGS=" + nspawnFlags,
+			"E2E_STANDIN_LOG=" + standinGuestDir + "/requests.jsonl",
+			"E2E_STANDIN_PORT=" + strconv.Itoa(standinPort),
+		}, nspawnEnv...),
+	})
+	g := bootDir(t, out, 1)
+	if st, rc := g.cloudInit(); st != "done" || rc != 0 {
+		t.Fatalf("cloud-init: %q exit %d, want done/0\n%s", st, rc, g.file("cloud-init-status.txt"))
+	}
+	if rc := g.rc("status-json"); rc != 0 {
+		t.Fatalf("ccboot status after boot exited %d: %s", rc, g.out("status-json"))
+	}
+	if v := g.file("aws-version.out"); !strings.HasPrefix(v, "aws-cli/2.17.3 ") {
+		t.Errorf("aws --version in the guest: %q, want the AWS CLI 2.17.3 cache.sh installs", v)
+	}
+	if e := g.file("session.rc"); strings.TrimSpace(e) != "0" {
+		t.Errorf("the login session exited %s; transcript:\n%s", strings.TrimSpace(e), tail(g.file("transcript.txt"), 40))
+	}
+	if b, err := os.ReadFile(filepath.Join(g.dir, "session-errors.txt")); err == nil {
+		t.Fatalf("the login session: %s; transcript:\n%s", b, tail(g.file("transcript.txt"), 40))
+	}
+
+	// The shell is ec2-user's login shell, and its settings are ccboot's.
+	profile := g.file("profile.sh")
+	model := shellValue(profile, "ANTHROPIC_MODEL")
+	if !strings.HasPrefix(model, "eu.") {
+		t.Errorf("ANTHROPIC_MODEL in eu-west-1 is %q, want an eu. inference profile:\n%s", model, profile)
+	}
+	if got := strings.TrimSpace(g.file("whoami.out")); got != "ec2-user" {
+		t.Errorf("whoami in the session: %q", got)
+	}
+	env := envMap(g.file("env.out"))
+	for k, v := range map[string]string{
+		"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": claudeRegion, "ANTHROPIC_MODEL": model,
+		"HOME": "/home/ec2-user", "USER": "ec2-user",
+	} {
+		if env[k] != v {
+			t.Errorf("ec2-user's login shell has %s=%q, want %q (from /etc/profile.d/claude-bedrock.sh)", k, env[k], v)
+		}
+	}
+	// No credentials or profile in the environment: they come from
+	// ~/.aws/config through the aliases.
+	for _, k := range []string{"AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"} {
+		if v, ok := env[k]; ok {
+			t.Errorf("ec2-user's login shell has %s=%q; nothing may set it", k, v)
+		}
+	}
+	aliases := g.file("alias.out")
+	for _, want := range []string{"alias claude-ro='AWS_PROFILE=claudecode-readonly claude'", "alias claude-el='AWS_PROFILE=claudecode-elevated claude'"} {
+		if !strings.Contains(aliases, want) {
+			t.Errorf("the session's aliases lack %q:\n%s", want, aliases)
+		}
+	}
+
+	all := readStandinLog(t, logFile)
+	window := func(name string) []standinRecord {
+		from, err1 := strconv.Atoi(strings.TrimSpace(g.file(name + ".log-from")))
+		to, err2 := strconv.Atoi(strings.TrimSpace(g.file(name + ".log-to")))
+		if err1 != nil || err2 != nil || from > to || to > len(all) {
+			t.Fatalf("%s: log window %q..%q of %d lines", name, g.file(name+".log-from"), g.file(name+".log-to"), len(all))
+		}
+		return all[from:to]
+	}
+	// claude-ro and claude-el answer through the stand-in, every Bedrock
+	// request signed by the tier's own assumed-role key.
+	for _, c := range []struct {
+		name, role, session, via string
+	}{
+		{"claude-ro", roleRO, "claudecode-readonly-session", roleEC2},
+		{"claude-el", roleEL, "claudecode-elevated-session", roleRO},
+	} {
+		reply := g.file(c.name + ".out")
+		if rc := g.rc(c.name); rc != 0 {
+			t.Errorf("%s -p: exit %d\n%s", c.name, rc, g.out(c.name))
+		}
+		// The stand-in's answer names who signed the prompt's request.
+		if want := fmt.Sprintf("standin: role=%s session=%s model=%s", c.role, c.session, model); !strings.Contains(reply, want) {
+			t.Errorf("%s -p answered %q; want the stand-in's reply %q (stderr: %s)", c.name, reply, want, g.file(c.name+".err"))
+		}
+		w := window(c.name)
+		var streams int
+		var bedrock int
+		for _, r := range w {
+			if r.Service == "sts" {
+				continue
+			}
+			bedrock++
+			if !roleIs(r.Role, c.role) || r.Session != c.session {
+				t.Errorf("%s: Bedrock %s %s signed by %s (role %q session %q), want role %s session %s", c.name, r.Action, r.ModelID, r.AccessKey, r.Role, r.Session, c.role, c.session)
+			}
+			if r.Action == "bedrock:InvokeModelWithResponseStream" && r.Decision == "Allowed" && r.Status == 200 {
+				streams++
+				if r.ModelID != model {
+					t.Errorf("%s: the prompt went to model %q, want ANTHROPIC_MODEL %q", c.name, r.ModelID, model)
+				}
+			}
+		}
+		if bedrock == 0 || streams == 0 {
+			t.Errorf("%s: %d Bedrock requests, %d allowed InvokeModelWithResponseStream; want the prompt answered:\n%s", c.name, bedrock, streams, fmtRecords(w))
+		}
+		// Its role's key came from an AssumeRole signed by the key of the
+		// tier before it (instance role -> ReadOnly -> Elevated).
+		var assumed bool
+		for _, r := range w {
+			if r.Service == "sts" && r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+c.role) && r.Decision == "Allowed" {
+				if !roleIs(r.Role, c.via) {
+					t.Errorf("%s: AssumeRole of %s signed by %s (role %q), want a key of %s", c.name, c.role, r.AccessKey, r.Role, c.via)
+				}
+				if c.via == roleEC2 && r.AccessKey != instanceKeyID {
+					t.Errorf("%s: AssumeRole of %s signed by %s, want the instance key %s from IMDS", c.name, c.role, r.AccessKey, instanceKeyID)
+				}
+				if c.via == roleRO && r.Session != "claudecode-readonly-session" {
+					t.Errorf("%s: AssumeRole of %s signed by a ReadOnly key of session %q, want claudecode-readonly-session", c.name, c.role, r.Session)
+				}
+				assumed = true
+			}
+		}
+		if !assumed {
+			t.Errorf("%s: no allowed AssumeRole of %s:\n%s", c.name, c.role, fmtRecords(w))
+		}
+	}
+
+	// Plain claude has only the instance role: Bedrock refuses it.
+	plain := window("claude-plain")
+	if rc := g.rc("claude-plain"); rc == 0 {
+		t.Errorf("plain claude -p (instance role only) exited 0: %s", g.out("claude-plain"))
+	}
+	// Every request is the instance key's and refused; the prompt itself
+	// is refused by IAM (some availability probes name models the
+	// stand-in does not serve: those are a 400 before any IAM decision).
+	var denied int
+	var promptDenied bool
+	for _, r := range plain {
+		if r.Service == "sts" {
+			t.Errorf("plain claude called STS %s", r.Action)
+			continue
+		}
+		if r.AccessKey != instanceKeyID || r.Decision == "Allowed" || r.Status < 400 {
+			t.Errorf("plain claude: Bedrock %s signed by %s was %q %d, want refused for the instance key %s", r.Action, r.AccessKey, r.Decision, r.Status, instanceKeyID)
+		}
+		if strings.HasSuffix(r.Decision, "Denied") && r.Status == 403 {
+			denied++
+			if r.Action == "bedrock:InvokeModelWithResponseStream" && r.ModelID == model {
+				promptDenied = true
+			}
+		}
+	}
+	if !promptDenied {
+		t.Errorf("plain claude: no IAM-denied InvokeModelWithResponseStream of %s (so its failure proves nothing):\n%s%s", model, fmtRecords(plain), g.out("claude-plain"))
+	}
+	t.Logf("plain claude -p (instance role): exit %d, %d denied Bedrock requests, %d ms; stderr: %s", g.rc("claude-plain"), denied, g.ms("claude-plain"), strings.TrimSpace(g.file("claude-plain.err")+g.file("claude-plain.out")))
+
+	// The AWS CLI v2 with the same profiles.
+	for _, c := range []struct{ name, role, session string }{
+		{"aws-ro", roleRO, "claudecode-readonly-session"},
+		{"aws-el", roleEL, "claudecode-elevated-session"},
+	} {
+		var id struct{ Arn, Account string }
+		if rc := g.rc(c.name); rc != 0 {
+			t.Errorf("%s: aws sts get-caller-identity exited %d: %s", c.name, rc, g.out(c.name))
+			continue
+		}
+		if err := json.Unmarshal([]byte(g.file(c.name+".out")), &id); err != nil {
+			t.Errorf("%s: %v: %s", c.name, err, g.out(c.name))
+		}
+		want := fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/%s", claudeAccount, c.role, c.session)
+		if id.Arn != want {
+			t.Errorf("%s: get-caller-identity Arn %q, want %q", c.name, id.Arn, want)
+		}
+	}
+
+	// ccboot doctor, typed as README says (sudo), passes against the
+	// stand-in in the same guest.
+	doctor := g.file("doctor.out")
+	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 7 checks passed") {
+		t.Errorf("sudo ccboot doctor: exit %d, want 0 with all checks passed:\n%s%s", rc, doctor, g.file("doctor.err"))
+	}
+	for _, want := range []string{
+		fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-readonly-session", claudeAccount, roleRO),
+		fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-elevated-session", claudeAccount, roleEL),
+		model + " in " + claudeRegion,
+	} {
+		if !strings.Contains(doctor, want) {
+			t.Errorf("ccboot doctor's output lacks %q:\n%s", want, doctor)
+		}
+	}
+	t.Logf("ccboot doctor as ec2-user typed it (sudo):\n%s", doctor)
+
+	// What Claude Code called, for the note.
+	var calls []string
+	seen := map[string]bool{}
+	for _, name := range []string{"claude-ro", "claude-el", "claude-plain"} {
+		for _, r := range window(name) {
+			decision := r.Decision
+			if decision == "" {
+				decision = "(not evaluated)"
+			}
+			k := fmt.Sprintf("%-12s %-15s %-38s %-44s %-25s %s %d %s", name, r.Service, r.Action, r.ModelID, roleName(r.Role), decision, r.Status, r.Error)
+			if !seen[k] {
+				seen[k] = true
+				calls = append(calls, k)
+			}
+		}
+	}
+	t.Logf("distinct calls Claude Code made (command, service, action, model, role, decision):\n%s", strings.Join(calls, "\n"))
+}
+
+// startStandin builds and starts the STS + Bedrock stand-in in netns ns on
+// 127.0.0.1:standinPort, logging requests to logFile, and stops it at the
+// end of the test.
+func (s *suite) startStandin(t *testing.T, ns, logFile string) {
+	t.Helper()
+	bin := filepath.Join(s.work, "bin", "aws-standin")
+	build := exec.Command("go", "build", "-o", bin, "./packaging/awsstandin/cmd/aws-standin")
+	build.Dir = s.repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build aws-standin: %v\n%s", err, b)
+	}
+	harness := filepath.Join(s.repo, "packaging", "iam")
+	if _, err := os.Stat(filepath.Join(harness, "node_modules")); err != nil {
+		t.Fatalf("the IAM harness is not installed (%v): run `make deps` (npm ci in packaging/iam)", err)
+	}
+	policies, err := e2eManagedPolicies(s.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, bin,
+		"--listen", fmt.Sprintf("127.0.0.1:%d", standinPort),
+		"--template", filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"),
+		"--policies", policies, "--harness", harness,
+		"--stack", claudeStack, "--region", claudeRegion, "--account", claudeAccount, "--partition", "aws",
+		"--instance-key", instanceKeyID+"="+instanceSecret,
+		"--log", logFile)
+	stderr, err := os.Create(filepath.Join(filepath.Dir(logFile), "standin.stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = stderr
+	// Its own process group, so the node harness it runs dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start aws-standin: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		stderr.Close()
+	})
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "listening on http://") {
+				ready <- nil
+				_, _ = io.Copy(io.Discard, stdout)
+				return
+			}
+		}
+		ready <- errors.New("aws-standin exited before it was listening")
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			b, _ := os.ReadFile(stderr.Name())
+			t.Fatalf("%v:\n%s", err, tail(string(b), 20))
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("aws-standin did not print `listening on` within 90 s")
+	}
+}
+
+// e2eManagedPolicies finds the AWS managed policy documents the IAM
+// harness needs, as packaging/iam_test.go does: CCBOOT_MANAGED_POLICIES, or
+// ../shared/aws/managed-policies beside the clone or one of its parents.
+func e2eManagedPolicies(repo string) (string, error) {
+	if d := os.Getenv("CCBOOT_MANAGED_POLICIES"); d != "" {
+		return d, nil
+	}
+	for d := repo; ; d = filepath.Dir(d) {
+		p := filepath.Join(filepath.Dir(d), "shared", "aws", "managed-policies")
+		if _, err := os.Stat(filepath.Join(p, "ReadOnlyAccess.json")); err == nil {
+			return p, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", errors.New("AWS managed policies not found in ../shared/aws/managed-policies beside the clone; put them there or set CCBOOT_MANAGED_POLICIES")
+		}
+	}
+}
+
+func readStandinLog(t *testing.T, p string) []standinRecord {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("the stand-in's log: %v", err)
+	}
+	var out []standinRecord
+	for i, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		var r standinRecord
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("%s line %d: %v: %s", p, i+1, err, l)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// roleIs: the stand-in names a role by its ARN.
+func roleIs(got, name string) bool {
+	return strings.HasSuffix(got, ":role/"+name) || strings.HasSuffix(got, "/"+name) && strings.Contains(got, ":role/")
+}
+
+func roleName(arn string) string { return arn[strings.LastIndex(arn, "/")+1:] }
+
+func fmtRecords(rs []standinRecord) string {
+	var b strings.Builder
+	for _, r := range rs {
+		fmt.Fprintf(&b, "  %s %s %s key=%s role=%s session=%s %s %d %s\n", r.Service, r.Action, r.ModelID, r.AccessKey, r.Role, r.Session, r.Decision, r.Status, r.Error)
+	}
+	return b.String()
+}
+
+// shellValue is the value of `export NAME='value'` in a profile.d script.
+func shellValue(script, name string) string {
+	for _, l := range strings.Split(script, "\n") {
+		l = strings.TrimPrefix(l, "export ")
+		if v, ok := strings.CutPrefix(l, name+"="); ok {
+			return strings.Trim(v, "'\"")
+		}
+	}
+	return ""
+}
+
+func envMap(s string) map[string]string {
+	m := map[string]string{}
+	for _, l := range strings.Split(s, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}

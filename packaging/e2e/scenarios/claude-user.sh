@@ -1,0 +1,99 @@
+# shellcheck shell=bash
+# Probe of scenario 12 (Claude Code on Bedrock as ec2-user): after
+# cloud-init is done, type commands into a real interactive login shell of
+# ec2-user (su - on a pseudo-terminal, as a person at a terminal would get
+# it), one line at a time, each after the previous one finished. The
+# settings come from what that shell reads: /etc/profile.d (ccboot's
+# claude-bedrock.sh, then the test-only zz-e2e-endpoints.sh) and the
+# aliases in ~/.bashrc. The stand-in's request log is readable at
+# $E2E_STANDIN_LOG; its line count before and after each command lets the
+# test tell which requests each command made.
+set -u
+# (the test prepends lib-probe.sh)
+log=${E2E_STANDIN_LOG:?}
+port=${E2E_STANDIN_PORT:?}
+u=/tmp/e2e-session # where the typed commands write their output
+
+cp /etc/profile.d/claude-bedrock.sh "$o/profile.sh" 2>/dev/null
+cp /etc/profile.d/zz-e2e-endpoints.sh "$o/endpoints.sh" 2>/dev/null
+cp /home/ec2-user/.aws/config "$o/aws-config" 2>/dev/null
+cp /home/ec2-user/.bashrc "$o/bashrc" 2>/dev/null
+capture status-json cc status --format json
+capture aws-version aws --version
+install -d -o ec2-user -g ec2-user -m 0700 "$u"
+
+# NAME|LINE: the line as typed; the shell then writes its exit code.
+# claude-ro / claude-el are ccboot's aliases. Plain claude runs with the
+# instance role's credentials, which the template denies Bedrock; no
+# retries (and a short API timeout) keep that failure fast. ccboot doctor
+# runs as root, as README says; sudo drops the environment, so the
+# test-only endpoints are passed through by name (nothing else).
+p='Reply with one short sentence.'
+cmds=(
+	"whoami|whoami >$u/whoami.out 2>$u/whoami.err"
+	"env|env >$u/env.out 2>$u/env.err"
+	"alias|alias >$u/alias.out 2>$u/alias.err"
+	"claude-ro|claude-ro -p '$p' >$u/claude-ro.out 2>$u/claude-ro.err"
+	"claude-el|claude-el -p '$p' >$u/claude-el.out 2>$u/claude-el.err"
+	"claude-plain|CLAUDE_CODE_MAX_RETRIES=0 API_TIMEOUT_MS=20000 claude -p '$p' >$u/claude-plain.out 2>$u/claude-plain.err"
+	"aws-ro|aws sts get-caller-identity --profile claudecode-readonly --output json >$u/aws-ro.out 2>$u/aws-ro.err"
+	"aws-el|aws sts get-caller-identity --profile claudecode-elevated --output json >$u/aws-el.out 2>$u/aws-el.err"
+	"doctor|sudo --preserve-env=AWS_EC2_METADATA_SERVICE_ENDPOINT,AWS_ENDPOINT_URL_STS,AWS_ENDPOINT_URL_BEDROCK,AWS_ENDPOINT_URL_BEDROCK_RUNTIME ccboot doctor >$u/doctor.out 2>$u/doctor.err"
+)
+printf '%s\n' "${cmds[@]}" >"$o/commands.txt"
+
+count() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
+
+# settle: wait (at most 30 s) until the stand-in has no connection left
+# open on its side. It logs a request before it finishes answering it, and
+# a request whose client went away is logged before its connection closes;
+# so once none is open, every request of the command before has been
+# counted, and none leaks into the next command's lines. ss sees the
+# stand-in's sockets: the guest shares its network namespace.
+settle() {
+	local i
+	for ((i = 0; i < 300; i++)); do
+		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port )")" ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# type_lines: write each line to the terminal, wait for its exit code (at
+# most 180 s) and for the stand-in to settle, then type the next; finally
+# `exit`.
+type_lines() {
+	local e name line i t
+	for e in "${cmds[@]}"; do
+		name=${e%%|*} line=${e#*|}
+		count >"$o/$name.log-from"
+		t=$(date +%s%N)
+		printf '%s; echo $? >%s/%s.rc\n' "$line" "$u" "$name"
+		for ((i = 0; i < 1800; i++)); do
+			[ -s "$u/$name.rc" ] && break
+			sleep 0.1
+		done
+		echo $((($(date +%s%N) - t) / 1000000)) >"$o/$name.ms"
+		if [ ! -s "$u/$name.rc" ]; then
+			count >"$o/$name.log-to"
+			echo "$name: no exit code after 180 s" >>"$o/session-errors.txt"
+			break
+		fi
+		settle || echo "$name: connections to the stand-in still open 30 s after it exited" >>"$o/session-errors.txt"
+		count >"$o/$name.log-to"
+	done
+	echo exit
+}
+t0=$(date +%s%N)
+type_lines | TERM=xterm-256color timeout 900 script -qec 'su - ec2-user' /dev/null >"$o/transcript.txt" 2>&1
+echo $? >"$o/session.rc"
+echo $((($(date +%s%N) - t0) / 1000000)) >"$o/session.ms"
+for e in "${cmds[@]}"; do
+	name=${e%%|*}
+	for x in out err rc; do
+		cp "$u/$name.$x" "$o/$name.$x" 2>/dev/null
+	done
+done
+exit 0
