@@ -347,7 +347,8 @@ func Quote(s string) string {
 }
 
 // EnsureDir makes name a directory with spec's mode and owner, creating
-// missing parents with the same spec. It refuses symbolic links and reports
+// missing parents with the same spec (existing ones are left as they are).
+// It refuses symbolic links and reports
 // whether anything changed.
 func (t *Tree) EnsureDir(name string, spec FileSpec) (bool, error) {
 	return t.EnsureDirWith(name, spec, DirHooks{})
@@ -379,7 +380,7 @@ func (t *Tree) EnsureDirWith(name string, spec FileSpec, h DirHooks) (bool, erro
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if parent := path.Dir(name); parent != "." {
-			if _, err := t.EnsureDirWith(parent, spec, h); err != nil {
+			if err := t.ensureParent(parent, spec, h); err != nil {
 				return false, err
 			}
 		}
@@ -418,6 +419,26 @@ func (t *Tree) EnsureDirWith(name string, spec FileSpec, h DirHooks) (bool, erro
 	}
 	changed, err := t.fixMeta(f, fi, name, spec)
 	return created || changed, err
+}
+
+// ensureParent creates a missing parent of a directory being created, with
+// the child's spec. A parent that exists keeps its mode and owner: making
+// var/lib/ccboot (0700) must not make /var/lib 0700, nor a swap file's new
+// directory under /var/tmp take the sticky bit off /var/tmp.
+func (t *Tree) ensureParent(name string, spec FileSpec, h DirHooks) error {
+	fi, err := t.root.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		_, err := t.EnsureDirWith(name, spec, h)
+		return err
+	case err != nil:
+		return err
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return t.linkError(name)
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory (it is a %s); move it away and rerun", t.Path(name), Kind(fi.Mode()))
+	}
+	return nil
 }
 
 func (t *Tree) openDir(name string) (*os.File, fs.FileInfo, error) {

@@ -210,6 +210,37 @@ func TestEnsureDir(t *testing.T) {
 	if _, err := tr.EnsureDir("f", d); err == nil {
 		t.Fatal("file accepted as directory")
 	}
+	if _, err := tr.EnsureDir("f/g", d); err == nil {
+		t.Fatal("a file accepted as a parent directory")
+	}
+}
+
+// Creating a directory under an existing one leaves the existing one's mode
+// alone: var/lib must not become 0700 because var/lib/ccboot is.
+func TestEnsureDirLeavesExistingParents(t *testing.T) {
+	t.Parallel()
+	tr, dir := openTree(t)
+	tmp := filepath.Join(dir, "var/tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, 0o777|fs.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(tmp)
+	if _, err := tr.EnsureDir("var/tmp/swap/dir", FileSpec{Mode: 0o700, UID: KeepOwner, GID: KeepOwner}); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(tmp)
+	if after.Mode() != before.Mode() {
+		t.Errorf("existing parent var/tmp: mode %v -> %v", before.Mode(), after.Mode())
+	}
+	for _, name := range []string{"var/tmp/swap", "var/tmp/swap/dir"} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s (created): %v %v, want 0700", name, fi, err)
+		}
+	}
 }
 
 func TestReadInfoFollowsLinksInsideTheTreeOnly(t *testing.T) {
