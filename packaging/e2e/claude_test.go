@@ -32,6 +32,11 @@ const (
 	claudeStack   = "cce2e"
 	// standinPort is where the stand-in listens in the guest's netns.
 	standinPort = 4599
+	// Two more stand-ins beside it, each deciding with a template copy
+	// that breaks one link of the chain; only doctor's command line
+	// points at them (see claude-user.sh).
+	trustBrokenPort = 4600 // ReadOnly's trust policy names another role
+	noInvokePort    = 4601 // BedrockPolicy without bedrock:InvokeModel
 	// The instance role's credentials as the metadata mock hands them out;
 	// the stand-in treats this key as issued for the instance role.
 	instanceKeyID  = "ASIAE2EINSTANCEKEY01"
@@ -103,7 +108,20 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	t.Cleanup(func() { _ = exec.Command(netns, "down", ns).Run() })
 	logDir := filepath.Join(dir, "standin")
 	logFile := filepath.Join(logDir, "requests.jsonl")
-	s.startStandin(t, ns, logFile)
+	trustLog := filepath.Join(logDir, "requests-trust.jsonl")
+	noInvokeLog := filepath.Join(logDir, "requests-noinvoke.jsonl")
+	bin := s.buildStandin(t)
+	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), standinPort, logFile)
+	// The broken links, as the host-side TestBlackboxDoctorStandin makes
+	// them: ReadOnly's trust policy names a role that is not the instance
+	// role; BedrockPolicy lacks bedrock:InvokeModel (ReadOnlyAccess does not
+	// grant it, so ReadOnly may still describe the model but not invoke it).
+	tpls := filepath.Join(dir, "templates")
+	s.startStandin(t, bin, ns, s.mutatedTemplate(t, tpls, "trust-broken", [2]string{
+		"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}",
+		"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/someone-else"}), trustBrokenPort, trustLog)
+	s.startStandin(t, bin, ns, s.mutatedTemplate(t, tpls, "no-invoke", [2]string{
+		"              - bedrock:InvokeModel\n", ""}), noInvokePort, noInvokeLog)
 
 	seed := filepath.Join(dir, "seed")
 	endpoints := "write_files:\n  - path: /etc/profile.d/zz-e2e-endpoints.sh\n    permissions: '0644'\n    content: |\n"
@@ -118,6 +136,8 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 			"E2E_CCBOOT_FLAGS=" + nspawnFlags,
 			"E2E_STANDIN_LOG=" + standinGuestDir + "/requests.jsonl",
 			"E2E_STANDIN_PORT=" + strconv.Itoa(standinPort),
+			"E2E_STANDIN_TRUST_PORT=" + strconv.Itoa(trustBrokenPort),
+			"E2E_STANDIN_NOINVOKE_PORT=" + strconv.Itoa(noInvokePort),
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
@@ -303,6 +323,65 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	}
 	t.Logf("ccboot doctor as ec2-user typed it (sudo):\n%s", doctor)
 
+	// One link broken at a time, in the same guest: doctor names that
+	// check FAIL with its fix, skips what depends on it, exit 1. Only the
+	// endpoints on doctor's own command line differ (claude-user.sh).
+	modelSkips := map[string]string{"readonly-invoke": "skip", "elevated-invoke": "skip"}
+	for _, c := range []struct {
+		name, fail, detail, summary string
+		skips                       map[string]string
+	}{
+		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 7 checks failed, 4 skipped because of them",
+			map[string]string{"elevated-profile": "skip", "bedrock-model": "skip", "readonly-invoke": "skip", "elevated-invoke": "skip"}},
+		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 7 checks failed", nil},
+		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 7 checks failed, 2 skipped because of them", modelSkips},
+	} {
+		out := g.file(c.name + ".out")
+		if rc := g.rc(c.name); rc != 1 {
+			t.Errorf("%s: exit %d, want 1:\n%s%s", c.name, rc, out, g.file(c.name+".err"))
+		}
+		got := doctorLines(out)
+		for _, check := range []string{"imds-credentials", "readonly-profile", "elevated-profile", "bedrock-model", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
+			want := "ok"
+			if check == c.fail {
+				want = "FAIL"
+			} else if m, ok := c.skips[check]; ok {
+				want = m
+			}
+			l := got[check]
+			if l.mark != want {
+				t.Errorf("%s: %s is %q, want %q:\n%s", c.name, check, l.mark, want, out)
+			}
+			if check == c.fail && (!strings.Contains(l.detail, c.detail) || !strings.Contains(l.detail, "; fix: ")) {
+				t.Errorf("%s: the %s line %q lacks %q and a fix", c.name, check, l.detail, c.detail)
+			}
+		}
+		if !strings.Contains(out, "\n"+c.summary+"\n") {
+			t.Errorf("%s: no summary %q:\n%s", c.name, c.summary, out)
+		}
+		t.Logf("%s (exit %d, %d ms):\n%s", c.name, g.rc(c.name), g.ms(c.name), out)
+	}
+	// The broken stand-ins refused what their template no longer allows,
+	// for the key of the right tier: the failures above are the
+	// templates', not a wrong endpoint's.
+	for _, c := range []struct {
+		log, action, resource, role string
+	}{
+		{trustLog, "sts:AssumeRole", ":role/" + roleRO, roleEC2},
+		{noInvokeLog, "bedrock:InvokeModel", model, roleRO},
+	} {
+		var refused bool
+		rs := readStandinLog(t, c.log)
+		for _, r := range rs {
+			if r.Action == c.action && strings.HasSuffix(r.Resource, c.resource) && roleIs(r.Role, c.role) && r.Decision == "ImplicitlyDenied" && r.Status == 403 {
+				refused = true
+			}
+		}
+		if !refused {
+			t.Errorf("%s: no %s on %s by %s refused (ImplicitlyDenied, 403):\n%s", filepath.Base(c.log), c.action, c.resource, c.role, fmtRecords(rs))
+		}
+	}
+
 	// What Claude Code called, for the note.
 	var calls []string
 	seen := map[string]bool{}
@@ -322,10 +401,8 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	t.Logf("distinct calls Claude Code made (command, service, action, model, role, decision):\n%s", strings.Join(calls, "\n"))
 }
 
-// startStandin builds and starts the STS + Bedrock stand-in in netns ns on
-// 127.0.0.1:standinPort, logging requests to logFile, and stops it at the
-// end of the test.
-func (s *suite) startStandin(t *testing.T, ns, logFile string) {
+// buildStandin builds the STS + Bedrock stand-in once for the test.
+func (s *suite) buildStandin(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(s.work, "bin", "aws-standin")
 	build := exec.Command("go", "build", "-o", bin, "./packaging/awsstandin/cmd/aws-standin")
@@ -334,6 +411,43 @@ func (s *suite) startStandin(t *testing.T, ns, logFile string) {
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build aws-standin: %v\n%s", err, b)
 	}
+	return bin
+}
+
+// mutatedTemplate writes a copy of the CloudFormation template into dir
+// with each mutation ({old, new}) applied; each old text must be in the
+// template exactly once, so a template change cannot silently turn a
+// broken link into an intact one.
+func (s *suite) mutatedTemplate(t *testing.T, dir, name string, mutations ...[2]string) string {
+	t.Helper()
+	src := filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for _, m := range mutations {
+		if strings.Count(text, m[0]) != 1 {
+			t.Fatalf("mutation %s: %q is not in %s exactly once", name, m[0], src)
+		}
+		text = strings.Replace(text, m[0], m[1], 1)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startStandin starts the stand-in (bin) in netns ns on 127.0.0.1:port,
+// deciding with the given template for this test's stack, logging requests
+// to logFile (stderr beside it, as NAME.stderr), and stops it at the end of
+// the test.
+func (s *suite) startStandin(t *testing.T, bin, ns, template string, port int, logFile string) {
+	t.Helper()
 	harness := filepath.Join(s.repo, "packaging", "iam")
 	if _, err := os.Stat(filepath.Join(harness, "node_modules")); err != nil {
 		t.Fatalf("the IAM harness is not installed (%v): run `make deps` (npm ci in packaging/iam)", err)
@@ -346,13 +460,13 @@ func (s *suite) startStandin(t *testing.T, ns, logFile string) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns, bin,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", standinPort),
-		"--template", filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"),
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--template", template,
 		"--policies", policies, "--harness", harness,
 		"--stack", claudeStack, "--region", claudeRegion, "--account", claudeAccount, "--partition", "aws",
 		"--instance-key", instanceKeyID+"="+instanceSecret,
 		"--log", logFile)
-	stderr, err := os.Create(filepath.Join(filepath.Dir(logFile), "standin.stderr"))
+	stderr, err := os.Create(strings.TrimSuffix(logFile, ".jsonl") + ".stderr")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,10 +508,10 @@ func (s *suite) startStandin(t *testing.T, ns, logFile string) {
 	case err := <-ready:
 		if err != nil {
 			b, _ := os.ReadFile(stderr.Name())
-			t.Fatalf("%v:\n%s", err, tail(string(b), 20))
+			t.Fatalf("%s: %v:\n%s", filepath.Base(logFile), err, tail(string(b), 20))
 		}
 	case <-time.After(90 * time.Second):
-		t.Fatal("aws-standin did not print `listening on` within 90 s")
+		t.Fatalf("aws-standin (%s) did not print `listening on` within 90 s", filepath.Base(logFile))
 	}
 }
 
@@ -437,6 +551,22 @@ func readStandinLog(t *testing.T, p string) []standinRecord {
 		out = append(out, r)
 	}
 	return out
+}
+
+// doctorLine is one check's line of doctor's text output: its mark (ok,
+// FAIL, skip) and the rest.
+type doctorLine struct{ mark, detail string }
+
+func doctorLines(out string) map[string]doctorLine {
+	m := map[string]doctorLine{}
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && !strings.HasPrefix(l, "doctor:") {
+			rest := strings.TrimSpace(strings.TrimPrefix(l, f[0]))
+			m[f[0]] = doctorLine{f[1], strings.TrimSpace(strings.TrimPrefix(rest, f[1]))}
+		}
+	}
+	return m
 }
 
 // roleIs: the stand-in names a role by its ARN.

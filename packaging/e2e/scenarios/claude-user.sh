@@ -12,6 +12,8 @@ set -u
 # (the test prepends lib-probe.sh)
 log=${E2E_STANDIN_LOG:?}
 port=${E2E_STANDIN_PORT:?}
+trust_port=${E2E_STANDIN_TRUST_PORT:?}     # ReadOnly's trust policy broken
+noinvoke_port=${E2E_STANDIN_NOINVOKE_PORT:?} # no bedrock:InvokeModel
 u=/tmp/e2e-session # where the typed commands write their output
 
 cp /etc/profile.d/claude-bedrock.sh "$o/profile.sh" 2>/dev/null
@@ -27,8 +29,14 @@ install -d -o ec2-user -g ec2-user -m 0700 "$u"
 # instance role's credentials, which the template denies Bedrock; no
 # retries (and a short API timeout) keep that failure fast. ccboot doctor
 # runs as root, as README says; sudo drops the environment, so the
-# test-only endpoints are passed through by name (nothing else).
+# test-only endpoints are passed through by name (nothing else). Then
+# doctor again with one link broken at a time, only on its own command
+# line: the endpoints of a stand-in whose template breaks the ReadOnly
+# trust policy or lacks bedrock:InvokeModel, and a model whose us. prefix
+# eu-west-1 cannot use.
 p='Reply with one short sentence.'
+keep=AWS_EC2_METADATA_SERVICE_ENDPOINT,AWS_ENDPOINT_URL_STS,AWS_ENDPOINT_URL_BEDROCK,AWS_ENDPOINT_URL_BEDROCK_RUNTIME
+at() { echo "AWS_ENDPOINT_URL_STS=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:$1"; }
 cmds=(
 	"whoami|whoami >$u/whoami.out 2>$u/whoami.err"
 	"env|env >$u/env.out 2>$u/env.err"
@@ -38,13 +46,16 @@ cmds=(
 	"claude-plain|CLAUDE_CODE_MAX_RETRIES=0 API_TIMEOUT_MS=20000 claude -p '$p' >$u/claude-plain.out 2>$u/claude-plain.err"
 	"aws-ro|aws sts get-caller-identity --profile claudecode-readonly --output json >$u/aws-ro.out 2>$u/aws-ro.err"
 	"aws-el|aws sts get-caller-identity --profile claudecode-elevated --output json >$u/aws-el.out 2>$u/aws-el.err"
-	"doctor|sudo --preserve-env=AWS_EC2_METADATA_SERVICE_ENDPOINT,AWS_ENDPOINT_URL_STS,AWS_ENDPOINT_URL_BEDROCK,AWS_ENDPOINT_URL_BEDROCK_RUNTIME ccboot doctor >$u/doctor.out 2>$u/doctor.err"
+	"doctor|sudo --preserve-env=$keep ccboot doctor >$u/doctor.out 2>$u/doctor.err"
+	"doctor-trust|$(at "$trust_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-trust.out 2>$u/doctor-trust.err"
+	"doctor-noinvoke|$(at "$noinvoke_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-noinvoke.out 2>$u/doctor-noinvoke.err"
+	"doctor-geo|sudo --preserve-env=$keep ccboot doctor --set bedrock.model=us.anthropic.claude-sonnet-4-6 >$u/doctor-geo.out 2>$u/doctor-geo.err"
 )
 printf '%s\n' "${cmds[@]}" >"$o/commands.txt"
 
 count() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
 
-# settle: wait (at most 30 s) until the stand-in has no connection left
+# settle: wait (at most 30 s) until the stand-ins have no connection left
 # open on its side. It logs a request before it finishes answering it, and
 # a request whose client went away is logged before its connection closes;
 # so once none is open, every request of the command before has been
@@ -53,7 +64,7 @@ count() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
 settle() {
 	local i
 	for ((i = 0; i < 300; i++)); do
-		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port )")" ]; then
+		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port or sport = :$trust_port or sport = :$noinvoke_port )")" ]; then
 			return 0
 		fi
 		sleep 0.1
