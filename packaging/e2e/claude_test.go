@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
 // --- 12. Claude Code on Bedrock as ec2-user, outside the US -----------------
@@ -166,7 +168,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	if got := strings.TrimSpace(g.file("whoami.out")); got != "ec2-user" {
 		t.Errorf("whoami in the session: %q", got)
 	}
-	env := envMap(g.file("env.out"))
+	env := kv(g.file("env.out"))
 	for k, v := range map[string]string{
 		"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": claudeRegion, "ANTHROPIC_MODEL": model,
 		"HOME": "/home/ec2-user", "USER": "ec2-user",
@@ -452,7 +454,7 @@ func (s *suite) startStandin(t *testing.T, bin, ns, template string, port int, l
 	if _, err := os.Stat(filepath.Join(harness, "node_modules")); err != nil {
 		t.Fatalf("the IAM harness is not installed (%v): run `make deps` (npm ci in packaging/iam)", err)
 	}
-	policies, err := e2eManagedPolicies(s.repo)
+	policies, err := cfn.ManagedPoliciesDir(s.repo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,24 +514,6 @@ func (s *suite) startStandin(t *testing.T, bin, ns, template string, port int, l
 		}
 	case <-time.After(90 * time.Second):
 		t.Fatalf("aws-standin (%s) did not print `listening on` within 90 s", filepath.Base(logFile))
-	}
-}
-
-// e2eManagedPolicies finds the AWS managed policy documents the IAM
-// harness needs, as packaging/iam_test.go does: CCBOOT_MANAGED_POLICIES, or
-// ../shared/aws/managed-policies beside the clone or one of its parents.
-func e2eManagedPolicies(repo string) (string, error) {
-	if d := os.Getenv("CCBOOT_MANAGED_POLICIES"); d != "" {
-		return d, nil
-	}
-	for d := repo; ; d = filepath.Dir(d) {
-		p := filepath.Join(filepath.Dir(d), "shared", "aws", "managed-policies")
-		if _, err := os.Stat(filepath.Join(p, "ReadOnlyAccess.json")); err == nil {
-			return p, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", errors.New("AWS managed policies not found in ../shared/aws/managed-policies beside the clone; put them there or set CCBOOT_MANAGED_POLICIES")
-		}
 	}
 }
 
@@ -593,14 +577,4 @@ func shellValue(script, name string) string {
 		}
 	}
 	return ""
-}
-
-func envMap(s string) map[string]string {
-	m := map[string]string{}
-	for _, l := range strings.Split(s, "\n") {
-		if k, v, ok := strings.Cut(l, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
 }
