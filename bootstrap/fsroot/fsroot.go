@@ -587,47 +587,24 @@ func (t *Tree) WriteFile(name string, data []byte, spec FileSpec) (bool, error) 
 // replace writes data to a temp file beside name and renames it over name,
 // but only while name is still the file old describes (absent when nil).
 func (t *Tree) replace(name string, data []byte, spec FileSpec, old fs.FileInfo) (err error) {
-	dir, base := path.Split(name)
-	t.removeStaleTemps(dir, base)
-	tmp := dir + "." + base + tempMarker + randomSuffix()
-	f, err := t.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	s, err := t.stage(name)
 	if err != nil {
-		return fmt.Errorf("create temp file for %s: %w", t.Path(name), err)
+		return err
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			t.root.Remove(tmp)
+			s.Abort()
 		}
 	}()
 	if spec.UID != KeepOwner || spec.GID != KeepOwner {
-		if err = f.Chown(spec.UID, spec.GID); err != nil {
+		if err = s.f.Chown(spec.UID, spec.GID); err != nil {
 			return fmt.Errorf("chown %s: %w", t.Path(name), err)
 		}
 	}
-	if err = f.Chmod(spec.Mode.Perm()); err != nil {
-		return fmt.Errorf("chmod %s: %w", t.Path(name), err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", t.Path(name), err)
-	}
-	CrashPoint("replace/written", name)
-	// Without fsync before rename a crash can leave a zero-length file.
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", t.Path(name), err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", t.Path(name), err)
-	}
-	CrashPoint("replace/synced", name)
-	if err = t.stillSame(name, old); err != nil {
+	if _, err = s.Write(data); err != nil {
 		return err
 	}
-	if err = t.root.Rename(tmp, name); err != nil {
-		return fmt.Errorf("rename into %s: %w", t.Path(name), err)
-	}
-	CrashPoint("replace/renamed", name)
-	return t.syncDir(dir)
+	return s.commit(spec.Mode, func() error { return t.stillSame(name, old) })
 }
 
 // stillSame checks, just before the rename, that name is still the inode

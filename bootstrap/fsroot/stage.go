@@ -31,6 +31,11 @@ func (t *Tree) Stage(name string) (*Staged, error) {
 	if err := t.refuseLinkedParents(name); err != nil {
 		return nil, err
 	}
+	return t.stage(name)
+}
+
+// stage is Stage for a name whose parents were already checked.
+func (t *Tree) stage(name string) (*Staged, error) {
 	dir, base := path.Split(name)
 	t.removeStaleTemps(dir, base)
 	tmp := dir + "." + base + tempMarker + randomSuffix()
@@ -46,7 +51,7 @@ func (s *Staged) Write(p []byte) (int, error) {
 	n, err := s.f.Write(p)
 	s.n += int64(n)
 	if err != nil {
-		return n, fmt.Errorf("write %s: %w", s.t.Path(s.tmp), err)
+		return n, fmt.Errorf("write %s: %w", s.t.Path(s.name), err)
 	}
 	return n, nil
 }
@@ -55,9 +60,13 @@ func (s *Staged) Write(p []byte) (int, error) {
 func (s *Staged) Size() int64 { return s.n }
 
 // Commit flushes the temp file to disk, gives it mode (root keeps owning
-// it), and renames it over the final name. Without the fsync before the
-// rename a crash could leave a zero-length file under the final name.
-func (s *Staged) Commit(mode fs.FileMode) (err error) {
+// it), and renames it over the final name.
+func (s *Staged) Commit(mode fs.FileMode) error { return s.commit(mode, nil) }
+
+// commit is Commit with a last check (nil: none) run just before the
+// rename. Without the fsync before the rename a crash could leave a
+// zero-length file under the final name.
+func (s *Staged) commit(mode fs.FileMode, beforeRename func() error) (err error) {
 	defer func() {
 		if err != nil {
 			s.Abort()
@@ -65,15 +74,20 @@ func (s *Staged) Commit(mode fs.FileMode) (err error) {
 	}()
 	CrashPoint("stage/written", s.name)
 	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", s.t.Path(s.tmp), err)
+		return fmt.Errorf("fsync %s: %w", s.t.Path(s.name), err)
 	}
 	if err := s.f.Chmod(mode.Perm()); err != nil {
-		return fmt.Errorf("chmod %s: %w", s.t.Path(s.tmp), err)
+		return fmt.Errorf("chmod %s: %w", s.t.Path(s.name), err)
 	}
 	if err := s.f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", s.t.Path(s.tmp), err)
+		return fmt.Errorf("close %s: %w", s.t.Path(s.name), err)
 	}
 	CrashPoint("stage/synced", s.name)
+	if beforeRename != nil {
+		if err := beforeRename(); err != nil {
+			return err
+		}
+	}
 	if err := s.t.root.Rename(s.tmp, s.name); err != nil {
 		return fmt.Errorf("rename into %s: %w", s.t.Path(s.name), err)
 	}
