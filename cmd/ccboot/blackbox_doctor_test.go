@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"flag"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,19 +154,8 @@ func standinFor(t *testing.T, mutations ...[2]string) (*awsstandin.Server, strin
 	const template = "../../packaging/cloudformation/ccboot.yaml"
 	tpl := template
 	if len(mutations) > 0 {
-		b, err := os.ReadFile(template)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
-		for _, m := range mutations {
-			if strings.Count(text, m[0]) != 1 {
-				t.Fatalf("mutation: %q is not in %s exactly once", m[0], template)
-			}
-			text = strings.Replace(text, m[0], m[1], 1)
-		}
 		tpl = filepath.Join(t.TempDir(), "ccboot.yaml")
-		if err := os.WriteFile(tpl, []byte(text), 0o644); err != nil {
+		if err := awsstandin.MutatedTemplate(template, tpl, mutations...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,20 +164,9 @@ func standinFor(t *testing.T, mutations ...[2]string) (*awsstandin.Server, strin
 		t.Fatal(err)
 	}
 	inst := aemmtest.Default()
-	s, err := awsstandin.New(awsstandin.Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../../packaging/iam",
+	return awsstandin.Serve(t, awsstandin.Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../../packaging/iam",
 		StackName: "demo", Region: inst.Region, Account: inst.Account, Partition: inst.Partition,
 		InstanceKeys: map[string]string{doctortest.AEMMAccessKey: doctortest.AEMMSecretKey}, InstanceID: inst.InstanceID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(func() {
-		ts.Close()
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return s, ts.URL
 }
 
 // TestBlackboxDoctorStandin runs doctor on a root ccboot bootstrapped,

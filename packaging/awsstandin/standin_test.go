@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -53,19 +51,8 @@ func standinIn(t *testing.T, region, partition string, mutations ...[2]string) (
 	t.Helper()
 	tpl := templatePath
 	if len(mutations) > 0 {
-		b, err := os.ReadFile(templatePath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
-		for _, m := range mutations {
-			if !strings.Contains(text, m[0]) {
-				t.Fatalf("mutation: %q is not in %s", m[0], templatePath)
-			}
-			text = strings.ReplaceAll(text, m[0], m[1])
-		}
 		tpl = filepath.Join(t.TempDir(), "ccboot.yaml")
-		if err := os.WriteFile(tpl, []byte(text), 0o644); err != nil {
+		if err := MutatedTemplate(templatePath, tpl, mutations...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,19 +60,8 @@ func standinIn(t *testing.T, region, partition string, mutations ...[2]string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
+	return Serve(t, Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
 		Region: region, Account: account, Partition: partition, InstanceKeys: map[string]string{instanceKey: instanceSec}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(func() {
-		ts.Close()
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return s, ts.URL
 }
 
 // awsConfig is a client configuration with static credentials and no

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccboot/ccboot/packaging/awsstandin"
 	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
@@ -417,29 +418,16 @@ func (s *suite) buildStandin(t *testing.T) string {
 }
 
 // mutatedTemplate writes a copy of the CloudFormation template into dir
-// with each mutation ({old, new}) applied; each old text must be in the
-// template exactly once, so a template change cannot silently turn a
-// broken link into an intact one.
+// with each mutation ({old, new}) applied (awsstandin.MutatedTemplate).
 func (s *suite) mutatedTemplate(t *testing.T, dir, name string, mutations ...[2]string) string {
 	t.Helper()
-	src := filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml")
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(b)
-	for _, m := range mutations {
-		if strings.Count(text, m[0]) != 1 {
-			t.Fatalf("mutation %s: %q is not in %s exactly once", name, m[0], src)
-		}
-		text = strings.Replace(text, m[0], m[1], 1)
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(dir, name+".yaml")
-	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
+	src := filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml")
+	if err := awsstandin.MutatedTemplate(src, p, mutations...); err != nil {
+		t.Fatalf("mutation %s: %v", name, err)
 	}
 	return p
 }
