@@ -716,8 +716,11 @@ func quoteValues(vs []string) string {
 
 // capped cuts text echoed from the input (a key name, a parser message) to
 // a length an error line can carry.
-func capped(s string) string {
-	const most = 200
+func capped(s string) string { return cutText(s, 200, "") }
+
+// cutText cuts s to at most most bytes, on a rune boundary; a cut text ends
+// in "... (N bytes<note>)", N being the whole length.
+func cutText(s string, most int, note string) string {
 	if len(s) <= most {
 		return s
 	}
@@ -725,7 +728,7 @@ func capped(s string) string {
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	return fmt.Sprintf("%s... (%d bytes)", s[:cut], len(s))
+	return fmt.Sprintf("%s... (%d bytes%s)", s[:cut], len(s), note)
 }
 
 // printable escapes control characters echoed from the file, so an error

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"syscall"
-	"unicode/utf8"
 
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
@@ -66,16 +65,7 @@ func SaveState(sys *fsroot.Tree, r Report) error {
 // maxStateText bounds each message saved in the state file.
 const maxStateText = 2048
 
-func capText(s string) string {
-	if len(s) <= maxStateText {
-		return s
-	}
-	cut := maxStateText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s... (%d bytes, cut)", s[:cut], len(s))
-}
+func capText(s string) string { return cutText(s, maxStateText, ", cut") }
 
 func capTexts(list []string) []string {
 	if len(list) == 0 {
