@@ -587,7 +587,7 @@ func (t *Tree) WriteFile(name string, data []byte, spec FileSpec) (bool, error) 
 // replace writes data to a temp file beside name and renames it over name,
 // but only while name is still the file old describes (absent when nil).
 func (t *Tree) replace(name string, data []byte, spec FileSpec, old fs.FileInfo) (err error) {
-	s, err := t.stage(name)
+	s, err := t.stage(name, "replace")
 	if err != nil {
 		return err
 	}

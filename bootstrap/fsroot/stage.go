@@ -21,6 +21,9 @@ type Staged struct {
 	tmp  string
 	name string
 	n    int64
+	// point names the crash points of this write: "stage" for a download,
+	// "replace" for WriteFile (tests pick points by these names).
+	point string
 }
 
 // Stage creates an empty temp file (O_EXCL, O_NOFOLLOW, mode 0600) in name's
@@ -31,11 +34,11 @@ func (t *Tree) Stage(name string) (*Staged, error) {
 	if err := t.refuseLinkedParents(name); err != nil {
 		return nil, err
 	}
-	return t.stage(name)
+	return t.stage(name, "stage")
 }
 
 // stage is Stage for a name whose parents were already checked.
-func (t *Tree) stage(name string) (*Staged, error) {
+func (t *Tree) stage(name, point string) (*Staged, error) {
 	dir, base := path.Split(name)
 	t.removeStaleTemps(dir, base)
 	tmp := dir + "." + base + tempMarker + randomSuffix()
@@ -43,7 +46,7 @@ func (t *Tree) stage(name string) (*Staged, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp file for %s: %w", t.Path(name), err)
 	}
-	return &Staged{t: t, f: f, tmp: tmp, name: name}, nil
+	return &Staged{t: t, f: f, tmp: tmp, name: name, point: point}, nil
 }
 
 // Write appends p to the temp file.
@@ -72,7 +75,7 @@ func (s *Staged) commit(mode fs.FileMode, beforeRename func() error) (err error)
 			s.Abort()
 		}
 	}()
-	CrashPoint("stage/written", s.name)
+	CrashPoint(s.point+"/written", s.name)
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", s.t.Path(s.name), err)
 	}
@@ -82,7 +85,7 @@ func (s *Staged) commit(mode fs.FileMode, beforeRename func() error) (err error)
 	if err := s.f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", s.t.Path(s.name), err)
 	}
-	CrashPoint("stage/synced", s.name)
+	CrashPoint(s.point+"/synced", s.name)
 	if beforeRename != nil {
 		if err := beforeRename(); err != nil {
 			return err
@@ -91,7 +94,7 @@ func (s *Staged) commit(mode fs.FileMode, beforeRename func() error) (err error)
 	if err := s.t.root.Rename(s.tmp, s.name); err != nil {
 		return fmt.Errorf("rename into %s: %w", s.t.Path(s.name), err)
 	}
-	CrashPoint("stage/renamed", s.name)
+	CrashPoint(s.point+"/renamed", s.name)
 	return s.t.syncDir(path.Dir(s.name))
 }
 
