@@ -54,8 +54,10 @@ type Config struct {
 	SwapPath  string
 	SwapBytes int64 // 0 disables swap
 
-	Model  string
-	Region string // empty: from IMDS
+	Model      string
+	HaikuModel string // ANTHROPIC_DEFAULT_HAIKU_MODEL
+	OpusModel  string // ANTHROPIC_DEFAULT_OPUS_MODEL
+	Region     string // empty: from IMDS
 
 	ReadOnlyProfile     string
 	ElevatedProfile     string
@@ -254,6 +256,8 @@ func keys(c *Config) []configKey {
 			return nil
 		}},
 		{"bedrock", "model", bedrock.DefaultModel, "ANTHROPIC_MODEL: Bedrock model or inference profile ID; the default gets the Region's inference profile prefix (eu. in eu-west-1).", str(&c.Model, modelPattern, "a Bedrock model ID (letters, digits and . _ : / -), e.g. eu.anthropic.claude-sonnet-4-6")},
+		{"bedrock", "haiku_model", bedrock.DefaultHaikuModel, "ANTHROPIC_DEFAULT_HAIKU_MODEL: what Claude Code's haiku alias and background tasks use; the default gets the Region's prefix (ANTHROPIC_MODEL where the Region has no profile of it). The sonnet alias follows [bedrock] model.", str(&c.HaikuModel, modelPattern, "a Bedrock model ID (letters, digits and . _ : / -), e.g. eu.anthropic.claude-haiku-4-5-20251001-v1:0")},
+		{"bedrock", "opus_model", bedrock.DefaultOpusModel, "ANTHROPIC_DEFAULT_OPUS_MODEL: what Claude Code's opus alias uses; the default gets the Region's prefix (ANTHROPIC_MODEL where the Region has no profile of it).", str(&c.OpusModel, modelPattern, "a Bedrock model ID (letters, digits and . _ : / -), e.g. eu.anthropic.claude-opus-4-6-v1")},
 		{"aws", "region", "", "Region for AWS_REGION and ~/.aws/config; empty means the instance's region from IMDS.", func(_ *Config, v string) error {
 			if v != "" && !metadata.ValidRegion(v) {
 				return errors.New("must be a region name such as us-east-1, or empty for the instance's region")

@@ -51,9 +51,7 @@ func FuzzRenderProfileEnvQuoting(f *testing.F) {
 		f.Add(s, "eu-west-1")
 	}
 	f.Fuzz(func(t *testing.T, model, region string) {
-		c := bootstrap.DefaultConfig()
-		c.Model = model
-		out := string(renderProfileEnv(c, region))
+		out := string(renderProfileEnv([]envVar{{"CLAUDE_CODE_USE_BEDROCK", "1"}, {"ANTHROPIC_MODEL", model}, {"AWS_REGION", region}}))
 		comment, body, ok := strings.Cut(out, "\n")
 		if !ok || !strings.HasPrefix(comment, "# ") {
 			t.Fatalf("no comment line first: %q", out)

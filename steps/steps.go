@@ -14,7 +14,12 @@ func All() []bootstrap.Step {
 		DockerGroup{}, // user in group docker, docker.service on (needs packages: docker)
 		Swap{},        // swap file, mkswap, swapon, one fstab line
 		ProfileEnv{},  // /etc/profile.d/claude-bedrock.sh
-		AWSConfig{},   // ~/.aws/config with the two role profiles
-		Aliases{},     // claude-ro / claude-el in ~/.bashrc
+		// Beside profile-env because it writes the same values
+		// (claudeCodeEnv) where Claude Code reads them from any kind of
+		// shell; it needs nothing (Claude Code reads the file whenever it
+		// starts), so it runs alongside the others.
+		ClaudeSettings{}, // /etc/claude-code/managed-settings.json (or its drop-in)
+		AWSConfig{},      // ~/.aws/config with the two role profiles
+		Aliases{},        // claude-ro / claude-el in ~/.bashrc
 	}
 }

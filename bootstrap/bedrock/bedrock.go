@@ -12,6 +12,7 @@ package bedrock
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -19,6 +20,24 @@ import (
 // DefaultModel is the model ccboot configures when [bedrock] model is not
 // set, given without a prefix: the prefix comes from the Region (ModelFor).
 const DefaultModel = "anthropic.claude-sonnet-4-6"
+
+// DefaultHaikuModel and DefaultOpusModel are what Claude Code's haiku and
+// opus aliases (and its background model, which is haiku's) are pinned to
+// when [bedrock] haiku_model / opus_model are not set; like DefaultModel
+// they get the Region's prefix (PinFor). Pinned because Claude Code's
+// built-in defaults can name a model the Region or account lacks.
+const (
+	DefaultHaikuModel = "anthropic.claude-haiku-4-5-20251001-v1:0"
+	DefaultOpusModel  = "anthropic.claude-opus-4-6-v1"
+)
+
+// notOffered lists, for the defaults above, prefixes under which AWS's
+// "Supported Regions and models for inference profiles" offers no profile
+// of that model: Haiku 4.5 and Opus 4.6 have none in GovCloud.
+var notOffered = map[string][]string{
+	DefaultHaikuModel: {USGov},
+	DefaultOpusModel:  {USGov},
+}
 
 // Geographic prefixes of system-defined inference profiles.
 const (
@@ -157,7 +176,11 @@ func ModelFor(region, model string) string {
 
 // Check reports whether Bedrock in region accepts model. Inference profile
 // ARNs and IDs without a geographic prefix are taken as given.
-func Check(region, model string) error {
+func Check(region, model string) error { return CheckKey("model", region, model) }
+
+// CheckKey is Check for the model set by [bedrock] key, so the error names
+// the key to change (haiku_model, opus_model).
+func CheckKey(key, region, model string) error {
 	prefix, base, ok := SplitPrefix(model)
 	if !ok {
 		return nil
@@ -169,9 +192,27 @@ func Check(region, model string) error {
 		}
 	}
 	if len(ps) == 0 {
-		return fmt.Errorf("[bedrock] model %q: Region %s cannot use the %s. inference profile (no cross-Region inference profile is offered there); set a model ID without a prefix, e.g. %s",
-			model, region, prefix, base)
+		return fmt.Errorf("[bedrock] %s %q: Region %s cannot use the %s. inference profile (no cross-Region inference profile is offered there); set a model ID without a prefix, e.g. %s",
+			key, model, region, prefix, base)
 	}
-	return fmt.Errorf("[bedrock] model %q: Region %s cannot use the %s. inference profile; prefixes that work there: %s (e.g. %s.%s)",
-		model, region, prefix, strings.Join(ps, ", "), ps[0], base)
+	return fmt.Errorf("[bedrock] %s %q: Region %s cannot use the %s. inference profile; prefixes that work there: %s (e.g. %s.%s)",
+		key, model, region, prefix, strings.Join(ps, ", "), ps[0], base)
+}
+
+// PinFor returns the inference profile ID of base (a model ID without a
+// prefix) for region, with the first prefix the Region can use and the
+// model is offered under. ok is false when there is none (Haiku 4.5 in
+// GovCloud): the caller then pins the alias to ANTHROPIC_MODEL, the way
+// Claude Code itself falls back when a background model is missing.
+func PinFor(region, base string) (id string, ok bool) {
+	ps := Prefixes(region)
+	if len(ps) == 0 {
+		return base, true // China: the base ID as given (see ModelFor)
+	}
+	for _, p := range ps {
+		if !slices.Contains(notOffered[base], p) {
+			return p + "." + base, true
+		}
+	}
+	return "", false
 }

@@ -146,3 +146,35 @@ func TestSplitPrefix(t *testing.T) {
 		}
 	}
 }
+
+// The haiku and opus pins get the Region's prefix like the default model,
+// except where AWS offers no profile of them (GovCloud): no pin there, so
+// the caller falls back to ANTHROPIC_MODEL instead of naming a profile
+// that does not exist.
+func TestPinFor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		region, base, want string
+		ok                 bool
+	}{
+		{"eu-west-1", DefaultHaikuModel, "eu." + DefaultHaikuModel, true},
+		{"eu-west-1", DefaultOpusModel, "eu." + DefaultOpusModel, true},
+		{"us-east-1", DefaultHaikuModel, "us." + DefaultHaikuModel, true},
+		{"ap-northeast-1", DefaultOpusModel, "jp." + DefaultOpusModel, true},
+		{"ca-central-1", DefaultHaikuModel, "global." + DefaultHaikuModel, true},
+		{"us-gov-west-1", DefaultModel, "us-gov." + DefaultModel, true},
+		{"us-gov-west-1", DefaultHaikuModel, "", false},
+		{"us-gov-east-1", DefaultOpusModel, "", false},
+		{"cn-north-1", DefaultHaikuModel, DefaultHaikuModel, true},
+	} {
+		got, ok := PinFor(tc.region, tc.base)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("PinFor(%s, %s) = %q, %v; want %q, %v", tc.region, tc.base, got, ok, tc.want, tc.ok)
+		}
+		if ok {
+			if err := Check(tc.region, got); err != nil {
+				t.Errorf("PinFor(%s, %s) = %q fails Check: %v", tc.region, tc.base, got, err)
+			}
+		}
+	}
+}
