@@ -93,22 +93,23 @@ func (ClaudeSettings) file(ctx context.Context, env *bootstrap.Env) (managedFile
 		want: renderManagedSettings(vars),
 		spec: fsroot.FileSpec{Mode: 0o644, UID: 0, GID: 0},
 	}
-	if ok, err := env.Sys.Exists(managedDropInPath); err != nil {
+	dropIn, err := env.Sys.Exists(managedDropInPath)
+	if err != nil {
 		return f, nil, fmt.Errorf("claude-settings: %w", err)
-	} else if ok {
-		f.name = managedDropInPath
-		return f, nil, nil
 	}
 	old, _, err := env.Sys.ReadFileCheck(managedSettingsPath, nil)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if dropIn {
+			f.name = managedDropInPath // ccboot's file since the other was there
+		}
 		return f, nil, nil
 	case errors.Is(err, fsroot.ErrSymlink) || errors.Is(err, fsroot.ErrNotRegular):
 		// Not a file ccboot writes (ccboot never follows a link): keep it.
 		old = nil
 	case err != nil:
 		return f, nil, fmt.Errorf("claude-settings: %w", err)
-	case writtenByCcboot(old):
+	case writtenByCcboot(old) && !dropIn:
 		return f, nil, nil
 	}
 	f.name = managedDropInPath

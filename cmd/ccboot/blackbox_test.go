@@ -45,6 +45,7 @@ func TestMain(m *testing.M) {
 // managedFiles are the files the steps own, relative to the root.
 var managedFiles = []string{
 	"etc/profile.d/claude-bedrock.sh",
+	"etc/claude-code/managed-settings.json",
 	"etc/fstab",
 	"etc/group",
 	"swapfile",
@@ -183,7 +184,7 @@ func TestBlackboxRunTwiceSecondChangesNothing(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // an mtime change would be visible
 
 	second := ccboot(t, append([]string{"repair"}, flags...)...)
-	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 7 ok") {
+	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 8 ok") {
 		t.Fatalf("second run exit %d, want 0 changes:\n%s%s", second.code, second.stdout, second.stderr)
 	}
 	after := stamps(t, root)
@@ -196,7 +197,7 @@ func TestBlackboxRunTwiceSecondChangesNothing(t *testing.T) {
 		t.Errorf("plan after convergence exit %d:\n%s", plan.code, plan.stdout)
 	}
 	rep, code := statusJSON(t, flags...)
-	if code != 0 || !rep.Complete || rep.InstanceID != "i-0123456789abcdef0" || len(rep.Steps) != 7 {
+	if code != 0 || !rep.Complete || rep.InstanceID != "i-0123456789abcdef0" || len(rep.Steps) != 8 {
 		t.Fatalf("status exit %d: %+v", code, rep)
 	}
 	for _, s := range rep.Steps {

@@ -35,6 +35,7 @@ func stepOfPoint(label string) string {
 		{" docker-group#", "docker-group"}, {"groupadd", "docker-group"}, {"usermod", "docker-group"}, {"systemctl", "docker-group"},
 		{" swap#", "swap"}, {"etc/fstab", "swap"}, {"mkswap", "swap"},
 		{" profile-env#", "profile-env"}, {"etc/profile.d", "profile-env"},
+		{" claude-settings#", "claude-settings"}, {"etc/claude-code", "claude-settings"},
 		{" aws-config#", "aws-config"}, {".aws", "aws-config"},
 		{" aliases#", "aliases"}, {".bashrc", "aliases"},
 	} {
@@ -108,7 +109,7 @@ func TestReliabilityCrashConsistency(t *testing.T) {
 		covered[stepOfPoint(p)]++
 	}
 	t.Logf("%d crash points in an uninterrupted run; chose %d: per step %v", len(labels), len(points), covered)
-	for _, s := range []string{"packages", "claude-code", "docker-group", "swap", "profile-env", "aws-config", "aliases", "engine"} {
+	for _, s := range []string{"packages", "claude-code", "docker-group", "swap", "profile-env", "claude-settings", "aws-config", "aliases", "engine"} {
 		if covered[s] == 0 {
 			t.Errorf("no crash point in %s", s)
 		}

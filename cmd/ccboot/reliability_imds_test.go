@@ -44,7 +44,7 @@ func TestReliabilityIMDSFaults(t *testing.T) {
 			return f.Serve(t), f
 		}
 	}
-	imdsSteps := []string{"profile-env", "aws-config"}
+	imdsSteps := []string{"profile-env", "claude-settings", "aws-config"}
 	cases := []imdsCase{
 		{name: "token PUT refused (403)", imds: with(func(f *aemmtest.Fault) { f.TokenStatus = http.StatusForbidden }),
 			failed: imdsSteps, want: []string{"403", "ccboot needs IMDSv2", "HttpTokens"}},
@@ -125,7 +125,7 @@ func TestReliabilityIMDSFaults(t *testing.T) {
 					}
 				}
 			}
-			halfWritten := map[string]string{"aws-config": "home/ec2-user/.aws/config", "profile-env": "etc/profile.d/claude-bedrock.sh"}
+			halfWritten := map[string]string{"aws-config": "home/ec2-user/.aws/config", "profile-env": "etc/profile.d/claude-bedrock.sh", "claude-settings": "etc/claude-code/managed-settings.json"}
 			for _, step := range tc.failed {
 				if _, err := os.Stat(filepath.Join(root, halfWritten[step])); !errors.Is(err, fs.ErrNotExist) {
 					t.Errorf("%s failed but %s exists", step, halfWritten[step])

@@ -385,10 +385,12 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		}
 	}
 
+	checkManagedSettings(t, g, model, window, roleRO)
+
 	// What Claude Code called, for the note.
 	var calls []string
 	seen := map[string]bool{}
-	for _, name := range []string{"claude-ro", "claude-el", "claude-plain"} {
+	for _, name := range []string{"claude-ro", "claude-el", "claude-plain", "nonlogin", "env-i", "unpinned"} {
 		for _, r := range window(name) {
 			decision := r.Decision
 			if decision == "" {
@@ -402,6 +404,86 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		}
 	}
 	t.Logf("distinct calls Claude Code made (command, service, action, model, role, decision):\n%s", strings.Join(calls, "\n"))
+}
+
+// checkManagedSettings: ccboot's /etc/claude-code/managed-settings.json
+// carries the Bedrock settings with the aliases pinned, and Claude Code
+// answers through them from shells that read no profile (su without -,
+// env -i); `claude update` is refused. Every model ID those runs sent to
+// Bedrock, probes included, is one of the pinned ones; the run with the
+// file moved aside shows what Claude Code asks for without the pins.
+func checkManagedSettings(t *testing.T, g guest, model string, window func(string) []standinRecord, roleRO string) {
+	t.Helper()
+	var ms struct{ Env map[string]string }
+	if err := json.Unmarshal([]byte(g.file("managed-settings.json")), &ms); err != nil {
+		t.Fatalf("/etc/claude-code/managed-settings.json: %v\n%s\n%s", err, g.file("managed-settings.json"), g.file("claude-code-dir.txt"))
+	}
+	for k, v := range map[string]string{"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": claudeRegion, "ANTHROPIC_MODEL": model,
+		"ANTHROPIC_DEFAULT_SONNET_MODEL": model, "DISABLE_UPDATES": "1", "DISABLE_AUTOUPDATER": "1"} {
+		if ms.Env[k] != v {
+			t.Errorf("managed settings %s=%q, want %q", k, ms.Env[k], v)
+		}
+	}
+	pinned := map[string]bool{}
+	for _, k := range []string{"ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL"} {
+		if !strings.HasPrefix(ms.Env[k], "eu.") {
+			t.Errorf("managed settings %s=%q, want an eu. profile in %s", k, ms.Env[k], claudeRegion)
+		}
+		pinned[ms.Env[k]] = true
+	}
+	if v, ok := ms.Env["AWS_PROFILE"]; ok {
+		t.Errorf("managed settings set AWS_PROFILE=%q; it is per tier", v)
+	}
+	// The non-login shell itself has none of it.
+	shellEnv := kv(g.file("nonlogin-env.out"))
+	for _, k := range []string{"CLAUDE_CODE_USE_BEDROCK", "ANTHROPIC_MODEL", "AWS_REGION", "AWS_PROFILE"} {
+		if v, ok := shellEnv[k]; ok {
+			t.Errorf("the non-login shell has %s=%q, so it proves nothing about the managed settings", k, v)
+		}
+	}
+	distinct := func(names ...string) []string {
+		seen := map[string]bool{}
+		var ids []string
+		for _, n := range names {
+			for _, r := range window(n) {
+				if r.Service != "sts" && r.ModelID != "" && !seen[r.ModelID] {
+					seen[r.ModelID] = true
+					ids = append(ids, r.ModelID)
+				}
+			}
+		}
+		return ids
+	}
+	for _, name := range []string{"nonlogin", "env-i"} {
+		if rc := g.rc(name); rc != 0 {
+			t.Errorf("%s: claude -p exit %d\n%s", name, rc, g.out(name))
+		}
+		want := fmt.Sprintf("standin: role=%s session=claudecode-readonly-session model=%s", roleRO, model)
+		if !strings.Contains(g.file(name+".out"), want) {
+			t.Errorf("%s: claude -p answered %q, want %q (stderr: %s)", name, g.file(name+".out"), want, g.file(name+".err"))
+		}
+	}
+	after := distinct("claude-ro", "claude-el", "nonlogin", "env-i")
+	for _, id := range after {
+		if !pinned[id] {
+			t.Errorf("Claude Code sent model ID %q to Bedrock, which is not one of the pinned %v", id, pinned)
+		}
+	}
+	before := distinct("unpinned")
+	t.Logf("distinct model IDs Claude Code sent to Bedrock: %d without the pins (%s), %d with them (%s)",
+		len(before), strings.Join(before, ", "), len(after), strings.Join(after, ", "))
+
+	// claude update: refused by the administrator's setting, nothing new on PATH.
+	if up := g.out("claude-update"); !strings.Contains(strings.ToLower(up), "disabled") {
+		t.Errorf("claude update (exit %d) was not refused as disabled:\n%s", g.rc("claude-update"), up)
+	}
+	if lines := strings.Split(strings.TrimSpace(g.file("type-claude.out")), "\n"); len(lines) != 1 || !strings.HasSuffix(lines[0], "/usr/local/bin/claude") {
+		t.Errorf("type -a claude in ec2-user's login shell: %q, want only /usr/local/bin/claude", lines)
+	}
+	if strings.Contains(g.file("local-bin.txt"), "claude") {
+		t.Errorf("~/.local/bin holds a claude:\n%s", g.file("local-bin.txt"))
+	}
+	t.Logf("claude update as ec2-user: exit %d: %s", g.rc("claude-update"), strings.TrimSpace(g.out("claude-update")))
 }
 
 // buildStandin builds the STS + Bedrock stand-in once for the test.

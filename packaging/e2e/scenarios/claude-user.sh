@@ -107,4 +107,37 @@ for e in "${cmds[@]}"; do
 		cp "$u/$name.$x" "$o/$name.$x" 2>/dev/null
 	done
 done
+
+# Shells that read no profile: su without - (non-login, non-interactive)
+# and env -i with only HOME, PATH and AWS_PROFILE. Whatever Bedrock setting
+# reaches Claude Code there comes from /etc/claude-code, not from a shell.
+# The test-only endpoints (zz-e2e-endpoints.sh, login shells only) are
+# passed on the command line; nothing else is.
+cp /etc/claude-code/managed-settings.json "$o/managed-settings.json" 2>/dev/null
+ls -la /etc/claude-code /etc/claude-code/managed-settings.d >"$o/claude-code-dir.txt" 2>&1
+ep=$(sed -n 's/^export //p' /etc/profile.d/zz-e2e-endpoints.sh | tr '\n' ' ')
+# window NAME CMD...: capture CMD with the stand-in's log lines it caused.
+window() {
+	local name=$1
+	shift
+	count >"$o/$name.log-from"
+	capture "$name" "$@"
+	settle || echo "$name: connections to the stand-in still open 30 s after it exited" >>"$o/session-errors.txt"
+	count >"$o/$name.log-to"
+}
+as_user() { su ec2-user -c "cd && $1"; }
+window nonlogin-env as_user "env"
+window nonlogin as_user "$ep AWS_PROFILE=claudecode-readonly claude -p '$p'"
+window env-i as_user "env -i HOME=/home/ec2-user PATH=/usr/local/bin:/usr/bin:/bin AWS_PROFILE=claudecode-readonly $ep claude -p '$p'"
+# claude update is refused (DISABLE_UPDATES), and leaves no second claude.
+window claude-update as_user "$ep claude update"
+capture type-claude su - ec2-user -c 'type -a claude'
+ls -la /home/ec2-user/.local/bin >"$o/local-bin.txt" 2>&1
+# For comparison, the environment before ccboot pinned the aliases (what
+# profile-env exported then), with the managed settings moved aside for
+# this one command.
+model=$(sed -n "s/^export ANTHROPIC_MODEL='\(.*\)'$/\1/p" /etc/profile.d/claude-bedrock.sh)
+mv /etc/claude-code/managed-settings.json /etc/claude-code/.e2e-aside.json
+window unpinned as_user "env -i HOME=/home/ec2-user PATH=/usr/local/bin:/usr/bin:/bin AWS_PROFILE=claudecode-readonly CLAUDE_CODE_USE_BEDROCK=1 AWS_REGION=$(sed -n "s/^export AWS_REGION='\(.*\)'$/\1/p" /etc/profile.d/claude-bedrock.sh) ANTHROPIC_MODEL=$model DISABLE_AUTOUPDATER=1 $ep claude -p '$p'"
+mv /etc/claude-code/.e2e-aside.json /etc/claude-code/managed-settings.json
 exit 0
