@@ -71,6 +71,10 @@ func configValue(c *Config, id string) string {
 		return strconv.FormatInt(c.SwapBytes, 10)
 	case "bedrock.model":
 		return c.Model
+	case "bedrock.haiku_model":
+		return c.HaikuModel
+	case "bedrock.opus_model":
+		return c.OpusModel
 	case "aws.region":
 		return c.Region
 	case "aws.readonly_profile":

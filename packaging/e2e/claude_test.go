@@ -463,6 +463,12 @@ func checkManagedSettings(t *testing.T, g guest, model string, window func(strin
 			t.Errorf("%s: claude -p answered %q, want %q (stderr: %s)", name, g.file(name+".out"), want, g.file(name+".err"))
 		}
 	}
+	// The control: env -i as above with the managed settings moved aside
+	// reaches no Bedrock at all, so the answers above are theirs.
+	if w := window("nosettings"); len(w) != 0 || g.rc("nosettings") == 0 || strings.Contains(g.file("nosettings.out"), "standin:") {
+		t.Errorf("env -i without the managed settings: exit %d, %d stand-in requests; want a failure that never reached Bedrock:\n%s%s", g.rc("nosettings"), len(w), fmtRecords(w), g.out("nosettings"))
+	}
+	t.Logf("env -i without the managed settings: exit %d: %s", g.rc("nosettings"), strings.TrimSpace(g.out("nosettings")))
 	after := distinct("claude-ro", "claude-el", "nonlogin", "env-i")
 	for _, id := range after {
 		if !pinned[id] {

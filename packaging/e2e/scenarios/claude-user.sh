@@ -139,5 +139,7 @@ ls -la /home/ec2-user/.local/bin >"$o/local-bin.txt" 2>&1
 model=$(sed -n "s/^export ANTHROPIC_MODEL='\(.*\)'$/\1/p" /etc/profile.d/claude-bedrock.sh)
 mv /etc/claude-code/managed-settings.json /etc/claude-code/.e2e-aside.json
 window unpinned as_user "env -i HOME=/home/ec2-user PATH=/usr/local/bin:/usr/bin:/bin AWS_PROFILE=claudecode-readonly CLAUDE_CODE_USE_BEDROCK=1 AWS_REGION=$(sed -n "s/^export AWS_REGION='\(.*\)'$/\1/p" /etc/profile.d/claude-bedrock.sh) ANTHROPIC_MODEL=$model DISABLE_AUTOUPDATER=1 $ep claude -p '$p'"
+# And with neither: the same env -i line as above finds no Bedrock setting.
+window nosettings as_user "env -i HOME=/home/ec2-user PATH=/usr/local/bin:/usr/bin:/bin AWS_PROFILE=claudecode-readonly $ep timeout 60 claude -p '$p'"
 mv /etc/claude-code/.e2e-aside.json /etc/claude-code/managed-settings.json
 exit 0
