@@ -416,7 +416,8 @@ func checkManagedSettings(t *testing.T, g guest, model string, window func(strin
 	t.Helper()
 	var ms struct{ Env map[string]string }
 	if err := json.Unmarshal([]byte(g.file("managed-settings.json")), &ms); err != nil {
-		t.Fatalf("/etc/claude-code/managed-settings.json: %v\n%s\n%s", err, g.file("managed-settings.json"), g.file("claude-code-dir.txt"))
+		// Go on: what the shells below did says what was missing.
+		t.Errorf("/etc/claude-code/managed-settings.json: %v\n%s\n%s", err, g.file("managed-settings.json"), g.file("claude-code-dir.txt"))
 	}
 	for k, v := range map[string]string{"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": claudeRegion, "ANTHROPIC_MODEL": model,
 		"ANTHROPIC_DEFAULT_SONNET_MODEL": model, "DISABLE_UPDATES": "1", "DISABLE_AUTOUPDATER": "1"} {
