@@ -32,6 +32,9 @@ type ClaudeCode struct {
 	// sleep waits between download retries; nil means a real timer. Tests
 	// set it so they do not wait.
 	sleep func(context.Context, time.Duration) error
+	// maxBytes caps the executable and the decompressed tarball; 0 means
+	// maxClaudeBytes. Tests lower it to reach the cap with small files.
+	maxBytes int64
 }
 
 // Name implements bootstrap.Step.
@@ -168,7 +171,7 @@ func (c ClaudeCode) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Dr
 	if err != nil {
 		return d, err
 	}
-	want, err := newClaudeSource(env, c.sleep).resolve(ctx)
+	want, err := newClaudeSource(env, c.sleep, c.maxBytes).resolve(ctx)
 	if err != nil {
 		return d, err
 	}
@@ -197,7 +200,7 @@ func (c ClaudeCode) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Dr
 
 // Apply implements bootstrap.Step.
 func (c ClaudeCode) Apply(ctx context.Context, env *bootstrap.Env) error {
-	src := newClaudeSource(env, c.sleep)
+	src := newClaudeSource(env, c.sleep, c.maxBytes)
 	want, err := src.resolve(ctx)
 	if err != nil {
 		return err
@@ -287,10 +290,12 @@ func (ClaudeCode) prune(env *bootstrap.Env, l claudeLayout, active, previous str
 }
 
 // verifyClaude runs `claude --version` as the target user: it proves the
-// executable works for the person who will use it, not only for root.
+// executable works for the person who will use it, not only for root. It
+// runs with no controlling terminal: under `sudo ccboot repair` it would
+// otherwise share the admin's, and a user's program could type into it.
 func verifyClaude(ctx context.Context, env *bootstrap.Env) error {
 	bin := path.Join(env.Config.ClaudePrefix, "bin/claude")
-	res, err := env.Run.Run(ctx, runner.Cmd{Name: "runuser", Args: []string{"-u", env.Config.User, "--", bin, "--version"}})
+	res, err := env.Run.Run(ctx, runner.Cmd{Name: "runuser", Args: []string{"-u", env.Config.User, "--", bin, "--version"}, NoTerminal: true})
 	if err != nil {
 		return fmt.Errorf("claude-code: installed, but `%s --version` as %s failed: %w; run it by hand as %s to see why", bin, env.Config.User, err, env.Config.User)
 	}

@@ -1,16 +1,34 @@
 package steps
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
+	"github.com/ccboot/ccboot/bootstrap/runner"
 	"github.com/ccboot/ccboot/steps/claudetest"
 )
 
@@ -400,5 +418,315 @@ func TestClaudeCodeLiveVerifiesAsUser(t *testing.T) {
 	}
 	if calls := fake.Calls(); !reflect.DeepEqual(calls, []string{"runuser -u ec2-user -- /usr/local/bin/claude --version"}) {
 		t.Errorf("calls = %q, want only the verification as the user (no node, no npm)", calls)
+	}
+}
+
+// hostileTarball is a platform package whose package/claude is exe,
+// followed by an entry of extra zero bytes.
+func hostileTarball(exe []byte, extra int) []byte {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	_ = tw.WriteHeader(&tar.Header{Name: "package/claude", Mode: 0o755, Size: int64(len(exe)), Typeflag: tar.TypeReg})
+	_, _ = tw.Write(exe)
+	_ = tw.WriteHeader(&tar.Header{Name: "package/padding", Mode: 0o644, Size: int64(extra), Typeflag: tar.TypeReg})
+	_, _ = tw.Write(make([]byte, extra))
+	_ = tw.Close()
+	_ = gz.Close()
+	return buf.Bytes()
+}
+
+// TestClaudeCodeHostileSource: a source that lies about sizes, sends
+// sparse or endless data, or points root's downloader at plain http is
+// refused with one line naming the cause, before the disk fills, on the
+// first attempt, and the installed version stays.
+func TestClaudeCodeHostileSource(t *testing.T) {
+	t.Parallel()
+	x64 := "linux-x64"
+	tests := []struct {
+		name     string
+		source   string
+		maxBytes int64
+		setup    func(s *claudetest.Server)
+		wantErr  []string
+		maxSent  int64 // body bytes the server may have sent for the download
+	}{
+		{name: "npm sparse package/claude", source: "npm",
+			setup:   func(s *claudetest.Server) { s.Publish("1.0.1", x64, claudetest.SparseTarball(100<<30)) },
+			wantErr: []string{"sparse entry", `"package/claude"`, "[claude-code] registry"}, maxSent: 4 << 10},
+		{name: "npm entry larger than the cap", source: "npm",
+			setup:   func(s *claudetest.Server) { s.Publish("1.0.1", x64, claudetest.OversizedTarball(3<<30)) },
+			wantErr: []string{"declares 3221225472 bytes", "cap of 2 GiB"}, maxSent: 4 << 10},
+		{name: "npm tarball decompresses past the cap", source: "npm", maxBytes: 1 << 20,
+			setup: func(s *claudetest.Server) {
+				s.Publish("1.0.1", x64, hostileTarball(claudetest.Executable("1.0.1", 700<<10), 4<<20))
+			},
+			wantErr: []string{"decompresses to more than", "cap of 1 MiB"}, maxSent: 1 << 20},
+		{name: "release body longer than the manifest", source: "release",
+			setup:   func(s *claudetest.Server) { s.Fail(claudetest.ExePath("1.0.1", x64), claudetest.Endless) },
+			wantErr: []string{"sends more than the 716800 bytes declared"}, maxSent: 32 << 20},
+		{name: "release manifest size past the cap", source: "release", maxBytes: 512 << 10,
+			wantErr: []string{"declares 716800 bytes", "cap of 524288 bytes"}, maxSent: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env, srv, exe := newClaudeEnv(t, tt.source)
+			c := noWait()
+			if err := c.Apply(context.Background(), env); err != nil {
+				t.Fatal(err)
+			}
+			if tt.setup != nil {
+				tt.setup(srv)
+			}
+			c.maxBytes = tt.maxBytes
+			env.Config.ClaudeVersion = "1.0.1"
+			err := c.Apply(context.Background(), env)
+			if err == nil {
+				t.Fatal("Apply succeeded")
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			p := claudetest.ExePath("1.0.1", x64)
+			if tt.source == "npm" {
+				p = claudetest.TarballPath("1.0.1", x64)
+			}
+			if got := srv.Requests(p); got > 1 {
+				t.Errorf("retried: %d requests to %s", got, p)
+			}
+			if got := srv.Sent(p); got > tt.maxSent {
+				t.Errorf("the server sent %d bytes for %s, more than %d: the download was not cut short", got, p, tt.maxSent)
+			}
+			if got := readLinked(t, env); string(got) != string(exe("1.0.0")) {
+				t.Error("the previous version no longer runs")
+			}
+			if _, err := os.Lstat(filepath.Join(env.Root, "usr/local/lib/claude-code/versions/1.0.1")); !os.IsNotExist(err) {
+				t.Errorf("the refused version's directory (or a temp file in it) is left: %v", err)
+			}
+		})
+	}
+}
+
+// trustingSource is the claude-code source of env with srv's certificate
+// trusted (the binary's tests use SSL_CERT_FILE instead).
+func trustingSource(t *testing.T, env *bootstrap.Env, srv *claudetest.Server) claudeSource {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(srv.CertPEM()) {
+		t.Fatal("no certificate")
+	}
+	src := newClaudeSource(env, func(context.Context, time.Duration) error { return nil }, 0)
+	src.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+	return src
+}
+
+// TestClaudeCodeNoPlainHTTPFromHTTPS: from an https release channel or
+// registry, neither a redirect nor dist.tarball may lead to plain http on
+// loopback (a Docker API, an admin port); nothing is requested there.
+// From a plain-http loopback source (tests, a local mirror) both still work.
+func TestClaudeCodeNoPlainHTTPFromHTTPS(t *testing.T) {
+	t.Parallel()
+	var local atomic.Int32
+	service := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { local.Add(1) }))
+	t.Cleanup(service.Close)
+	x64 := "linux-x64"
+	for _, tt := range []struct {
+		name, source string
+		setup        func(s *claudetest.Server)
+		wantErr      []string
+	}{
+		{"release redirect to loopback http", "release",
+			func(s *claudetest.Server) {
+				s.Redirect(claudetest.ExePath("1.0.1", x64), service.URL+"/containers/json")
+			},
+			[]string{"refusing a redirect from https://127.0.0.1:", "to " + service.URL + "/containers/json", "not https"}},
+		{"npm dist.tarball on loopback http", "npm",
+			func(s *claudetest.Server) { s.SetTarballURL("1.0.1", x64, service.URL+"/admin") },
+			[]string{"dist.tarball", service.URL + "/admin", "not an https URL"}},
+		{"npm redirect to loopback http", "npm",
+			func(s *claudetest.Server) { s.Redirect(claudetest.TarballPath("1.0.1", x64), service.URL+"/admin") },
+			[]string{"refusing a redirect", service.URL + "/admin"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env, _, _ := newClaudeEnv(t, tt.source)
+			srv := claudetest.NewTLS()
+			t.Cleanup(srv.Close)
+			srv.Add("1.0.1", x64, claudetest.Executable("1.0.1", 64<<10))
+			env.Config.ClaudeReleaseURL, env.Config.ClaudeRegistry = srv.ReleaseURL(), srv.RegistryURL()
+			tt.setup(srv)
+			l := claudeLayout{env.Config.ClaudePrefix}
+			if _, err := env.Sys.EnsureDir(l.dir("1.0.1"), fsroot.FileSpec{Mode: 0o755, UID: fsroot.KeepOwner, GID: fsroot.KeepOwner}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := trustingSource(t, env, srv).fetch(context.Background(), "1.0.1", x64, l.exe("1.0.1"))
+			if err == nil {
+				t.Fatal("fetch succeeded")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			var p permanent
+			if !errors.As(err, &p) && !strings.Contains(err.Error(), "dist.tarball") {
+				t.Errorf("a refused redirect is retried: %v", err)
+			}
+			if n := local.Load(); n != 0 {
+				t.Errorf("the loopback service got %d requests", n)
+			}
+		})
+	}
+
+	// A plain-http loopback source may still redirect to loopback http.
+	env, srv, exe := newClaudeEnv(t, "release")
+	mirror := claudetest.New()
+	t.Cleanup(mirror.Close)
+	mirror.Add("1.0.0", x64, exe("1.0.0"))
+	srv.Redirect(claudetest.ExePath("1.0.0", x64), mirror.ReleaseURL()+"/1.0.0/"+x64+"/claude")
+	if err := noWait().Apply(context.Background(), env); err != nil {
+		t.Fatalf("redirect between loopback http servers: %v", err)
+	}
+}
+
+// TestClaudeCodeNpmLayoutLinkedParent: when PREFIX/lib/node_modules is a
+// symbolic link (here to a directory of the user's), removing the npm
+// layout is refused with a line naming the link, and the link's target
+// keeps its files.
+func TestClaudeCodeNpmLayoutLinkedParent(t *testing.T) {
+	t.Parallel()
+	env, _, _ := newClaudeEnv(t, "release")
+	mine := "home/ec2-user/mine"
+	writeTestFile(t, env.Root, mine+"/@anthropic-ai/claude-code/package.json", `{"name":"@anthropic-ai/claude-code"}`, 0o644)
+	if err := os.MkdirAll(filepath.Join(env.Root, "usr/local/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../"+mine, filepath.Join(env.Root, "usr/local/lib/node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	err := noWait().Apply(context.Background(), env)
+	if err == nil || !strings.Contains(err.Error(), "remove the npm copy") || !strings.Contains(err.Error(), "usr/local/lib/node_modules") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("Apply = %v, want one line refusing the linked usr/local/lib/node_modules", err)
+	}
+	if _, err := os.Stat(filepath.Join(env.Root, mine, "@anthropic-ai/claude-code/package.json")); err != nil {
+		t.Errorf("the user's directory behind the link lost its files: %v", err)
+	}
+}
+
+// TestVerifyClaudeHasNoTerminal: `claude --version` (through the real
+// runuser, as nobody) gets no controlling terminal even when ccboot has one
+// (an admin's `sudo ccboot repair`): opening /dev/tty fails with ENXIO and
+// it runs in a session of its own, so it cannot TIOCSTI keystrokes into
+// root's terminal. The test runs itself on a pty it creates, as the
+// session leader with that pty as its controlling terminal.
+func TestVerifyClaudeHasNoTerminal(t *testing.T) {
+	if dir := os.Getenv("CCBOOT_TEST_TTY_DIR"); dir != "" {
+		verifyClaudeOnTerminal(t, dir)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("runuser needs root")
+	}
+	if _, err := exec.LookPath("runuser"); err != nil {
+		t.Skip("runuser(1) not installed")
+	}
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody")
+	}
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil { // nobody must reach bin/claude
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\n" +
+		"err=$( (exec 3</dev/tty) 2>&1 ) && tty=yes || tty=no\n" +
+		"echo \"$tty $(cut -d' ' -f6 /proc/$$/stat) $err\" > " + out + "/claude\n" +
+		"echo '1.0.0 (Claude Code)'\n"
+	writeTestFile(t, dir, "bin/claude", script, 0o755)
+
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestVerifyClaudeHasNoTerminal$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CCBOOT_TEST_TTY_DIR="+dir)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	var console bytes.Buffer
+	done := make(chan struct{})
+	go func() { _, _ = io.Copy(&console, ptmx); close(done) }()
+	runErr := cmd.Run()
+	pts.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	if runErr != nil {
+		t.Fatalf("the child on the pty failed: %v\n%s", runErr, console.String())
+	}
+	parent, _ := os.ReadFile(filepath.Join(out, "parent"))
+	child, err := os.ReadFile(filepath.Join(out, "claude"))
+	if err != nil {
+		t.Fatalf("the fake claude did not run: %v\n%s", err, console.String())
+	}
+	fields := strings.Fields(string(child))
+	if len(fields) < 2 {
+		t.Fatalf("fake claude wrote %q", child)
+	}
+	if fields[0] != "no" || !strings.Contains(string(child), "No such device or address") {
+		t.Errorf("claude --version could open a controlling terminal: %q", child)
+	}
+	if fields[1] == strings.TrimSpace(string(parent)) {
+		t.Errorf("claude --version shares ccboot's session %s", fields[1])
+	}
+}
+
+// verifyClaudeOnTerminal is the child of TestVerifyClaudeHasNoTerminal: it
+// has the pty as its controlling terminal and runs verifyClaude for real.
+func verifyClaudeOnTerminal(t *testing.T, dir string) {
+	tty, err := os.Open("/dev/tty")
+	if err != nil {
+		t.Fatalf("the child has no controlling terminal, the test proves nothing: %v", err)
+	}
+	tty.Close()
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "out/parent"), []byte(fmt.Sprint(sid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env, _ := newTestEnv(t)
+	env.Config.ClaudePrefix, env.Config.User = dir, "nobody"
+	env.Run = &runner.Exec{}
+	if err := verifyClaude(context.Background(), env); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"runtime"
 	"sort"
 	"strings"
@@ -29,15 +30,49 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
 
+// maxClaudeBytes bounds the executable a source may declare (today's is
+// about 402 MB) and the bytes an npm tarball may decompress to, so a small
+// hostile tarball cannot make ccboot write or read without end.
+const maxClaudeBytes int64 = 2 << 30
+
+// claudeDiskMargin is left free on the prefix's filesystem beyond the
+// executable's declared size: the steps and services running beside the
+// download (state file, journal, usermod) must not see ENOSPC.
+const claudeDiskMargin int64 = 64 << 20
+
 // claudeSource fetches Claude Code from the configured source: Anthropic's
 // release channel or an npm registry. Neither runs node or npm.
 type claudeSource struct {
 	env    *bootstrap.Env
 	client *http.Client
 	sleep  func(context.Context, time.Duration) error
+	// maxBytes is maxClaudeBytes; unit tests lower it.
+	maxBytes int64
+	// plainHTTP: the configured base URL is itself plain http (which the
+	// config allows only to a loopback IP), so redirects and
+	// dist.tarball may lead to plain http on a loopback IP too. From an
+	// https source they may not: that would let a mirror point root's
+	// downloader at a local service (a Docker API on 127.0.0.1:2375).
+	plainHTTP bool
 }
 
-func newClaudeSource(env *bootstrap.Env, sleep func(context.Context, time.Duration) error) claudeSource {
+// refusedRedirect is CheckRedirect's refusal; retrying cannot help.
+type refusedRedirect struct{ msg string }
+
+func (r *refusedRedirect) Error() string { return r.msg }
+
+func newClaudeSource(env *bootstrap.Env, sleep func(context.Context, time.Duration) error, maxBytes int64) claudeSource {
+	base := env.Config.ClaudeReleaseURL
+	if env.Config.ClaudeSource == "npm" {
+		base = env.Config.ClaudeRegistry
+	}
+	plainHTTP := false
+	if u, err := url.Parse(base); err == nil {
+		plainHTTP = u.Scheme == "http" && loopbackURL(u)
+	}
+	if maxBytes <= 0 {
+		maxBytes = maxClaudeBytes
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -53,13 +88,20 @@ func newClaudeSource(env *bootstrap.Env, sleep func(context.Context, time.Durati
 			if len(via) >= 5 {
 				return errors.New("more than 5 redirects")
 			}
-			if req.URL.Scheme != "https" && !loopbackURL(req.URL) {
-				return fmt.Errorf("refusing a redirect to %s (not https)", req.URL.Redacted())
+			if !allowedURL(req.URL, plainHTTP) {
+				return &refusedRedirect{fmt.Sprintf("refusing a redirect from %s to %s: not https (plain http is followed only to a loopback IP, from a plain-http loopback [claude-code] release_url or registry); fix the mirror or the configured URL",
+					printableShort(via[len(via)-1].URL.Redacted()), printableShort(req.URL.Redacted()))}
 			}
 			return nil
 		},
 	}
-	return claudeSource{env: env, client: client, sleep: sleep}
+	return claudeSource{env: env, client: client, sleep: sleep, maxBytes: maxBytes, plainHTTP: plainHTTP}
+}
+
+// allowedURL: https, or plain http to a loopback IP when the configured
+// source is itself plain http on loopback.
+func allowedURL(u *url.URL, plainHTTP bool) bool {
+	return u.Scheme == "https" || (plainHTTP && u.Scheme == "http" && loopbackURL(u))
 }
 
 func loopbackURL(u *url.URL) bool {
@@ -127,6 +169,10 @@ func (s claudeSource) get(ctx context.Context, rawURL, accept string, read func(
 		req.Header.Set("Accept", accept)
 	}
 	resp, err := s.client.Do(req)
+	var refused *refusedRedirect
+	if errors.As(err, &refused) {
+		return permanent{fmt.Errorf("claude-code: GET %s: %w", rawURL, refused)}
+	}
 	if err != nil {
 		return s.netErr(ctx, rawURL, err)
 	}
@@ -278,11 +324,14 @@ func (s claudeSource) fetchRelease(ctx context.Context, version, plat, name stri
 		return claudeRecord{}, fmt.Errorf("claude-code: %s: platform %s has no valid sha256 checksum and size", mURL, plat)
 	}
 	exeURL := base + "/" + version + "/" + plat + "/claude"
+	if err := s.roomFor(name, p.Size, exeURL); err != nil {
+		return claudeRecord{}, err
+	}
 	var got string
 	err = s.retry(ctx, exeURL, func(ctx context.Context) error {
 		return s.get(ctx, exeURL, "", func(r io.Reader) error {
 			h := sha256.New()
-			_, err := s.stream(name, io.TeeReader(r, h), func(n int64) error {
+			_, err := s.stream(name, io.TeeReader(r, h), p.Size, exeURL, func(n int64) error {
 				got = hex.EncodeToString(h.Sum(nil))
 				switch {
 				case n != p.Size:
@@ -304,9 +353,30 @@ func (s claudeSource) fetchRelease(ctx context.Context, version, plat, name stri
 	return claudeRecord{URL: exeURL, SHA256: got}, nil
 }
 
-// stream copies r into a staged file for name; check sees the byte count
-// once r is exhausted and decides whether the file is committed.
-func (s claudeSource) stream(name string, r io.Reader, check func(int64) error) (int64, error) {
+// roomFor refuses, before anything is staged, an executable that declares
+// more than maxBytes or more than the free space of name's filesystem less
+// claudeDiskMargin.
+func (s claudeSource) roomFor(name string, size int64, src string) error {
+	if size > s.maxBytes {
+		return permanent{fmt.Errorf("claude-code: %s declares %d bytes for Claude Code, more than ccboot's cap of %s; nothing was downloaded, check [claude-code] release_url or registry", src, size, humanBytes(s.maxBytes))}
+	}
+	dir := path.Dir(name)
+	free, err := s.env.Sys.FreeSpace(dir)
+	if err != nil {
+		return permanent{fmt.Errorf("claude-code: %w", err)}
+	}
+	if free < size+claudeDiskMargin {
+		return permanent{fmt.Errorf("claude-code: %s needs %s plus %s to spare on the filesystem of %s, which has %s free; nothing was downloaded, free space there and rerun",
+			src, humanBytes(size), humanBytes(claudeDiskMargin), s.env.Sys.Path(dir), humanBytes(free))}
+	}
+	return nil
+}
+
+// stream copies at most size bytes of r into a staged file for name (more
+// is refused: a body longer than src declared never fills the disk); check
+// sees the byte count once r is exhausted and decides whether the file is
+// committed.
+func (s claudeSource) stream(name string, r io.Reader, size int64, src string, check func(int64) error) (int64, error) {
 	st, err := s.env.Sys.Stage(name)
 	if err != nil {
 		return 0, permanent{fmt.Errorf("claude-code: %w", err)}
@@ -319,8 +389,12 @@ func (s claudeSource) stream(name string, r io.Reader, check func(int64) error) 
 		}
 		return n, err
 	})
-	n, err := io.CopyBuffer(w, r, make([]byte, 256<<10))
+	n, err := io.CopyBuffer(w, io.LimitReader(r, size+1), make([]byte, 256<<10))
 	fsroot.CrashPoint("claude/downloaded", name)
+	if err == nil && n > size {
+		st.Abort()
+		return n, permanent{fmt.Errorf("claude-code: %s sends more than the %d bytes declared for it; nothing was installed, check [claude-code] release_url or registry", src, size)}
+	}
 	if err != nil {
 		st.Abort()
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
@@ -392,14 +466,15 @@ func (s claudeSource) fetchNpm(ctx context.Context, version, plat, name string) 
 		return claudeRecord{}, fmt.Errorf("claude-code: %s@%s has no sha512 dist.integrity (%q); ccboot installs only what it can verify", pkg, version, printableShort(integrity))
 	}
 	u, err := url.Parse(tarURL)
-	if err != nil || (u.Scheme != "https" && !loopbackURL(u)) {
-		return claudeRecord{}, fmt.Errorf("claude-code: %s@%s: dist.tarball %q is not an https URL", pkg, version, printableShort(tarURL))
+	if err != nil || !allowedURL(u, s.plainHTTP) {
+		return claudeRecord{}, fmt.Errorf("claude-code: %s@%s: dist.tarball %q is not an https URL (plain http only to a loopback IP, from a plain-http loopback registry); check [claude-code] registry", pkg, version, printableShort(tarURL))
 	}
 	var exeSum string
 	err = s.retry(ctx, tarURL, func(ctx context.Context) error {
 		return s.get(ctx, tarURL, "", func(r io.Reader) error {
 			h512 := sha512.New()
-			tee := io.TeeReader(r, h512)
+			body := &capReader{r: r, left: s.maxBytes, err: permanent{fmt.Errorf("claude-code: %s is larger than ccboot's cap of %s; nothing was installed, check [claude-code] registry", tarURL, humanBytes(s.maxBytes))}}
+			tee := io.TeeReader(body, h512)
 			sum, err := s.extract(tee, h512, want, name, tarURL, integrity)
 			exeSum = sum
 			return err
@@ -418,10 +493,13 @@ func (s claudeSource) fetchNpm(ctx context.Context, version, plat, name string) 
 // package/claude, reads the tarball to its end and commits the executable
 // only when the whole tarball matches dist.integrity.
 func (s claudeSource) extract(tee io.Reader, h512 hash.Hash, want []byte, name, tarURL, integrity string) (string, error) {
-	gz, err := gzip.NewReader(tee)
+	zr, err := gzip.NewReader(tee)
 	if err != nil {
 		return "", s.tarErr(tarURL, err)
 	}
+	// Decompressed bytes are capped: a gzip bomb, or an entry drained
+	// after package/claude, costs at most maxBytes of reading.
+	gz := &capReader{r: zr, left: s.maxBytes, err: permanent{fmt.Errorf("claude-code: %s decompresses to more than ccboot's cap of %s; it is not a Claude Code platform package, check [claude-code] registry", tarURL, humanBytes(s.maxBytes))}}
 	tr := tar.NewReader(gz)
 	var exeSum string
 	found := false
@@ -433,12 +511,20 @@ func (s claudeSource) extract(tee io.Reader, h512 hash.Hash, want []byte, name, 
 		if err != nil {
 			return "", s.tarErr(tarURL, err)
 		}
+		// archive/tar expands a sparse entry's holes to its full declared
+		// size without reading the network; npm never packs one.
+		if sparseEntry(hdr) {
+			return "", permanent{fmt.Errorf("claude-code: %s has a sparse entry %s; npm never packs sparse files, so it is not a Claude Code platform package; nothing was installed, check [claude-code] registry", tarURL, fsroot.Quote(hdr.Name))}
+		}
 		if hdr.Name != npmExecutable || hdr.Typeflag != tar.TypeReg || found {
 			continue
 		}
 		found = true
+		if err := s.roomFor(name, hdr.Size, tarURL+" ("+npmExecutable+")"); err != nil {
+			return "", err
+		}
 		h := sha256.New()
-		_, err = s.stream(name, io.TeeReader(tr, h), func(int64) error {
+		_, err = s.stream(name, io.TeeReader(tr, h), hdr.Size, tarURL, func(int64) error {
 			exeSum = hex.EncodeToString(h.Sum(nil))
 			// The rest of the tarball must arrive before the integrity
 			// of the whole is known: read it now, before the commit.
@@ -474,10 +560,51 @@ func (s claudeSource) extract(tee io.Reader, h512 hash.Hash, want []byte, name, 
 // tarErr: a truncated body shows as a gzip/tar error; it is retried like a
 // network error. Anything else wrong with the archive is permanent.
 func (s claudeSource) tarErr(tarURL string, err error) error {
+	var p permanent
+	if errors.As(err, &p) {
+		return err // a cap's refusal, already worded
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || isNetErr(err) {
 		return fmt.Errorf("claude-code: read %s: %w", tarURL, err)
 	}
 	return permanent{fmt.Errorf("claude-code: %s is not a valid gzip tarball: %w", tarURL, err)}
+}
+
+// sparseEntry: an old GNU sparse entry (type 'S') or a PAX one
+// (GNU.sparse.* records; archive/tar reports those as regular files).
+func sparseEntry(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
+// capReader passes at most left bytes of r, then fails with err.
+type capReader struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, c.err
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	if int64(n) > c.left {
+		c.left = -1
+		return 0, c.err
+	}
+	c.left -= int64(n)
+	return n, err
 }
 
 func isNetErr(err error) bool {

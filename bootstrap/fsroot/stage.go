@@ -194,12 +194,39 @@ func (t *Tree) ReadDirNames(name string) ([]string, error) {
 
 // RemoveAll deletes name and everything under it, never following a
 // symbolic link out of the tree (links inside are removed, not followed).
+// Like Stage and SwitchLink it refuses a symbolic link among name's
+// parents: os.Root would follow one that stays in the tree, and a planted
+// PREFIX/lib -> /home/USER/... would make root delete the link's target.
 func (t *Tree) RemoveAll(name string) error {
 	name = clean(name)
 	if name == "." {
 		return errors.New("fsroot: refusing to remove the whole tree")
 	}
+	if err := t.refuseLinkedParents(name); err != nil {
+		return err
+	}
 	return t.root.RemoveAll(name)
+}
+
+// FreeSpace is how many bytes an unprivileged write may still use on the
+// filesystem of dir (statfs f_bavail), so a large download can be refused
+// before it fills the disk. dir must be a directory, not a symbolic link,
+// with no symbolic link among its parents.
+func (t *Tree) FreeSpace(dir string) (int64, error) {
+	dir = clean(dir)
+	if err := t.refuseLinkedParents(dir + "/x"); err != nil {
+		return 0, err
+	}
+	f, err := t.root.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(int(f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", t.Path(dir), err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // OpenFollow opens a regular file for reading, following symbolic links only

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -90,5 +91,77 @@ func TestSwitchLink(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
 		t.Errorf("RemoveAll followed a link out of the tree: %v", err)
+	}
+}
+
+// TestRemoveAllRefusesLinkedParent: a symbolic link among the parents of
+// what RemoveAll deletes is refused, as Stage and SwitchLink refuse it, and
+// the link's target (here a directory a user owns, inside the tree) keeps
+// its files.
+func TestRemoveAllRefusesLinkedParent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tr, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	mine := filepath.Join(dir, "home/user/mine/@scope/pkg")
+	if err := os.MkdirAll(mine, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mine, "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "usr/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../home/user/mine", filepath.Join(dir, "usr/lib/node_modules")); err != nil {
+		t.Fatal(err)
+	}
+	err = tr.RemoveAll("usr/lib/node_modules/@scope/pkg")
+	if err == nil || !strings.Contains(err.Error(), "usr/lib/node_modules") || !strings.Contains(err.Error(), "remove the link") {
+		t.Errorf("RemoveAll through a linked parent: err = %v, want a refusal naming the link", err)
+	}
+	if _, err := os.Stat(filepath.Join(mine, "keep")); err != nil {
+		t.Errorf("the link's target lost its files: %v", err)
+	}
+	// The link itself, as the last component, is removed, not followed.
+	if err := tr.RemoveAll("usr/lib/node_modules"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mine, "keep")); err != nil {
+		t.Errorf("removing the link followed it: %v", err)
+	}
+}
+
+func TestFreeSpace(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tr, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if err := os.MkdirAll(filepath.Join(dir, "a/b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tr.FreeSpace("a/b")
+	want := int64(st.Bavail) * int64(st.Bsize)
+	// Other tests write beside this one: allow 64 MiB of drift.
+	if err != nil || got <= 0 || got < want-64<<20 || got > want+64<<20 {
+		t.Errorf("FreeSpace = %d, %v; statfs says %d", got, err, want)
+	}
+	if err := os.Symlink("a", filepath.Join(dir, "l")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"l", "l/b"} {
+		if _, err := tr.FreeSpace(name); err == nil {
+			t.Errorf("FreeSpace(%q) through a link: no error", name)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,6 +24,11 @@ type Cmd struct {
 	Args  []string
 	Env   []string // added to the inherited environment
 	Stdin []byte
+	// NoTerminal starts the command in a session of its own (setsid), so
+	// it has no controlling terminal: a program run as another user
+	// cannot open root's /dev/tty and push keystrokes into it (TIOCSTI).
+	// Its stdin is /dev/null unless Stdin is set.
+	NoTerminal bool
 }
 
 // String renders the command for logs and error messages.
@@ -75,6 +81,9 @@ func (e *Exec) Run(ctx context.Context, c Cmd) (Result, error) {
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if c.NoTerminal {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	// A killed parent must not leave a package manager holding its lock
 	// longer than necessary: give children a moment after cancellation.
 	cmd.WaitDelay = 5 * time.Second

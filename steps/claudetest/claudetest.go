@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -43,7 +44,11 @@ const (
 	Status404                  // answer 404
 	Truncate                   // announce the full length, send half, close
 	Stall                      // send half, then nothing until the client gives up
+	Endless                    // send the body, then zeros until the client leaves (no Content-Length)
 )
+
+// endlessCap stops an Endless body whose client never leaves.
+const endlessCap = 1 << 30
 
 // Server is one loopback server holding a release channel under /release
 // and an npm registry under /npm.
@@ -58,6 +63,12 @@ type Server struct {
 	requests map[string]int
 	hidden   map[string]string // version -> platform left out of the manifest
 	tarballs map[string][]byte // tarballKey -> gzip tarball, made once
+	// published: version/plat -> a tarball served, and described by the
+	// package document's dist.integrity, instead of the made one.
+	published map[string][]byte
+	tarURLs   map[string]string // version/plat -> dist.tarball instead of ours
+	redirects map[string]string // path -> where a 302 sends it
+	sent      map[string]int64  // path -> body bytes written
 }
 
 func tarballKey(version, plat string, exe []byte) string {
@@ -77,13 +88,66 @@ func (s *Server) tarball(version, plat string, exe []byte) []byte {
 
 // New starts a server; Close it when done.
 func New() *Server {
-	s := &Server{
+	s := newServer()
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// NewTLS starts a server on https (httptest's certificate, for 127.0.0.1);
+// clients trust it through CertPEM.
+func NewTLS() *Server {
+	s := newServer()
+	s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+func newServer() *Server {
+	return &Server{
 		exes: map[string]map[string][]byte{}, served: map[string]map[string][]byte{},
 		channels: map[string]string{}, faults: map[string][]Fault{}, requests: map[string]int{},
 		hidden: map[string]string{}, tarballs: map[string][]byte{},
+		published: map[string][]byte{}, tarURLs: map[string]string{}, redirects: map[string]string{}, sent: map[string]int64{},
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
-	return s
+}
+
+// CertPEM is the server's certificate in PEM (for SSL_CERT_FILE); nil for
+// a plain http server.
+func (s *Server) CertPEM() []byte {
+	c := s.srv.Certificate()
+	if c == nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// Publish makes the registry serve tgz as version's tarball for platform,
+// with a dist.integrity that matches it (a hostile mirror controls both).
+// version must have been added.
+func (s *Server) Publish(version, platform string, tgz []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.published[version+"/"+platform] = tgz
+}
+
+// SetTarballURL makes the package document's dist.tarball of version say u.
+func (s *Server) SetTarballURL(version, platform, u string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tarURLs[version+"/"+platform] = u
+}
+
+// Redirect answers every request for path with a 302 to u.
+func (s *Server) Redirect(path, u string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.redirects[path] = u
+}
+
+// Sent is how many body bytes the server wrote for path.
+func (s *Server) Sent(path string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent[path]
 }
 
 // Close stops the server.
@@ -167,7 +231,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if q := s.faults[p]; len(q) > 0 {
 		fault, s.faults[p] = q[0], q[1:]
 	}
+	redirect := s.redirects[p]
 	s.mu.Unlock()
+	if redirect != "" {
+		http.Redirect(w, r, redirect, http.StatusFound)
+		return
+	}
 	switch fault {
 	case Status500:
 		http.Error(w, "injected", http.StatusInternalServerError)
@@ -182,6 +251,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch fault {
+	case Endless:
+		w.WriteHeader(http.StatusOK)
+		n, _ := w.Write(body)
+		s.count(p, n)
+		zeros := make([]byte, 64<<10)
+		for total := int64(n); total < endlessCap; total += int64(len(zeros)) {
+			n, err := w.Write(zeros)
+			s.count(p, n)
+			if err != nil {
+				return
+			}
+		}
+		return
 	case Truncate, Stall:
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		w.WriteHeader(http.StatusOK)
@@ -198,7 +280,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-	_, _ = w.Write(body)
+	n, _ := w.Write(body)
+	s.count(p, n)
+}
+
+func (s *Server) count(p string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent[p] += int64(n)
 }
 
 func (s *Server) body(p string) ([]byte, bool) {
@@ -233,6 +322,9 @@ func (s *Server) body(p string) ([]byte, bool) {
 			return nil, false
 		}
 		v = strings.TrimSuffix(v, ".tgz")
+		if tgz, ok := s.published[v+"/"+plat]; ok {
+			return tgz, true
+		}
 		exe, ok := s.exe(v, plat)
 		if !ok {
 			return nil, false
@@ -298,7 +390,14 @@ func (s *Server) packument(plat string) ([]byte, bool) {
 			continue
 		}
 		// The integrity describes the published bytes, whatever is served.
-		doc.Versions[v] = ver{Name: name, Version: v, Dist: dist{Tarball: s.srv.URL + TarballPath(v, plat), Integrity: Integrity(s.tarball(v, plat, exe))}}
+		d := dist{Tarball: s.srv.URL + TarballPath(v, plat), Integrity: Integrity(s.tarball(v, plat, exe))}
+		if tgz, ok := s.published[v+"/"+plat]; ok {
+			d.Integrity = Integrity(tgz)
+		}
+		if u, ok := s.tarURLs[v+"/"+plat]; ok {
+			d.Tarball = u
+		}
+		doc.Versions[v] = ver{Name: name, Version: v, Dist: d}
 	}
 	if len(doc.Versions) == 0 {
 		return nil, false
@@ -326,6 +425,73 @@ func Tarball(plat, version string, exe []byte) []byte {
 	add("package/claude", 0o755, exe)
 	add("package/README.md", 0o644, []byte("Native binary for Claude Code\n"))
 	_ = tw.Close()
+	_ = gz.Close()
+	return buf.Bytes()
+}
+
+// SparseTarball is a tarball (a few hundred bytes) whose package/claude is
+// a PAX GNU sparse 1.0 entry claiming claimed bytes: one data byte at its
+// end, holes before it. archive/tar reports it as a regular file of
+// claimed bytes and expands the holes into zeros. tar.Writer drops
+// GNU.sparse.* records, so the PAX header is written as a regular entry
+// and retyped to 'x'.
+func SparseTarball(claimed int64) []byte {
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	mtime := time.Date(1985, 10, 26, 8, 15, 0, 0, time.UTC)
+	var pax []byte
+	for _, kv := range [][2]string{{"GNU.sparse.major", "1"}, {"GNU.sparse.minor", "0"},
+		{"GNU.sparse.name", "package/claude"}, {"GNU.sparse.realsize", fmt.Sprint(claimed)}} {
+		pax = append(pax, paxRecord(kv[0], kv[1])...)
+	}
+	_ = tw.WriteHeader(&tar.Header{Name: "PaxHeaders/claude", Mode: 0o644, Size: int64(len(pax)), Typeflag: tar.TypeReg, ModTime: mtime, Format: tar.FormatUSTAR})
+	_, _ = tw.Write(pax)
+	_ = tw.Flush()
+	retype(raw.Bytes()[:512], tar.TypeXHeader)
+	sparseMap := make([]byte, 512)
+	copy(sparseMap, fmt.Sprintf("1\n%d\n1\n", claimed-1))
+	data := append(sparseMap, 'x')
+	_ = tw.WriteHeader(&tar.Header{Name: "package/GNUSparseFile.0/claude", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: mtime, Format: tar.FormatUSTAR})
+	_, _ = tw.Write(data)
+	_ = tw.Close()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	_, _ = gz.Write(raw.Bytes())
+	_ = gz.Close()
+	return buf.Bytes()
+}
+
+// paxRecord is one "LEN key=value\n" record; LEN counts itself.
+func paxRecord(k, v string) []byte {
+	body := " " + k + "=" + v + "\n"
+	n := len(body) + 1
+	for len(fmt.Sprint(n))+len(body) != n {
+		n++
+	}
+	return []byte(fmt.Sprint(n) + body)
+}
+
+// retype sets a ustar header block's type flag and its checksum.
+func retype(block []byte, flag byte) {
+	block[156] = flag
+	copy(block[148:156], "        ")
+	sum := 0
+	for _, b := range block {
+		sum += int(b)
+	}
+	copy(block[148:156], fmt.Sprintf("%06o\x00 ", sum))
+}
+
+// OversizedTarball is a tarball whose regular package/claude declares
+// claimed bytes; the archive ends after the header (a reader that trusts
+// the header commits to claimed bytes before it sees any of them).
+func OversizedTarball(claimed int64) []byte {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	_ = tw.WriteHeader(&tar.Header{Name: "package/claude", Mode: 0o755, Size: claimed, Typeflag: tar.TypeReg,
+		ModTime: time.Date(1985, 10, 26, 8, 15, 0, 0, time.UTC)})
+	_ = tw.Flush() // the header only; no Close, which would want the data
 	_ = gz.Close()
 	return buf.Bytes()
 }
