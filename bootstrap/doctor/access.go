@@ -94,7 +94,7 @@ func accessOutcome(model, id, region string, out *bedrock.GetFoundationModelAvai
 		return fail(fmt.Sprintf("Anthropic's use-case form was not submitted for this account: %s is not authorized (%s)", what, state),
 			"submit the Anthropic use case details once per account: Bedrock console, Model catalog, any Anthropic model; or `aws bedrock put-use-case-for-model-access --form-data <base64 JSON>` from the organization's management account (member accounts inherit it); "+again)
 	case agreement == types.AgreementStatusError:
-		return fail(fmt.Sprintf("Bedrock could not subscribe the account to %s's AWS Marketplace offer: %s (%s)", what, aws.ToString(out.AgreementAvailability.ErrorMessage), state),
+		return fail(fmt.Sprintf("Bedrock could not subscribe the account to the AWS Marketplace offer of %s: %s (%s)", what, aws.ToString(out.AgreementAvailability.ErrorMessage), state),
 			"the Marketplace permission is missing: allow the tiers aws-marketplace:Subscribe and aws-marketplace:ViewSubscriptions on \"*\" with the condition aws:CalledViaLast = bedrock.amazonaws.com (the stack's BedrockPolicy, MarketplaceSubscribeThroughBedrock) and check no SCP denies them; the next invoke subscribes again (allow up to 15 minutes), "+again)
 	case agreement == types.AgreementStatusPending:
 		return fail(fmt.Sprintf("the account's AWS Marketplace subscription to %s is in progress (%s)", what, state),

@@ -42,7 +42,7 @@ func TestModelAccessStates(t *testing.T) {
 		{"entitlement missing", doctortest.Availability{Entitlement: "NOT_AVAILABLE"},
 			"entitlement NOT_AVAILABLE", "the first invoke subscribes the account"},
 		{"Marketplace permission missing", doctortest.Availability{Agreement: "ERROR", AgreementError: "not authorized to perform aws-marketplace:Subscribe"},
-			"could not subscribe the account to anthropic.claude-sonnet-4-6 (behind eu.anthropic.claude-sonnet-4-6)'s AWS Marketplace offer: not authorized to perform aws-marketplace:Subscribe",
+			"could not subscribe the account to the AWS Marketplace offer of anthropic.claude-sonnet-4-6 (behind eu.anthropic.claude-sonnet-4-6): not authorized to perform aws-marketplace:Subscribe",
 			"the Marketplace permission is missing: allow the tiers aws-marketplace:Subscribe and aws-marketplace:ViewSubscriptions on \"*\" with the condition aws:CalledViaLast = bedrock.amazonaws.com"},
 		{"subscription pending", doctortest.Availability{Agreement: "PENDING"}, "subscription to anthropic.claude-sonnet-4-6 (behind eu.anthropic.claude-sonnet-4-6) is in progress", "up to 15 minutes"},
 		{"not in the Region", doctortest.Availability{Region: "NOT_AVAILABLE"},

@@ -106,7 +106,7 @@ func TestBlackboxDoctorModelAccess(t *testing.T) {
 			t.Errorf("readonly-invoke %+v, subscribed %v: want Bedrock's Marketplace denial", inv, s.Subscribed())
 		}
 		r, m = doctorRun(url)
-		expect("after the failed subscription", r, m, 1, "could not subscribe the account to anthropic.claude-sonnet-4-6",
+		expect("after the failed subscription", r, m, 1, "could not subscribe the account to the AWS Marketplace offer of anthropic.claude-sonnet-4-6",
 			"the Marketplace permission is missing: allow the tiers aws-marketplace:Subscribe and aws-marketplace:ViewSubscriptions")
 	})
 
