@@ -70,6 +70,12 @@ func checkModelAccess(ctx context.Context, s *state) outcome {
 	if err == nil && out.AgreementAvailability == nil {
 		err = errors.New("GetFoundationModelAvailability returned no agreement availability")
 	}
+	if _, code := apiError(err); code == "UnknownOperationException" {
+		// A partition or Region without the API (model access is not
+		// sold through AWS Marketplace everywhere): nothing to tell, and
+		// the invoke probes still ask IAM. Said, not hidden.
+		return pass("%s in %s: Bedrock here has no GetFoundationModelAvailability, so model access is not checked (the invoke checks still run)", model, region)
+	}
 	if err != nil {
 		return fail(fmt.Sprintf("availability of %s in %s with the ReadOnly role: %s", id, region, describe(err)), modelFix(id, region, "GetFoundationModelAvailability", err))
 	}

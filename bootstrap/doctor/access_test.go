@@ -74,6 +74,14 @@ func TestModelAccessUsable(t *testing.T) {
 		t.Errorf("availability not asked as ReadOnly:\n%s", calls)
 	}
 
+	// Where Bedrock has no such operation, the check says it could not
+	// check and passes; the invoke probes still run.
+	fake.Set(func(f *doctortest.Fake) { f.NoAvailabilityAPI = true })
+	m = byName(t, Run(context.Background(), env))
+	want(t, m, ModelAccess, true, "has no GetFoundationModelAvailability, so model access is not checked", "")
+	want(t, m, ReadOnlyInvoke, true, "", "")
+	fake.Set(func(f *doctortest.Fake) { f.NoAvailabilityAPI = false })
+
 	const app = "arn:aws:bedrock:eu-west-1:111122223333:application-inference-profile/team-claude"
 	fake.Set(func(f *doctortest.Fake) { f.Models["team-claude"] = true })
 	env.Model = app

@@ -55,6 +55,8 @@ type Fake struct {
 	// Availability is what GetFoundationModelAvailability answers for a
 	// model of Models (without a prefix); the zero value is all available.
 	Availability Availability
+	// NoAvailabilityAPI: Bedrock here does not know the operation.
+	NoAvailabilityAPI bool
 }
 
 type session struct{ role, name string }
@@ -250,6 +252,10 @@ func (f *Fake) bedrock(w http.ResponseWriter, r *http.Request, caller session) {
 			},
 		})
 	case "GetFoundationModelAvailability":
+		if f.NoAvailabilityAPI {
+			jsonError(w, 404, "UnknownOperationException", "unknown path "+path)
+			return
+		}
 		f.availability(w, id)
 	case "GetFoundationModel":
 		if !f.Models[id] {
