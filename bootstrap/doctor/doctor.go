@@ -101,6 +101,7 @@ func Checks() []Check {
 		{Name: ReadOnlyProfile, Needs: []string{IMDSCredentials}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.ReadOnly, &s.readOnlyCfg) }},
 		{Name: ElevatedProfile, Needs: []string{ReadOnlyProfile}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.Elevated, &s.elevatedCfg) }},
 		{Name: BedrockModel, Needs: []string{ReadOnlyProfile}, run: checkModel},
+		{Name: ModelAccess, Needs: []string{BedrockModel}, run: checkModelAccess},
 		{Name: ReadOnlyInvoke, Needs: []string{BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.ReadOnly, s.readOnlyCfg) }},
 		{Name: ElevatedInvoke, Needs: []string{ElevatedProfile, BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.Elevated, s.elevatedCfg) }},
 		{Name: InstanceNoModel, Needs: []string{IMDSCredentials}, run: checkInstanceNoBedrock},

@@ -88,7 +88,7 @@ func TestBlackboxDoctor(t *testing.T) {
 			t.Errorf("json: %+v, want ok with a detail and no fix", res)
 		}
 	}
-	if got := strings.Join(names, ","); got != "imds-credentials,readonly-profile,elevated-profile,bedrock-model,readonly-invoke,elevated-invoke,instance-role-no-bedrock" {
+	if got := strings.Join(names, ","); got != "imds-credentials,readonly-profile,elevated-profile,bedrock-model,model-access,readonly-invoke,elevated-invoke,instance-role-no-bedrock" {
 		t.Errorf("json checks %s", got)
 	}
 	for _, c := range fake.Calls() {
@@ -230,10 +230,10 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	// by ccboot's own Region table before any request.
 	r, m = doctorRun(url, "--model", "arn:aws:bedrock:eu-west-1:111122223333:inference-profile/us.anthropic.claude-sonnet-4-6")
 	expect("us. profile ARN in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "ResourceNotFoundException",
-		doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
+		doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 	r, m = doctorRun(url, "--model", "us.anthropic.claude-sonnet-4-6")
 	expect("us. profile in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "Region eu-west-1 cannot use the us. inference profile",
-		doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
+		doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 
 	// ReadOnly's trust policy names another role: ReadOnly fails, what
 	// needs it is skipped.
@@ -243,7 +243,7 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	r, m = doctorRun(url)
 	expect("ReadOnly trust broken", r, m, 1, map[string]string{
 		doctor.ReadOnlyProfile: "AccessDenied", doctor.ElevatedProfile: "skipped: readonly-profile failed",
-		doctor.BedrockModel: "skipped: readonly-profile failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
+		doctor.BedrockModel: "skipped: readonly-profile failed", doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
 		doctor.ElevatedInvoke: "skipped: elevated-profile, bedrock-model failed"})
 
 	// The ReadOnly role without the Bedrock read actions: neither the
@@ -254,7 +254,7 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 		"              - bedrock:GetInferenceProfile\n", ""})
 	r, m = doctorRun(url)
 	expect("ReadOnly without bedrock:GetInferenceProfile", r, m, 1, map[string]string{
-		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
+		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile", doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
 		doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 
 	// BedrockPolicy without InvokeModel: the model is still described
