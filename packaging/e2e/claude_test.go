@@ -312,7 +312,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	// ccboot doctor, typed as README says (sudo), passes against the
 	// stand-in in the same guest.
 	doctor := g.file("doctor.out")
-	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 7 checks passed") {
+	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 8 checks passed") {
 		t.Errorf("sudo ccboot doctor: exit %d, want 0 with all checks passed:\n%s%s", rc, doctor, g.file("doctor.err"))
 	}
 	for _, want := range []string{
@@ -334,17 +334,17 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		name, fail, detail, summary string
 		skips                       map[string]string
 	}{
-		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 7 checks failed, 4 skipped because of them",
+		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 8 checks failed, 4 skipped because of them",
 			map[string]string{"elevated-profile": "skip", "bedrock-model": "skip", "readonly-invoke": "skip", "elevated-invoke": "skip"}},
-		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 7 checks failed", nil},
-		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 7 checks failed, 2 skipped because of them", modelSkips},
+		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 8 checks failed", nil},
+		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 8 checks failed, 2 skipped because of them", modelSkips},
 	} {
 		out := g.file(c.name + ".out")
 		if rc := g.rc(c.name); rc != 1 {
 			t.Errorf("%s: exit %d, want 1:\n%s%s", c.name, rc, out, g.file(c.name+".err"))
 		}
 		got := doctorLines(out)
-		for _, check := range []string{"imds-credentials", "readonly-profile", "elevated-profile", "bedrock-model", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
+		for _, check := range []string{"imds-credentials", "aws-config-file", "readonly-profile", "elevated-profile", "bedrock-model", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
 			want := "ok"
 			if check == c.fail {
 				want = "FAIL"
