@@ -163,20 +163,23 @@ func doctorLine(stdout, check string) string {
 	return ""
 }
 
-// insertInSection returns cfg with lines added at the end of section (the
-// line before the next header), as a user appending to the profile would.
+// insertInSection returns cfg with lines added after the last line of
+// section, as a user appending to the profile would.
 func insertInSection(t *testing.T, cfg, section, lines string) string {
 	t.Helper()
 	start := strings.Index(cfg, "["+section+"]\n")
 	if start < 0 {
 		t.Fatalf("no [%s] in:\n%s", section, cfg)
 	}
-	end := strings.Index(cfg[start+1:], "\n[")
-	if end < 0 {
-		return strings.TrimRight(cfg, "\n") + "\n" + lines
+	next := len(cfg)
+	if i := strings.Index(cfg[start+1:], "\n["); i >= 0 {
+		next = start + 1 + i + 1
 	}
-	end += start + 1
-	return cfg[:end] + "\n" + strings.TrimRight(lines, "\n") + cfg[end:]
+	body := strings.TrimRight(cfg[:next], "\n") + "\n" + lines
+	if next == len(cfg) {
+		return body
+	}
+	return body + "\n" + cfg[next:]
 }
 
 // TestBlackboxDoctorIssue19Payload is the code execution of issue 19 as it
