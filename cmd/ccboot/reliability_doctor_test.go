@@ -92,7 +92,14 @@ func TestReliabilityDoctorHostileConfig(t *testing.T) {
 		// payload line, one of which (or one between) the check must name.
 		in, tail, first, bad string
 		crlf                 bool
+		// shell: settings added to doctorShell's.
+		shell []string
 	}
+	// The SDK prefers a [services] entry of the shared config to the global
+	// AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_STS to both): with only the
+	// global one naming the fake, a doctor that read the user's file would
+	// send its STS calls to the user's listener.
+	globalEndpoint := []string{"AWS_ENDPOINT_URL_STS=", "AWS_ENDPOINT_URL=" + fake.URL}
 	variants := []variant{
 		{name: "indented key after a value", in: "output = json\n  credential_process = " + script + "\n  credential_source =\n",
 			first: "output = json", bad: "  credential_source ="},
@@ -104,14 +111,16 @@ func TestReliabilityDoctorHostileConfig(t *testing.T) {
 			first: "output = json \\", bad: "credential_process = " + script},
 		{name: "CRLF plus indentation", in: "output = json\n  credential_process = " + script + "\n", crlf: true,
 			first: "output = json", bad: "  credential_process = " + script},
-		{name: "services and endpoint_url", in: "services = mine\n", tail: services,
+		{name: "services and endpoint_url", in: "services = mine\n", tail: services, shell: globalEndpoint,
 			first: "services = mine", bad: "services = mine"},
 		{name: "ec2_metadata_service_endpoint", in: "ec2_metadata_service_endpoint = " + listener + "\n",
 			first: "ec2_metadata_service_endpoint", bad: "ec2_metadata_service_endpoint"},
 		{name: "credential_process", in: "credential_process = " + script + "\n",
 			first: "credential_process", bad: "credential_process"},
-		{name: "web_identity_token_file", in: "output = json\n  web_identity_token_file = " + secret + "\n  credential_source =\n  services = mine\n", tail: services,
-			first: "output = json", bad: "  services = mine"},
+		// services first: an indented line after the empty credential_source
+		// would be a sub-key of it for the SDK.
+		{name: "web_identity_token_file", in: "services = mine\noutput = json\n  web_identity_token_file = " + secret + "\n  credential_source =\n", tail: services, shell: globalEndpoint,
+			first: "services = mine", bad: "  credential_source ="},
 		{name: "/dev/zero", in: "output = json\n  web_identity_token_file = /dev/zero\n  credential_source =\n",
 			first: "output = json", bad: "  credential_source ="},
 	}
@@ -132,7 +141,7 @@ func TestReliabilityDoctorHostileConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := connections.Load()
-			r, maxRSS := doctorBounded(t, doctorShell(t, fake.URL), append([]string{"doctor"}, flags...)...)
+			r, maxRSS := doctorBounded(t, append(doctorShell(t, fake.URL), v.shell...), append([]string{"doctor"}, flags...)...)
 			if out, err := os.ReadFile(marker); err == nil {
 				t.Errorf("the user's program ran as root: %s", out)
 			}
