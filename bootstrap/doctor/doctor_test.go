@@ -264,17 +264,20 @@ func TestTierUsesCCBootValues(t *testing.T) {
 
 // doctor runs as root: no shared config file on disk is loaded by its SDK.
 // The operator's AWS_CONFIG_FILE and root's $HOME/.aws/config both name a
-// credential_process for every profile doctor could pick; it never runs,
-// and the tiers resolve through ccboot's chain.
+// credential_process, an IMDS endpoint and a [services] STS endpoint for
+// every profile doctor could pick. Only the global AWS_ENDPOINT_URL names
+// the fake, which a [services] entry would override: the program never
+// runs, and the tiers resolve through ccboot's chain.
 func TestCredentialProcessNotRun(t *testing.T) {
-	_, env := setup(t)
+	fake, env := setup(t)
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "ran")
 	proc := "credential_process = /bin/sh -c 'touch " + marker + "'\n"
 	var cfg strings.Builder
 	for _, p := range []string{"[default]", "[profile claudecode-readonly]", "[profile claudecode-elevated]"} {
-		cfg.WriteString(p + "\n" + proc + "ec2_metadata_service_endpoint = http://127.0.0.1:9\nsts =\n  endpoint_url = http://127.0.0.1:9\n\n")
+		cfg.WriteString(p + "\n" + proc + "ec2_metadata_service_endpoint = http://127.0.0.1:9\nservices = evil\n\n")
 	}
+	cfg.WriteString("[services evil]\nsts =\n  endpoint_url = http://127.0.0.1:9\n")
 	path := filepath.Join(dir, ".aws", "config")
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
@@ -285,6 +288,8 @@ func TestCredentialProcessNotRun(t *testing.T) {
 	t.Setenv("HOME", dir)
 	t.Setenv("AWS_CONFIG_FILE", path)
 	t.Setenv("AWS_PROFILE", "claudecode-readonly")
+	t.Setenv("AWS_ENDPOINT_URL_STS", "")
+	t.Setenv("AWS_ENDPOINT_URL", fake.URL)
 	m := byName(t, Run(context.Background(), env))
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("doctor ran a credential_process of a shared config file")
