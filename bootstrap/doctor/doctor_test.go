@@ -95,6 +95,10 @@ func TestAllPass(t *testing.T) {
 	// Every request was signed by a key of the chain, none by the
 	// operator's AWS_ACCESS_KEY_ID; the model was described by ReadOnly and
 	// the fail-safe asked as the instance role.
+	// Exactly ccboot's two roles were assumed, each once (the caches).
+	if got := strings.Join(fake.AssumeRoleARNs(), ","); got != env.ReadOnly.RoleARN+","+env.Elevated.RoleARN {
+		t.Errorf("AssumeRole of %s, want ccboot's ReadOnly then Elevated", got)
+	}
 	calls := strings.Join(fake.Calls(), "\n")
 	for _, c := range fake.Calls() {
 		if strings.HasSuffix(c, " ") {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,10 +147,14 @@ func TestBlackboxDoctorRefusesLinkedAWSConfig(t *testing.T) {
 	if l := doctorLine(r.stdout, doctor.ReadOnlyProfile); !strings.HasPrefix(l, "ok") {
 		t.Errorf("readonly-profile %q: ccboot's chain does not depend on the user's file", l)
 	}
-	for _, c := range fake.Calls() {
-		if strings.Contains(c, "attacker-chosen") {
-			t.Errorf("the linked file was used: %s", c)
+	asked := fake.AssumeRoleARNs()
+	for _, arn := range asked {
+		if strings.Contains(arn, "attacker-chosen") {
+			t.Errorf("the linked file was used: AssumeRole %s", arn)
 		}
+	}
+	if !slices.Contains(asked, "arn:aws:iam::111122223333:role/claudecode-readonly-demo") {
+		t.Errorf("ccboot's ReadOnly role was never assumed: %v", asked)
 	}
 }
 
