@@ -82,10 +82,12 @@ func TestAWSConfigMergeIntoExisting(t *testing.T) {
 	checkGolden(t, "aws-config-merged.ini", got)
 
 	// Independently of the golden file: every line the user wrote, except
-	// the two managed values that were wrong, is still there in order.
+	// the two managed values that were wrong and the key ccboot does not
+	// allow in its profiles, is still there in order.
 	replaced := map[string]bool{
 		"region = us-east-1 ; old region":                    true,
 		"role_arn = arn:aws:iam::111122223333:role/old-role": true,
+		"duration_seconds=3600":                              true,
 	}
 	outLines := strings.Split(string(got), "\n")
 	j := 0
@@ -144,9 +146,9 @@ func TestMergeAWSConfigCases(t *testing.T) {
 		{"no trailing newline",
 			"[default]\nregion=us-east-1",
 			"[default]\nregion=eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
-		{"key case-insensitive, prefix as written",
+		{"a managed key only some tools read as one is rewritten plainly",
 			"[default]\n  REGION : us-east-1\n",
-			"[default]\n  REGION : eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
+			mergedTestConfig},
 		{"empty value",
 			"[default]\nregion =\n",
 			"[default]\nregion = eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},

@@ -143,18 +143,8 @@ func isAgreedHeader(text string) bool {
 // quote a value from the file.
 func vetAWSConfig(data []byte, sections []awsSection) error {
 	s := string(data)
-	// Python (the AWS CLI) reads a lone CR as a line break, the SDKs do
-	// not: the two would put the text after it in different places. A CR
-	// ending the file has nothing after it.
-	for i := strings.IndexByte(s, '\r'); i >= 0 && i < len(s)-1; {
-		if s[i+1] != '\n' {
-			return fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix: replace it with a newline", strings.Count(s[:i], "\n")+1)
-		}
-		j := strings.IndexByte(s[i+1:], '\r')
-		if j < 0 {
-			break
-		}
-		i += 1 + j
+	if n := loneCRLine(s); n > 0 {
+		return fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix: replace it with a newline", n)
 	}
 	lines := splitVetLines(s)
 	for _, sec := range sections {
@@ -163,6 +153,19 @@ func vetAWSConfig(data []byte, sections []awsSection) error {
 		}
 	}
 	return nil
+}
+
+// loneCRLine is the line number of the first CR not followed by LF, 0 if
+// none: Python (the AWS CLI) reads it as a line break, the SDKs do not, so
+// the two would put the text after it in different places. A CR ending the
+// file has nothing after it.
+func loneCRLine(s string) int {
+	for i := 0; i < len(s)-1; i++ {
+		if s[i] == '\r' && s[i+1] != '\n' {
+			return strings.Count(s[:i], "\n") + 1
+		}
+	}
+	return 0
 }
 
 func vetSection(lines []vetLine, sec awsSection) error {

@@ -201,3 +201,143 @@ func TestVetAWSConfigVariantsReachTheSDK(t *testing.T) {
 		}
 	}
 }
+
+// userPart is data without the managed sections' headers and bodies (as
+// findSection bounds them), as line texts: what ccboot must leave as it was.
+func userPart(t testing.TB, data []byte) string {
+	t.Helper()
+	lines, err := parseINILines(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	skip := map[int]bool{}
+	for _, s := range testSections() {
+		start, end, err := findSection(lines, s.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := start; start >= 0 && i < end; i++ {
+			skip[i] = true
+		}
+	}
+	var b strings.Builder
+	for i, l := range lines {
+		if !skip[i] {
+			b.WriteString(strings.TrimSuffix(l.text, "\r") + "\n")
+		}
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// userSection is the user's own profile the hostile payloads sit next to:
+// it must come through every merge byte for byte.
+const userSection = "[profile work]\ncredential_process = /bin/creds\noutput = json\n  credential_process = /bin/other\n"
+
+// TestMergeAWSConfigHostile: the aws-config step reads a managed profile as
+// aws-sdk-go-v2 does. Each payload of issue 19 is removed by the merge (or
+// the file is refused), the result reads in the SDK as ccboot's values only,
+// VetAWSConfigFile accepts it, the user's own section is untouched and a
+// second merge changes nothing.
+func TestMergeAWSConfigHostile(t *testing.T) {
+	t.Parallel()
+	ro := "[profile claudecode-readonly]"
+	for _, tc := range []struct{ name, in string }{
+		{"indented credential_process after a value (issue 19)", withReadOnlyLines("output = json\n  credential_process = /home/ec2-user/x.sh\n  credential_source =\n")},
+		{"indented web identity file", withReadOnlyLines("output = json\n  web_identity_token_file = /etc/shadow\n")},
+		{"web_identity_token_file /dev/zero", withReadOnlyLines("web_identity_token_file = /dev/zero\n")},
+		{"services and endpoint", withReadOnlyLines("services = mine\n") + "[services mine]\nsts =\n  endpoint_url = http://127.0.0.1:9\n"},
+		{"ec2_metadata_service_endpoint", withReadOnlyLines("ec2_metadata_service_endpoint = http://127.0.0.1:9\nca_bundle = /tmp/ca\n")},
+		{"credential_process in Elevated", mergedTestConfig + "credential_process = /bin/x\n"},
+		{"two spaces in the header (issue 19)", strings.Replace(withReadOnlyLines("credential_process = /bin/x\n"), ro, "[profile  claudecode-readonly]", 1)},
+		{"a tab in the header (issue 19)", strings.Replace(withReadOnlyLines("credential_process = /bin/x\n"), ro, "[profile\tclaudecode-readonly]", 1)},
+		{"a header with a comment", strings.Replace(mergedTestConfig, ro, ro+" # mine", 1)},
+		{"a quoted header", strings.Replace(mergedTestConfig, ro, `[profile "claudecode-readonly"]`, 1)},
+		{"a byte order mark before the header", "\ufeff" + strings.Replace(mergedTestConfig, "[default]\nregion = eu-west-1\n\n", "", 1)},
+		{"backslash continuation", withReadOnlyLines(`output = json \` + "\ncredential_process = /bin/x\n")},
+		{"CRLF plus indentation", strings.ReplaceAll(withReadOnlyLines("output = json\n  credential_process = /bin/x\n"), "\n", "\r\n")},
+		{"no-break space indentation", withReadOnlyLines("output = json\n\u00a0credential_process = /bin/x\n")},
+		{"upper-case and colon keys", withReadOnlyLines("Credential_Process = /bin/x\nweb_identity_token_file: /etc/shadow\n")},
+		{"indented managed key", withReadOnlyLines("output = json\n  role_arn = arn:aws:iam::1:role/evil\n")},
+		{"a quoted managed value", strings.Replace(mergedTestConfig, "= Ec2InstanceMetadata", `= "Ec2InstanceMetadata"`, 1)},
+		{"the user's section before and after", userSection + "\n" + withReadOnlyLines("  credential_process = /bin/x\n") + userSection},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := []byte(tc.in)
+			if vetAWSConfig(in, managedProfiles()) == nil {
+				t.Fatalf("the payload passes the vet: %q", in)
+			}
+			out, err := mergeAWSConfig(in, testSections())
+			if err != nil {
+				t.Fatalf("merge: %v", err)
+			}
+			if err := vetAWSConfig(out, testSections()); err != nil {
+				t.Fatalf("merged file fails the vet: %v\n%q", err, out)
+			}
+			assertSDKSeesCCBoot(t, out)
+			if a, b := userPart(t, in), userPart(t, out); a != b {
+				t.Fatalf("the user's part changed:\n%q\n%q", a, b)
+			}
+			if strings.Contains(tc.in, userSection) && strings.Count(string(out), userSection) != strings.Count(tc.in, userSection) {
+				t.Fatalf("the user's own section changed:\n%q", out)
+			}
+			again, err := mergeAWSConfig(out, testSections())
+			if err != nil || string(again) != string(out) {
+				t.Fatalf("second merge changed it (err %v):\n%q\n%q", err, out, again)
+			}
+		})
+	}
+}
+
+// TestMergeAWSConfigRefusesAmbiguous: what ccboot cannot converge without
+// guessing is refused with the line and a fix, and nothing is written.
+func TestMergeAWSConfigRefusesAmbiguous(t *testing.T) {
+	t.Parallel()
+	ro := "[profile claudecode-readonly]"
+	for _, tc := range []struct{ name, in, want string }{
+		{"a lone carriage return", withReadOnlyLines("output = json\rcredential_process = /bin/x\n"), "line 9: a carriage return without a newline"},
+		{"a header only Python sees", withReadOnlyLines("[x]y\ncredential_process = /bin/x\n"), "line 9: " + ro + " has a line the AWS tools disagree on as a section header"},
+		{"a header Go cuts at #", withReadOnlyLines("[x#y]\ncredential_process = /bin/x\n"), "line 9: " + ro + " has a line the AWS tools disagree on"},
+		{"a header variant and the header", mergedTestConfig + "[profile  claudecode-readonly]\ncredential_process = x\n", "line 15: section " + ro + " appears twice (also on line 4)"},
+		{"an indented header in another section", "[default]\nregion = eu-west-1\n[profile work]\ns3 =\n  [profile claudecode-elevated]\ncredential_process = x\n", "line 5: an indented line names section [profile claudecode-elevated]"},
+		{"a managed key twice", withReadOnlyLines("region = us-east-1\n"), "line 9: [profile claudecode-readonly] region is set twice (also on line 8)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := mergeAWSConfig([]byte(tc.in), testSections())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), "; fix or move it away and rerun") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v, want one line with %q and the fix", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestAWSConfigRepairsIssue19Payload: the step itself (Check, Apply, Check)
+// reports issue 19's payload as drift and removes it, so `repair` never
+// says aws-config ok while the SDK sees a credential_process.
+func TestAWSConfigRepairsIssue19Payload(t *testing.T) {
+	t.Parallel()
+	env, _ := newTestEnv(t)
+	p := awsConfigFile(env)
+	convergeStep(t, env, AWSConfig{}) // ccboot's own file first
+	in := withReadOnlyLines("output = json\n  credential_process = /home/ec2-user/x.sh\n  credential_source =\n")
+	if err := os.WriteFile(p, []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := convergeStep(t, env, AWSConfig{})
+	if d.InSync() || !strings.Contains(d.Diff, "-  credential_process = /home/ec2-user/x.sh") {
+		t.Fatalf("Check did not report the payload: %q\n%s", d.Changes, d.Diff)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VetAWSConfigFile(context.Background(), env, got); err != nil {
+		t.Fatalf("doctor's vet refuses what repair wrote: %v", err)
+	}
+	assertSDKSeesCCBoot(t, got)
+	if !strings.Contains(string(got), "\noutput = json\n") {
+		t.Errorf("the harmless key was lost:\n%s", got)
+	}
+	assertSecondApplyIsNoop(t, env, AWSConfig{}, p)
+}
