@@ -537,8 +537,12 @@ func cliValues(kv map[string]string) string {
 }
 
 // FuzzMergeAWSConfig: for any file the merge accepts, merging is
-// idempotent, the result parses and holds every managed value, and every
-// section ccboot does not manage reads back with the same keys and values.
+// idempotent, the result parses and holds every managed value, every
+// section ccboot does not manage reads back with the same keys and values
+// and its lines are unchanged, and (the differential oracle) aws-sdk-go-v2's
+// own loader reads the managed profiles as exactly ccboot's values, nothing
+// else. Whenever VetAWSConfigFile's check passes a file, the SDK must read
+// it that way too.
 func FuzzMergeAWSConfig(f *testing.F) {
 	seed, err := os.ReadFile("testdata/golden/aws-config-existing.in")
 	if err != nil {
@@ -555,7 +559,18 @@ func FuzzMergeAWSConfig(f *testing.F) {
 	for _, s := range testSections() {
 		managed[s.name] = true
 	}
+	namesManaged := func(section string) bool {
+		for name := range managed {
+			if headerNames("["+section+"]", name) {
+				return true
+			}
+		}
+		return false
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		if vetAWSConfig(in, managedProfiles()) == nil {
+			assertSDKSeesCCBoot(t, in)
+		}
 		out, err := mergeAWSConfig(in, testSections())
 		if err != nil {
 			return // refused: the file is left alone
@@ -570,6 +585,13 @@ func FuzzMergeAWSConfig(f *testing.F) {
 		if err := verifyAWSConfig(out, testSections()); err != nil {
 			t.Fatalf("result does not hold the managed values: %v", err)
 		}
+		if err := vetAWSConfig(out, testSections()); err != nil {
+			t.Fatalf("result fails the vet: %v\ninput %q\nout %q", err, in, out)
+		}
+		assertSDKSeesCCBoot(t, out)
+		if a, b := userPart(t, in), userPart(t, out); a != b {
+			t.Fatalf("lines outside the managed sections changed:\ninput %q\nout %q", in, out)
+		}
 		before, err := ini.LoadSources(iniLoadOptions, in)
 		if err != nil {
 			t.Fatalf("accepted an input ini.v1 cannot parse: %v", err)
@@ -579,7 +601,7 @@ func FuzzMergeAWSConfig(f *testing.F) {
 			t.Fatalf("result does not parse: %v", err)
 		}
 		for _, sec := range before.Sections() {
-			if managed[sec.Name()] {
+			if managed[sec.Name()] || namesManaged(sec.Name()) {
 				continue
 			}
 			got, err := after.GetSection(sec.Name())
