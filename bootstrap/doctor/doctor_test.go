@@ -23,10 +23,9 @@ func setup(t *testing.T) (*doctortest.Fake, *Env) {
 	t.Helper()
 	imds := aemmtest.Start(t, aemmtest.Default())
 	fake := doctortest.New(t, "111122223333", "eu-west-1")
-	// Per service: the SDK resolves the global AWS_ENDPOINT_URL after the
-	// credential chain, so the chain's own AssumeRole would not see it (it
-	// would go to the real STS). The global one is a closed loopback port,
-	// so any client left unconfigured fails here instead of leaving it.
+	// Per service, and the global one on a closed loopback port, so a
+	// client that ignored the per-service setting fails here instead of
+	// leaving loopback.
 	t.Setenv("AWS_ENDPOINT_URL_STS", fake.URL)
 	t.Setenv("AWS_ENDPOINT_URL_BEDROCK", fake.URL)
 	t.Setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake.URL)
