@@ -94,7 +94,10 @@ func checkIMDS(ctx context.Context, s *state) outcome {
 // file is acted on: the tier checks build the chain from ccboot's values.
 func checkAWSConfigFile(_ context.Context, s *state) outcome {
 	const repair = "run `sudo ccboot repair --only aws-config`"
+	// The vet compares with the Region and role ARNs ccboot computes.
 	switch {
+	case s.env.RegionErr != nil:
+		return setupErr(s.env.RegionErr)
 	case s.env.RolesErr != nil:
 		return setupErr(s.env.RolesErr)
 	case s.env.AWSConfigErr != nil:
