@@ -160,7 +160,7 @@ func (s *state) tierFix(t *Tier, err error) string {
 	case unreachable(err):
 		return "cannot reach STS: give the instance a route to it (NAT gateway, or an sts VPC interface endpoint); AWS_ENDPOINT_URL_STS overrides the endpoint"
 	}
-	return "check the error above; `sudo ccboot repair --only aws-config` rewrites the profile"
+	return fmt.Sprintf("check the error above: STS must let ccboot's chain assume %s with session name %s", t.RoleARN, t.Session)
 }
 
 // assumedRoleARN is the caller ARN STS reports for a session of roleARN:
