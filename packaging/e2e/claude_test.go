@@ -321,7 +321,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	// ccboot doctor, typed as README says (sudo), passes against the
 	// stand-in in the same guest.
 	doctor := g.file("doctor.out")
-	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 8 checks passed") {
+	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 9 checks passed") {
 		t.Errorf("sudo ccboot doctor: exit %d, want 0 with all checks passed:\n%s%s", rc, doctor, g.file("doctor.err"))
 	}
 	for _, want := range []string{
@@ -343,17 +343,17 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		name, fail, detail, summary string
 		skips                       map[string]string
 	}{
-		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 8 checks failed, 5 skipped because of them",
+		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 9 checks failed, 5 skipped because of them",
 			map[string]string{"elevated-profile": "skip", "bedrock-model": "skip", "model-access": "skip", "readonly-invoke": "skip", "elevated-invoke": "skip"}},
-		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 8 checks failed", nil},
-		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 8 checks failed, 3 skipped because of them", modelSkips},
+		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 9 checks failed", nil},
+		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 9 checks failed, 3 skipped because of them", modelSkips},
 	} {
 		out := g.file(c.name + ".out")
 		if rc := g.rc(c.name); rc != 1 {
 			t.Errorf("%s: exit %d, want 1:\n%s%s", c.name, rc, out, g.file(c.name+".err"))
 		}
 		got := doctorLines(out)
-		for _, check := range []string{"imds-credentials", "readonly-profile", "elevated-profile", "bedrock-model", "model-access", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
+		for _, check := range []string{"imds-credentials", "aws-config-file", "readonly-profile", "elevated-profile", "bedrock-model", "model-access", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
 			want := "ok"
 			if check == c.fail {
 				want = "FAIL"
@@ -422,7 +422,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	if len(subscribedBy) != 1 || subscribedBy[0] != "bedrock:InvokeModel "+roleRO+" Allowed" {
 		t.Errorf("subscriptions through Bedrock %v, want one, by %s's first invoke", subscribedBy, roleRO)
 	}
-	if rc := g.rc("doctor-subscribed"); rc != 0 || !strings.Contains(g.file("doctor-subscribed.out"), "doctor: all 8 checks passed") {
+	if rc := g.rc("doctor-subscribed"); rc != 0 || !strings.Contains(g.file("doctor-subscribed.out"), "doctor: all 9 checks passed") {
 		t.Errorf("doctor after the first invoke subscribed the account: exit %d, want 0:\n%s", rc, g.file("doctor-subscribed.out"))
 	}
 

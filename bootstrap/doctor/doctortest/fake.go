@@ -51,6 +51,7 @@ type Fake struct {
 	keys   map[string]session // issued access key -> session
 	next   int
 	calls  []string
+	asked  []string // RoleArn of every AssumeRole request
 
 	// Availability is what GetFoundationModelAvailability answers for a
 	// model of Models (without a prefix); the zero value is all available.
@@ -103,6 +104,14 @@ func (f *Fake) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
+}
+
+// AssumeRoleARNs returns the RoleArn of every AssumeRole request, in order,
+// whether it was granted or not.
+func (f *Fake) AssumeRoleARNs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.asked...)
 }
 
 // signer returns the access key and service of a SigV4-signed request.
@@ -168,6 +177,7 @@ func (f *Fake) sts(w http.ResponseWriter, action string, form url.Values, caller
 		}{Result: struct{ Arn, UserId, Account string }{f.arn(caller), "AROAEXAMPLE:" + caller.name, f.Account}})
 	case "AssumeRole":
 		roleARN, name := form.Get("RoleArn"), form.Get("RoleSessionName")
+		f.asked = append(f.asked, roleARN)
 		role := roleARN[strings.LastIndexByte(roleARN, '/')+1:]
 		if !strings.HasPrefix(roleARN, "arn:aws:iam::"+f.Account+":role/") || f.Trust[role] != caller.role {
 			stsError(w, 403, "AccessDenied", fmt.Sprintf("User: %s is not authorized to perform: sts:AssumeRole on resource: %s", f.arn(caller), roleARN))
