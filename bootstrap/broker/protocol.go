@@ -107,9 +107,14 @@ func oneLine(err error) string {
 	return s
 }
 
+// Refusal is the broker's own one-line answer to a request it refused.
+type Refusal struct{ Line string }
+
+func (r *Refusal) Error() string { return r.Line }
+
 // Fetch asks the broker at socket for tier's credentials and returns the
 // credential_process JSON (one line, validated), or the broker's one-line
-// refusal as the error.
+// refusal as a *Refusal.
 func Fetch(ctx context.Context, socket, tier string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -139,7 +144,7 @@ func Fetch(ctx context.Context, socket, tier string, timeout time.Duration) ([]b
 	}
 	line := strings.TrimSpace(string(reply))
 	if !strings.HasPrefix(line, "{") {
-		return nil, errors.New(oneLine(errors.New(line)))
+		return nil, &Refusal{oneLine(errors.New(line))}
 	}
 	var creds Credentials
 	if err := json.Unmarshal([]byte(line), &creds); err != nil || creds.Version != 1 || creds.AccessKeyID == "" || creds.expires().IsZero() {
