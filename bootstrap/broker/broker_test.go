@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
 
 func withSlice(mount, slice string) bedOption {
@@ -323,4 +326,41 @@ func TestConcurrentCallers(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// BenchmarkFetchCachedReadOnly is one `credential_process` round trip
+// served from the cache: connect, SO_PEERCRED, request, JSON.
+func BenchmarkFetchCachedReadOnly(b *testing.B) {
+	dir := b.TempDir()
+	sys, err := fsroot.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sys.Close()
+	srv, err := New(Config{UID: os.Geteuid(), User: "bench", ReadOnly: Role{ARN: roARN}, Elevated: Role{ARN: elARN},
+		STS: staticAssumer{}, Approvals: OpenApprovals(sys, "approvals", nil)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "b.sock")
+	l, err := Listen(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, l) }()
+	defer func() { cancel(); <-done }()
+	for b.Loop() {
+		if _, err := Fetch(ctx, sock, ReadOnly, 5*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type staticAssumer struct{}
+
+func (staticAssumer) AssumeRole(_ context.Context, r Role, d time.Duration) (Credentials, error) {
+	return Credentials{Version: 1, AccessKeyID: "ASIASTATIC", SecretAccessKey: "s", SessionToken: "t",
+		Expiration: time.Now().Add(d).UTC().Format(time.RFC3339)}, nil
 }
