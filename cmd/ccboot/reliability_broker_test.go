@@ -353,3 +353,102 @@ func TestReliabilityBrokerFaults(t *testing.T) {
 		}
 	})
 }
+
+// systemdRunStub stands in for `systemd-run --scope --uid --gid` where
+// systemd is not PID 1: it makes the unit's cgroup under system.slice,
+// moves itself in, drops to the user with setpriv and runs the command,
+// which is what systemd-run does with the real scope.
+const systemdRunStub = `#!/bin/sh
+set -e
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--unit=*) unit=${1#--unit=} ;;
+	--uid=*) uid=${1#--uid=} ;;
+	--gid=*) gid=${1#--gid=} ;;
+	--) shift; break ;;
+	esac
+	shift
+done
+cg="$CCBOOT_TEST_CGROUP/system.slice/$unit.scope"
+mkdir -p "$cg"
+echo $$ > "$cg/cgroup.procs"
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+`
+
+// TestReliabilityElevateSession: `sudo ccboot elevate -- COMMAND` end to
+// end against the built broker. The command, in the approved scope, gets
+// Elevated; the same user outside it does not; when the session ends the
+// approval is gone and the scope's cgroup gets nothing either.
+func TestReliabilityElevateSession(t *testing.T) {
+	defer func() { figureOK(t, "elevate-session", !t.Failed()) }()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: callers run as other uids")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	mount, err := broker.CgroupMount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := "ccboot-elevated-1.scope"
+	fd, why := approvedScope(t, unit) // made here so the test removes it
+	if fd < 0 {
+		t.Fatalf("cannot prove it without a cgroup for the approved session: %s", why)
+	}
+	imds := aemmtest.Start(t, aemmtest.Default())
+	fake := doctortest.New(t, "111122223333", "eu-west-1")
+	fake.Set(func(f *doctortest.Fake) { f.Trust["claudecode-elevated-demo"] = "claudecode-ec2-demo" })
+	root := brokerRoot(t)
+	bin := binForOthers(t)
+	b := startBroker(t, root, imds, fake.URL, bin, "")
+
+	tools := t.TempDir()
+	stub := filepath.Join(tools, "systemd-run")
+	if err := os.WriteFile(stub, []byte(systemdRunStub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	elevateBin := filepath.Join(tools, "ccboot")
+	build := exec.Command("go", "build", "-ldflags", "-X main.systemdRun="+stub, "-o", elevateBin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build ccboot with the systemd-run stand-in: %v\n%s", err, out)
+	}
+
+	// The session's command asks for Elevated twice, as an SDK would.
+	session := exec.Command(elevateBin, "elevate", "--root", root, "--for", "20m", "--reason", "apply the plan", "--",
+		"/bin/sh", "-c", `"$0" credentials --socket "$1" elevated && "$0" credentials --socket "$1" elevated`, bin, b.socket)
+	session.Env = append(os.Environ(), "SUDO_USER=alice", "CCBOOT_TEST_CGROUP="+mount, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9")
+	out, err := session.CombinedOutput()
+	if err != nil {
+		t.Fatalf("elevate session: %v\n%s", err, out)
+	}
+	var creds []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "{") {
+			creds = append(creds, line)
+			if err := validCreds(binRun{stdout: line}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if len(creds) != 2 || creds[0] != creds[1] {
+		t.Errorf("the approved session got %d credentials (want 2, the second from the cache):\n%s", len(creds), out)
+	}
+	for _, want := range []string{"Elevated approved for ec2-user's session " + unit, "approved by alice (sudo)", "session " + unit + " ended; its approval is removed"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("elevate output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(b.log.String(), `"approval":"`+unit+`"`) || !b.logged("issued credentials") {
+		t.Errorf("issuance not logged with its approval:\n%s", b.log.String())
+	}
+	// After the session: nothing, in the scope's cgroup or beside it.
+	for name, cg := range map[string]int{"the ended scope's cgroup": fd, "beside it": -1} {
+		if err := oneLineErr(b.credentials(t, brokerUser, broker.Elevated, cg), broker.NotApproved); err != nil {
+			t.Errorf("after the session, %s: %v", name, err)
+		}
+	}
+	if names, _ := os.ReadDir(filepath.Join(root, "var/lib/ccboot/approvals")); len(names) != 0 {
+		t.Errorf("approvals left: %v", names)
+	}
+}
