@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -103,19 +105,47 @@ func (s *Approvals) RemoveAll() (int, error) {
 	return len(names), nil
 }
 
-// NextUnit is a unit name no approval file uses: one more than the highest.
-func (s *Approvals) NextUnit() (string, error) {
-	names, err := s.names()
+// counterFile holds the last N handed out; N is never reused, because an
+// approval for a reused name would admit a session of that name that is
+// still running after its own window ended.
+const counterFile = "next"
+
+// Create records a new approval under the next unused unit name: fill
+// gets the name and returns the approval to write. Concurrent elevates
+// are serialized by a lock on the directory's counter.
+func (s *Approvals) Create(fill func(unit string) Approval) (Approval, error) {
+	if _, err := s.sys.EnsureDir(s.dir, rootOnly); err != nil {
+		return Approval{}, fmt.Errorf("approval: %w", err)
+	}
+	lock, err := s.sys.OpenFile(s.dir+"/"+counterFile+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return "", err
+		return Approval{}, fmt.Errorf("approval: lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return Approval{}, fmt.Errorf("approval: lock: %w", err)
 	}
 	next := 1
+	if data, _, err := s.sys.ReadFileCheck(s.dir+"/"+counterFile, func(fi fs.FileInfo) error { return rootWritten(fi, false) }); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && n >= 1 {
+			next = n + 1
+		}
+	}
+	// Never below a name some file still uses (a counter lost or reset).
+	names, err := s.names()
+	if err != nil {
+		return Approval{}, err
+	}
 	for _, unit := range names {
 		if n, _ := strconv.Atoi(unitPattern.FindStringSubmatch(unit)[1]); n >= next {
 			next = n + 1
 		}
 	}
-	return fmt.Sprintf("ccboot-elevated-%d.scope", next), nil
+	if _, err := s.sys.WriteFile(s.dir+"/"+counterFile, []byte(strconv.Itoa(next)+"\n"), fsroot.FileSpec{Mode: 0o600, UID: 0, GID: 0}); err != nil {
+		return Approval{}, fmt.Errorf("approval: %w", err)
+	}
+	a := fill(fmt.Sprintf("ccboot-elevated-%d.scope", next))
+	return a, s.Add(a)
 }
 
 // names lists the units that have an approval file (any content).

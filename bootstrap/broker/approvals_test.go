@@ -4,16 +4,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 func TestApprovalsAddActiveRemove(t *testing.T) {
 	b := newBedNoServer(t)
-	if unit, err := b.approvals.NextUnit(); err != nil || unit != "ccboot-elevated-1.scope" {
-		t.Fatalf("NextUnit = %q, %v", unit, err)
+	a := b.create(t, 1000, 30*time.Minute)
+	if a.Unit != "ccboot-elevated-1.scope" {
+		t.Fatalf("first unit %q", a.Unit)
 	}
-	a := b.approve(t, "ccboot-elevated-1.scope", 1000, 30*time.Minute)
 	b.approve(t, "ccboot-elevated-4.scope", 1000, time.Minute)
 	fi, err := os.Stat(filepath.Join(b.dir, "approvals"))
 	if err != nil || fi.Mode().Perm() != 0o700 {
@@ -23,9 +24,10 @@ func TestApprovalsAddActiveRemove(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("approval file: %v %v, want mode 0600", fi, err)
 	}
-	if unit, _ := b.approvals.NextUnit(); unit != "ccboot-elevated-5.scope" {
-		t.Errorf("NextUnit = %q, want one past the highest", unit)
+	if next := b.create(t, 1000, time.Minute); next.Unit != "ccboot-elevated-5.scope" {
+		t.Errorf("next unit %q, want one past the highest file", next.Unit)
 	}
+	_ = b.approvals.Remove("ccboot-elevated-5.scope")
 	got, err := b.approvals.Active(b.clock.in(2 * time.Minute))
 	if err != nil || len(got) != 1 || got[0].Unit != a.Unit || got[0].Approver != "alice" || !got[0].Until.Equal(a.Until) {
 		t.Fatalf("Active = %+v, %v; want only the 30m one", got, err)
@@ -39,7 +41,12 @@ func TestApprovalsAddActiveRemove(t *testing.T) {
 	if got, _ := b.approvals.Active(b.clock.Now()); len(got) != 1 {
 		t.Errorf("after Remove: %+v", got)
 	}
-	if n, err := b.approvals.RemoveAll(); err != nil || n != 1 {
+	// A name is never handed out twice, even once its file is gone: a
+	// session of that name may still run past its window.
+	if again := b.create(t, 1000, time.Minute); again.Unit != "ccboot-elevated-6.scope" {
+		t.Errorf("after removing 1 and 5, next unit %q, want ccboot-elevated-6.scope", again.Unit)
+	}
+	if n, err := b.approvals.RemoveAll(); err != nil || n != 2 {
 		t.Errorf("RemoveAll = %d, %v", n, err)
 	}
 	if err := b.approvals.Add(Approval{Unit: "sshd.service", Created: b.clock.Now(), Until: b.clock.in(time.Minute)}); err == nil {
@@ -121,5 +128,28 @@ func TestApprovalsIgnoreMalformed(t *testing.T) {
 	}
 	if n := len(b.logs.FilterMessage("ignoring approval file").All()); n != 4 {
 		t.Errorf("%d files logged as ignored, want 4: %v", n, b.logs.All())
+	}
+}
+
+// Concurrent elevates get distinct units.
+func TestApprovalsCreateConcurrent(t *testing.T) {
+	b := newBedNoServer(t)
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			a := b.create(t, 1000, time.Minute)
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[a.Unit] {
+				t.Errorf("unit %s handed out twice", a.Unit)
+			}
+			seen[a.Unit] = true
+		})
+	}
+	wg.Wait()
+	if got, _ := b.approvals.Active(b.clock.Now()); len(got) != 16 {
+		t.Errorf("%d approvals, want 16", len(got))
 	}
 }

@@ -143,11 +143,17 @@ func (s *Server) Serve(ctx context.Context, l *net.UnixListener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("broker: accept: %w", err)
 			}
-			return fmt.Errorf("broker: accept: %w", err)
+			// Out of descriptors and the like: wait, and keep serving.
+			s.log.Error("accept failed", zap.Error(err))
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
 		select {
 		case slots <- struct{}{}:
@@ -271,7 +277,12 @@ func (s *Server) assume(ctx context.Context, key string, r Role, d time.Duration
 		return Credentials{}, fmt.Errorf("ccboot broker: STS AssumeRole of %s: %v", r.ARN, err)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, old := range s.cache {
+		if !old.expires().After(now) {
+			delete(s.cache, k) // ended approvals' credentials do not pile up
+		}
+	}
 	s.cache[key] = c
-	s.mu.Unlock()
 	return c, nil
 }

@@ -3,12 +3,16 @@ package broker
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
@@ -363,4 +367,67 @@ type staticAssumer struct{}
 func (staticAssumer) AssumeRole(_ context.Context, r Role, d time.Duration) (Credentials, error) {
 	return Credentials{Version: 1, AccessKeyID: "ASIASTATIC", SecretAccessKey: "s", SessionToken: "t",
 		Expiration: time.Now().Add(d).UTC().Format(time.RFC3339)}, nil
+}
+
+// Security: a pid whose process has exited (and could be reused by
+// another) no longer counts as the caller.
+func TestPeerPidfdNoticesExit(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Skipf("no pidfd on this kernel: %v", err)
+	}
+	p := peer{UID: 0, PID: cmd.Process.Pid, pidfd: pidfd}
+	defer p.close()
+	if !p.sameProcess() {
+		t.Fatal("a live caller does not count as itself")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if p.sameProcess() {
+		t.Error("a reaped caller still counts: its pid could belong to another process by now")
+	}
+}
+
+// The wiring: a real connection carries a pidfd where the kernel has
+// SO_PEERPIDFD (Linux 6.5+).
+func TestPeerOfCarriesPidfd(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Listen(filepath.Join(dir, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := net.Dial("unix", filepath.Join(dir, "s.sock")); err == nil {
+			time.Sleep(200 * time.Millisecond)
+			c.Close()
+		}
+	}()
+	c, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := peerOf(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if p.PID != os.Getpid() || p.UID != os.Geteuid() {
+		t.Errorf("peer = %+v, want this process", p)
+	}
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	if p.pidfd < 0 {
+		t.Skipf("kernel %s has no SO_PEERPIDFD: the pid alone is used", unix.ByteSliceToString(uts.Release[:]))
+	}
+	if !p.sameProcess() {
+		t.Error("this live process does not count as itself")
+	}
 }

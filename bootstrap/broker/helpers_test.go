@@ -381,3 +381,15 @@ func (b *bed) rawHalfClose(t *testing.T, send []byte) string {
 	reply, _ := io.ReadAll(c)
 	return strings.TrimSpace(string(reply))
 }
+
+// create records an approval under the next unit name, as elevate does.
+func (b *bed) create(t *testing.T, uid int, d time.Duration) Approval {
+	t.Helper()
+	a, err := b.approvals.Create(func(unit string) Approval {
+		return Approval{Unit: unit, UID: uid, Approver: "alice", Reason: "test", Created: b.clock.Now(), Until: b.clock.in(d)}
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	return a
+}

@@ -101,17 +101,15 @@ func elevateWith(ctx context.Context, args []string, stdout, stderr io.Writer, t
 		fmt.Fprintln(stderr, "ccboot elevate: the target user is root; enforced tiers need an unprivileged user: set [ccboot] user")
 		return exitFailed
 	}
-	unit, err := store.NextUnit()
+	start := now().UTC().Truncate(time.Second)
+	a, err := store.Create(func(unit string) broker.Approval {
+		return broker.Approval{Unit: unit, UID: u.UID, Approver: approver(), Reason: *reason, Created: start, Until: start.Add(*window)}
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "ccboot elevate: %v\n", err)
 		return exitFailed
 	}
-	start := now().UTC().Truncate(time.Second)
-	a := broker.Approval{Unit: unit, UID: u.UID, Approver: approver(), Reason: *reason, Created: start, Until: start.Add(*window)}
-	if err := store.Add(a); err != nil {
-		fmt.Fprintf(stderr, "ccboot elevate: %v\n", err)
-		return exitFailed
-	}
+	unit := a.Unit
 	log.Info("approved Elevated", zap.String("approval", unit), zap.Int("uid", u.UID), zap.String("approver", a.Approver),
 		zap.String("reason", a.Reason), zap.Time("until", a.Until))
 	fmt.Fprintf(stdout, "ccboot elevate: Elevated approved for %s's session %s until %s (%s), approved by %s\n",
