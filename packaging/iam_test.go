@@ -94,8 +94,14 @@ func stackRoles(res map[string]any, policiesDir string) (map[string]*iamRole, er
 	return cfn.Roles(res, policiesDir)
 }
 
-func resolveStack(tpl map[string]any, st stack) (map[string]any, error) {
-	return cfn.Resolve(tpl, cfnStack(st, nil))
+func resolveStack(tpl map[string]any, st stack, mode string) (map[string]any, error) {
+	return cfn.Resolve(tpl, cfnStack(st, map[string]string{"TierMode": mode}))
+}
+
+// templateKey names the evaluation of the template (name "template" or
+// "mutation: ...") deployed with TierMode mode.
+func templateKey(name, mode string) string {
+	return name + " (" + mode + ")"
 }
 
 // --- the node process ---------------------------------------------------
@@ -227,7 +233,7 @@ func buildEvaluation() evaluation {
 	}
 	// matrix: the matrix's requests, with Bedrock requests from every
 	// Region (full) or from the stack's Region only (region), or none.
-	add := func(key string, text []byte, stacks []stack, matrix string) {
+	add := func(key string, text []byte, mode string, stacks []stack, matrix string) {
 		te := &templateEval{sims: map[string][]simCheck{}}
 		ev.templates[key] = te
 		tpl, err := parseTemplate(text)
@@ -236,7 +242,7 @@ func buildEvaluation() evaluation {
 			return
 		}
 		for i, st := range stacks {
-			res, err := resolveStack(tpl, st)
+			res, err := resolveStack(tpl, st, mode)
 			if err != nil {
 				te.setupErr = fmt.Errorf("%s: %w", st.Partition, err)
 				return
@@ -248,7 +254,7 @@ func buildEvaluation() evaluation {
 			}
 			var checks []simCheck
 			if matrix != "none" {
-				checks, err = matrixChecks(st, roles, matrix == "full")
+				checks, err = matrixChecks(st, mode, roles, matrix == "full")
 			}
 			if err != nil {
 				te.setupErr = fmt.Errorf("%s: %w", st.Partition, err)
@@ -289,19 +295,24 @@ func buildEvaluation() evaluation {
 			}
 		}
 	}
-	add("template", base, testStacks(), "full")
+	for _, mode := range tierModes {
+		add(templateKey("template", mode), base, mode, testStacks(), "full")
+	}
 	for _, m := range templateMutations() {
 		mutated := strings.Replace(string(base), m.from, m.to, 1)
-		if mutated == string(base) {
-			ev.templates["mutation: "+m.name] = &templateEval{setupErr: fmt.Errorf("mutation %q: the text to replace is not in %s", m.name, templatePath)}
-			continue
+		for _, mode := range m.modes() {
+			key := templateKey("mutation: "+m.name, mode)
+			if mutated == string(base) {
+				ev.templates[key] = &templateEval{setupErr: fmt.Errorf("mutation %q: the text to replace is not in %s", m.name, templatePath)}
+				continue
+			}
+			// Only the mutations the matrix must catch need its requests.
+			matrix := "none"
+			if m.caughtBy == "TestPermissionMatrix" {
+				matrix = "region"
+			}
+			add(key, []byte(mutated), mode, testStacks()[:1], matrix)
 		}
-		// Only the mutations the matrix must catch need its requests.
-		matrix := "none"
-		if m.caughtBy == "TestPermissionMatrix" {
-			matrix = "region"
-		}
-		add("mutation: "+m.name, []byte(mutated), testStacks()[:1], matrix)
 	}
 	ev.answer, ev.err = runHarness(req)
 	return ev
@@ -444,53 +455,68 @@ func TestResolveTemplateForStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range testStacks() {
-		res, err := resolveStack(tpl, st)
-		if err != nil {
-			t.Fatalf("%s: %v", st.Partition, err)
+	for _, mode := range tierModes {
+		for _, st := range testStacks() {
+			checkResolvedRoles(t, tpl, dir, st, mode)
 		}
-		roles, err := stackRoles(res, dir)
-		if err != nil {
-			t.Fatalf("%s: %v", st.Partition, err)
+	}
+}
+
+func checkResolvedRoles(t *testing.T, tpl map[string]any, dir string, st stack, mode string) {
+	t.Helper()
+	res, err := resolveStack(tpl, st, mode)
+	if err != nil {
+		t.Fatalf("%s %s: %v", st.Partition, mode, err)
+	}
+	roles, err := stackRoles(res, dir)
+	if err != nil {
+		t.Fatalf("%s %s: %v", st.Partition, mode, err)
+	}
+	ro, el, ec2 := roles["ReadOnlyRole"], roles["ElevatedRole"], roles["Ec2Role"]
+	if ro == nil || el == nil || ec2 == nil {
+		t.Fatalf("%s %s: roles %v", st.Partition, mode, roles)
+	}
+	prefix := "arn:" + st.Partition + ":iam::" + testAccount + ":role/claudecode-"
+	if ro.ARN != prefix+"readonly-"+testStack || el.ARN != prefix+"elevated-"+testStack || ec2.ARN != prefix+"ec2-"+testStack {
+		t.Errorf("%s %s: role ARNs %s %s %s", st.Partition, mode, ro.ARN, el.ARN, ec2.ARN)
+	}
+	if got := dig(ro.Trust, "Statement").([]any)[0]; dig(got, "Condition", "ArnEquals", "aws:PrincipalArn") != ec2.ARN ||
+		dig(got, "Principal", "AWS") != "arn:"+st.Partition+":iam::"+testAccount+":root" {
+		t.Errorf("%s %s: ReadOnly trust %v", st.Partition, mode, got)
+	}
+	// Advisory: Elevated is reached from ReadOnly; enforced: only from the
+	// instance role (the broker).
+	elevatedFrom := map[string]string{advisory: ro.ARN, enforced: ec2.ARN}[mode]
+	if got := dig(dig(el.Trust, "Statement").([]any)[0], "Condition", "ArnEquals", "aws:PrincipalArn"); got != elevatedFrom {
+		t.Errorf("%s %s: Elevated trusts %v, want %s", st.Partition, mode, got, elevatedFrom)
+	}
+	if got := dig(dig(ec2.Trust, "Statement").([]any)[0], "Principal", "Service"); got != "ec2."+st.URLSuffix {
+		t.Errorf("%s %s: the instance role trusts %v", st.Partition, mode, got)
+	}
+	names := func(r *iamRole) string {
+		var n []string
+		for _, p := range r.Identity {
+			n = append(n, p.Name)
 		}
-		ro, el, ec2 := roles["ReadOnlyRole"], roles["ElevatedRole"], roles["Ec2Role"]
-		if ro == nil || el == nil || ec2 == nil {
-			t.Fatalf("%s: roles %v", st.Partition, roles)
+		return strings.Join(n, ",")
+	}
+	bedrockPolicy := "arn:" + st.Partition + ":iam::" + testAccount + ":policy/" + testStack + "-BedrockPolicy-ABCDEF"
+	want := map[*iamRole]string{
+		ro: "assume-elevated,ReadOnlyAccess," + bedrockPolicy, el: "PowerUserAccess," + bedrockPolicy,
+		ec2: "assume-readonly,AmazonSSMManagedInstanceCore",
+	}
+	if mode == enforced {
+		want[ro] = "ReadOnlyAccess," + bedrockPolicy
+		want[ec2] = "assume-readonly,assume-elevated,AmazonSSMManagedInstanceCore"
+	}
+	for role, want := range want {
+		if got := names(role); got != want {
+			t.Errorf("%s %s: %s has policies %s, want %s", st.Partition, mode, role.Name, got, want)
 		}
-		prefix := "arn:" + st.Partition + ":iam::" + testAccount + ":role/claudecode-"
-		if ro.ARN != prefix+"readonly-"+testStack || el.ARN != prefix+"elevated-"+testStack || ec2.ARN != prefix+"ec2-"+testStack {
-			t.Errorf("%s: role ARNs %s %s %s", st.Partition, ro.ARN, el.ARN, ec2.ARN)
-		}
-		if got := dig(ro.Trust, "Statement").([]any)[0]; dig(got, "Condition", "ArnEquals", "aws:PrincipalArn") != ec2.ARN ||
-			dig(got, "Principal", "AWS") != "arn:"+st.Partition+":iam::"+testAccount+":root" {
-			t.Errorf("%s: ReadOnly trust %v", st.Partition, got)
-		}
-		if got := dig(dig(el.Trust, "Statement").([]any)[0], "Condition", "ArnEquals", "aws:PrincipalArn"); got != ro.ARN {
-			t.Errorf("%s: Elevated trusts %v", st.Partition, got)
-		}
-		if got := dig(dig(ec2.Trust, "Statement").([]any)[0], "Principal", "Service"); got != "ec2."+st.URLSuffix {
-			t.Errorf("%s: the instance role trusts %v", st.Partition, got)
-		}
-		names := func(r *iamRole) string {
-			var n []string
-			for _, p := range r.Identity {
-				n = append(n, p.Name)
-			}
-			return strings.Join(n, ",")
-		}
-		bedrockPolicy := "arn:" + st.Partition + ":iam::" + testAccount + ":policy/" + testStack + "-BedrockPolicy-ABCDEF"
-		for role, want := range map[*iamRole]string{
-			ro: "assume-elevated,ReadOnlyAccess," + bedrockPolicy, el: "PowerUserAccess," + bedrockPolicy,
-			ec2: "assume-readonly,AmazonSSMManagedInstanceCore",
-		} {
-			if got := names(role); got != want {
-				t.Errorf("%s: %s has policies %s, want %s", st.Partition, role.Name, got, want)
-			}
-		}
-		for _, arn := range bedrockResources(st, "") {
-			if !strings.HasPrefix(arn, "arn:"+st.Partition+":bedrock:") {
-				t.Errorf("%s: Bedrock ARN %s of another partition", st.Partition, arn)
-			}
+	}
+	for _, arn := range bedrockResources(st, "") {
+		if !strings.HasPrefix(arn, "arn:"+st.Partition+":bedrock:") {
+			t.Errorf("%s: Bedrock ARN %s of another partition", st.Partition, arn)
 		}
 	}
 }

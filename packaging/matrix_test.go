@@ -28,6 +28,12 @@ const (
 	instanceViaBedrock = "instance role, through Bedrock³"
 	readOnlyViaBedrock = "ReadOnly, through Bedrock³"
 	elevatedViaBedrock = "Elevated, through Bedrock³"
+	// ReadOnly with one of its two guards taken away: its own policies
+	// alone (no trust policy decides), or its trust alone (its policies
+	// replaced by an allow-all). In enforced mode each by itself keeps
+	// ReadOnly from Elevated.
+	readOnlyOwnPolicies = "ReadOnly, its policies alone⁴"
+	readOnlyAnyPolicy   = "ReadOnly, if its policies allowed all⁴"
 )
 
 // Targets of the permission matrix.
@@ -57,71 +63,95 @@ var (
 var viaBedrock = map[string]any{"aws:CalledVia": []string{"bedrock.amazonaws.com"}, "aws:CalledViaFirst": "bedrock.amazonaws.com",
 	"aws:CalledViaLast": "bedrock.amazonaws.com", "aws:ViaAWSService": "true"}
 
-// matrixRow: who may (or may not) do actions on targets, in every partition.
+// The template's TierMode values.
+const (
+	advisory = "advisory"
+	enforced = "enforced"
+)
+
+var tierModes = []string{advisory, enforced}
+
+// matrixRow: who may (or may not) do actions on targets, in every
+// partition, in each TierMode.
 type matrixRow struct {
-	who     string
-	actions []string
-	on      []string
-	allowed bool
+	who      string
+	actions  []string
+	on       []string
+	advisory bool
+	enforced bool
+}
+
+func (r matrixRow) allowedIn(mode string) bool {
+	if mode == enforced {
+		return r.enforced
+	}
+	return r.advisory
 }
 
 // permissionMatrix is the security model of the stack. README.md prints it
 // ("What each tier can do"); TestPermissionMatrixREADME keeps the two equal.
+// Enforced: ReadOnly may not reach Elevated by either guard, and only the
+// instance role (which only root on the instance can use) may.
 func permissionMatrix() []matrixRow {
 	return []matrixRow{
-		{instanceRole, []string{"sts:AssumeRole"}, []string{readOnlyRole}, true},
-		{instanceRole, []string{"sts:AssumeRole"}, []string{elevatedRole}, false},
-		{instanceRole, invoke, []string{bedrockModels}, false},
-		{instanceRole, []string{"bedrock:ListInferenceProfiles", "s3:ListAllMyBuckets"}, []string{anyResource}, false},
-		{instanceRole, []string{"s3:CreateBucket"}, []string{aBucket}, false},
-		{instanceViaBedrock, bedrockSubscribes, []string{anyResource}, false},
+		{instanceRole, []string{"sts:AssumeRole"}, []string{readOnlyRole}, true, true},
+		{instanceRole, []string{"sts:AssumeRole"}, []string{elevatedRole}, false, true},
+		{instanceRole, invoke, []string{bedrockModels}, false, false},
+		{instanceRole, []string{"bedrock:ListInferenceProfiles", "s3:ListAllMyBuckets"}, []string{anyResource}, false, false},
+		{instanceRole, []string{"s3:CreateBucket"}, []string{aBucket}, false, false},
+		{instanceViaBedrock, bedrockSubscribes, []string{anyResource}, false, false},
 		{instanceRole, []string{"ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
-			"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel", "ec2messages:GetMessages"}, []string{anyResource}, true},
+			"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel", "ec2messages:GetMessages"}, []string{anyResource}, true, true},
 
-		{readOnly, []string{"s3:ListAllMyBuckets", "ec2:DescribeInstances"}, []string{anyResource}, true},
-		{readOnly, []string{"s3:CreateBucket"}, []string{aBucket}, false},
-		{readOnly, []string{"ec2:RunInstances"}, []string{anInstance}, false},
-		{readOnly, []string{"iam:CreateUser"}, []string{aUser}, false},
-		{readOnly, invoke, []string{bedrockModels}, true},
-		{readOnly, []string{"bedrock:ListInferenceProfiles", "bedrock:ListFoundationModels"}, []string{anyResource}, true},
-		{readOnly, []string{"bedrock:GetFoundationModelAvailability"}, []string{anyResource}, true},
-		{readOnlyViaBedrock, bedrockSubscribes, []string{anyResource}, true},
-		{readOnly, append(agreements, "aws-marketplace:ViewSubscriptions"), []string{anyResource}, false},
-		{readOnly, []string{"sts:AssumeRole"}, []string{elevatedRole}, true},
+		{readOnly, []string{"s3:ListAllMyBuckets", "ec2:DescribeInstances"}, []string{anyResource}, true, true},
+		{readOnly, []string{"s3:CreateBucket"}, []string{aBucket}, false, false},
+		{readOnly, []string{"ec2:RunInstances"}, []string{anInstance}, false, false},
+		{readOnly, []string{"iam:CreateUser"}, []string{aUser}, false, false},
+		{readOnly, invoke, []string{bedrockModels}, true, true},
+		{readOnly, []string{"bedrock:ListInferenceProfiles", "bedrock:ListFoundationModels"}, []string{anyResource}, true, true},
+		{readOnly, []string{"bedrock:GetFoundationModelAvailability"}, []string{anyResource}, true, true},
+		{readOnlyViaBedrock, bedrockSubscribes, []string{anyResource}, true, true},
+		{readOnly, append(agreements, "aws-marketplace:ViewSubscriptions"), []string{anyResource}, false, false},
+		{readOnly, []string{"sts:AssumeRole"}, []string{elevatedRole}, true, false},
+		{readOnlyOwnPolicies, []string{"sts:AssumeRole"}, []string{elevatedRole}, true, false},
+		{readOnlyAnyPolicy, []string{"sts:AssumeRole"}, []string{elevatedRole}, true, false},
 
-		{elevated, []string{"s3:CreateBucket"}, []string{aBucket}, true},
-		{elevated, []string{"ec2:RunInstances"}, []string{anInstance}, true},
-		{elevated, []string{"iam:CreateUser"}, []string{aUser}, false},
-		{elevated, []string{"iam:AttachRolePolicy"}, []string{elevatedRole, readOnlyRole}, false},
-		{elevated, []string{"organizations:CreateAccount", "organizations:LeaveOrganization", "organizations:InviteAccountToOrganization"}, []string{anyResource}, false},
-		{elevated, invoke, []string{bedrockModels}, true},
-		{elevatedViaBedrock, bedrockSubscribes, []string{anyResource}, true},
-		{elevated, agreements, []string{anyResource}, false},
-		{elevated, []string{"sts:AssumeRole"}, []string{readOnlyRole}, false},
+		{elevated, []string{"s3:CreateBucket"}, []string{aBucket}, true, true},
+		{elevated, []string{"ec2:RunInstances"}, []string{anInstance}, true, true},
+		{elevated, []string{"iam:CreateUser"}, []string{aUser}, false, false},
+		{elevated, []string{"iam:AttachRolePolicy"}, []string{elevatedRole, readOnlyRole}, false, false},
+		{elevated, []string{"organizations:CreateAccount", "organizations:LeaveOrganization", "organizations:InviteAccountToOrganization"}, []string{anyResource}, false, false},
+		{elevated, invoke, []string{bedrockModels}, true, true},
+		{elevatedViaBedrock, bedrockSubscribes, []string{anyResource}, true, true},
+		{elevated, agreements, []string{anyResource}, false, false},
+		{elevated, []string{"sts:AssumeRole"}, []string{readOnlyRole}, false, false},
 
-		{otherRole, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole, instRole}, false},
-		{otherUser, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole}, false},
-		{accountRoot, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole}, false},
-		{foreignRole, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole}, false},
-		{ec2Service, []string{"sts:AssumeRole"}, []string{instRole}, true},
-		{lambdaService, []string{"sts:AssumeRole"}, []string{instRole}, false},
+		{otherRole, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole, instRole}, false, false},
+		{otherUser, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole}, false, false},
+		{accountRoot, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole}, false, false},
+		{foreignRole, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole}, false, false},
+		{ec2Service, []string{"sts:AssumeRole"}, []string{instRole}, true, true},
+		{lambdaService, []string{"sts:AssumeRole"}, []string{instRole}, false, false},
 	}
 }
 
 // renderMatrix is the README table.
 func renderMatrix(rows []matrixRow) string {
 	var b strings.Builder
-	b.WriteString("| caller | action | on | decision |\n|---|---|---|---|\n")
+	b.WriteString("| caller | action | on | advisory | enforced |\n|---|---|---|---|---|\n")
+	decision := func(allowed bool) string {
+		if allowed {
+			return "**allowed**"
+		}
+		return "denied"
+	}
 	for _, r := range rows {
 		acts := make([]string, len(r.actions))
 		for i, a := range r.actions {
 			acts[i] = "`" + a + "`"
 		}
-		d := "denied"
-		if r.allowed {
-			d = "**allowed**"
-		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.who, strings.Join(acts, ", "), strings.Join(r.on, ", "), d)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.who, strings.Join(acts, ", "), strings.Join(r.on, ", "),
+			decision(r.advisory), decision(r.enforced))
 	}
 	return b.String()
 }
@@ -133,6 +163,7 @@ type caller struct {
 	account      string
 	identity     []namedPolicy
 	context      map[string]any // request context beyond the principal's keys
+	noTrust      bool           // decided by its identity policies alone
 }
 
 var allowAll = map[string]any{"Version": "2012-10-17", "Statement": []any{map[string]any{"Effect": "Allow", "Action": "*", "Resource": "*"}}}
@@ -176,6 +207,16 @@ func stackCallers(st stack, roles map[string]*iamRole) (map[string]caller, map[s
 		instanceViaBedrock: through(session(byTier[instRole], instanceID)),
 		readOnlyViaBedrock: through(session(byTier[readOnlyRole], cfg.ReadOnlySessionName)),
 		elevatedViaBedrock: through(session(byTier[elevatedRole], cfg.ElevatedSessionName)),
+		readOnlyOwnPolicies: func() caller {
+			c := session(byTier[readOnlyRole], cfg.ReadOnlySessionName)
+			c.noTrust = true
+			return c
+		}(),
+		readOnlyAnyPolicy: func() caller {
+			c := session(byTier[readOnlyRole], cfg.ReadOnlySessionName)
+			c.identity = all
+			return c
+		}(),
 		otherRole: {principal: fmt.Sprintf("arn:%s:sts::%s:assumed-role/admin/alice", p, testAccount),
 			principalArn: fmt.Sprintf("arn:%s:iam::%s:role/admin", p, testAccount), account: testAccount, identity: all},
 		otherUser: {principal: fmt.Sprintf("arn:%s:iam::%s:user/bob", p, testAccount),
@@ -246,9 +287,10 @@ type simCheck struct {
 	simulation map[string]any
 }
 
-// matrixChecks expands the matrix into requests for st. full: Bedrock
-// requests for every Region of the partition, else the stack's Region only.
-func matrixChecks(st stack, roles map[string]*iamRole, full bool) ([]simCheck, error) {
+// matrixChecks expands the matrix into requests for st, deployed in mode.
+// full: Bedrock requests for every Region of the partition, else the
+// stack's Region only.
+func matrixChecks(st stack, mode string, roles map[string]*iamRole, full bool) ([]simCheck, error) {
 	callers, tiers, err := stackCallers(st, roles)
 	if err != nil {
 		return nil, err
@@ -316,10 +358,10 @@ func matrixChecks(st stack, roles map[string]*iamRole, full bool) ([]simCheck, e
 					if strings.Contains(res, ":bedrock:::") {
 						sim["unvalidated"] = true
 					}
-					if trust, ok := trustOf[res]; ok && action == "sts:AssumeRole" {
+					if trust, ok := trustOf[res]; ok && action == "sts:AssumeRole" && !c.noTrust {
 						sim["resourcePolicy"] = trust
 					}
-					out = append(out, simCheck{row: i, who: row.who, action: action, resource: res, allowed: row.allowed, simulation: sim})
+					out = append(out, simCheck{row: i, who: row.who, action: action, resource: res, allowed: row.allowedIn(mode), simulation: sim})
 				}
 			}
 		}
@@ -359,23 +401,26 @@ func (ev *evaluation) matrixProblems(key string) []string {
 }
 
 // TestPermissionMatrix evaluates every row of the matrix in the aws, aws-cn
-// and aws-us-gov partitions with the roles as the template creates them.
+// and aws-us-gov partitions with the roles as the template creates them,
+// in each TierMode.
 func TestPermissionMatrix(t *testing.T) {
 	t.Parallel()
 	ev := evaluate(t)
 	t.Logf("engine: %v", ev.answer.Versions)
-	n := 0
-	for _, sims := range ev.templates["template"].sims {
-		n += len(sims)
+	for _, mode := range tierModes {
+		key := templateKey("template", mode)
+		n := 0
+		for _, sims := range ev.templates[key].sims {
+			n += len(sims)
+		}
+		for _, p := range ev.matrixProblems(key) {
+			t.Errorf("TierMode %s: %s", mode, p)
+		}
+		if len(ev.templates[key].sims) != len(testStacks()) || n == 0 {
+			t.Fatalf("TierMode %s: evaluated %d requests in %d partitions", mode, n, len(ev.templates[key].sims))
+		}
+		t.Logf("TierMode %s: %d requests evaluated in %d partitions", mode, n, len(testStacks()))
 	}
-	problems := ev.matrixProblems("template")
-	for _, p := range problems {
-		t.Error(p)
-	}
-	if len(ev.templates["template"].sims) != len(testStacks()) || n == 0 {
-		t.Fatalf("evaluated %d requests in %d partitions", n, len(ev.templates["template"].sims))
-	}
-	t.Logf("%d requests evaluated in %d partitions", n, len(testStacks()))
 }
 
 const (
@@ -415,11 +460,14 @@ func TestPermissionMatrixREADME(t *testing.T) {
 func TestTemplatePolicyActions(t *testing.T) {
 	t.Parallel()
 	ev := evaluate(t)
-	if len(ev.templates["template"].actions) < 5 {
-		t.Fatalf("only %d actions found in the template's policies", len(ev.templates["template"].actions))
-	}
-	for _, p := range ev.actionProblems("template") {
-		t.Error(p)
+	for _, mode := range tierModes {
+		key := templateKey("template", mode)
+		if len(ev.templates[key].actions) < 5 {
+			t.Fatalf("TierMode %s: only %d actions found in the template's policies", mode, len(ev.templates[key].actions))
+		}
+		for _, p := range ev.actionProblems(key) {
+			t.Errorf("TierMode %s: %s", mode, p)
+		}
 	}
 }
 
@@ -428,16 +476,55 @@ func TestTemplatePolicyActions(t *testing.T) {
 func TestTemplateResourceSpec(t *testing.T) {
 	t.Parallel()
 	ev := evaluate(t)
-	for _, p := range ev.specProblems("template") {
-		t.Error(p)
+	for _, mode := range tierModes {
+		for _, p := range ev.specProblems(templateKey("template", mode)) {
+			t.Errorf("TierMode %s: %s", mode, p)
+		}
 	}
 }
 
 // mutation is an edit of the template that a named check must catch.
 type mutation struct {
 	name, from, to string
-	caughtBy       string // TestPermissionMatrix, TestTemplatePolicyActions or TestTemplateResourceSpec
+	caughtBy       string // TestPermissionMatrix, TestTemplatePolicyActions, TestTemplateResourceSpec or TestTemplateTierMode
+	only           string // the TierMode it breaks; "" for both
 }
+
+// modes are the TierModes in which m must be caught.
+func (m mutation) modes() []string {
+	if m.only != "" {
+		return []string{m.only}
+	}
+	return tierModes
+}
+
+// elevatedTrustCondition is the Condition of Elevated's trust policy.
+const elevatedTrustCondition = `            Condition:
+              ArnEquals:
+                # Enforced: the instance role, which only root on the
+                # instance can use (IMDS filter); by name, as Ec2Role's
+                # policy refers to this role.
+                aws:PrincipalArn: !If
+                  - Enforced
+                  - !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}
+                  - !GetAtt ReadOnlyRole.Arn
+`
+
+// elevatedTrustsInEnforced is the enforced branch of that condition.
+const elevatedTrustsInEnforced = "                  - Enforced\n                  - !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}\n"
+
+// instanceAssumesElevated is the instance role's enforced-only policy.
+const instanceAssumesElevated = `        - !If
+          - Enforced
+          - PolicyName: assume-elevated
+            PolicyDocument:
+              Version: "2012-10-17"
+              Statement:
+                - Effect: Allow
+                  Action: sts:AssumeRole
+                  Resource: !GetAtt ElevatedRole.Arn
+          - !Ref AWS::NoValue
+`
 
 // noDirectAgreements is the template's Deny of Marketplace agreements made
 // other than through Bedrock.
@@ -456,27 +543,45 @@ func templateMutations() []mutation {
 	return []mutation{
 		{"ReadOnly trust widened to the account",
 			"            Condition:\n              ArnEquals:\n                aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}\n",
-			"", "TestPermissionMatrix"},
-		{"Elevated trust widened to the account",
-			"            Condition:\n              ArnEquals:\n                aws:PrincipalArn: !GetAtt ReadOnlyRole.Arn\n",
-			"", "TestPermissionMatrix"},
-		{"ReadOnlyAccess swapped for PowerUserAccess", "iam::aws:policy/ReadOnlyAccess", "iam::aws:policy/PowerUserAccess", "TestPermissionMatrix"},
+			"", "TestPermissionMatrix", ""},
+		{"Elevated trust widened to the account", elevatedTrustCondition, "", "TestPermissionMatrix", ""},
+		{"ReadOnlyAccess swapped for PowerUserAccess", "iam::aws:policy/ReadOnlyAccess", "iam::aws:policy/PowerUserAccess", "TestPermissionMatrix", ""},
 		{"Bedrock granted to the instance role",
 			"        - !Sub arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore\n",
-			"        - !Sub arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore\n        - !Ref BedrockPolicy\n", "TestPermissionMatrix"},
+			"        - !Sub arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore\n        - !Ref BedrockPolicy\n", "TestPermissionMatrix", ""},
 		{"Subscribe without the CalledViaLast condition",
 			"            Resource: \"*\"\n            Condition:\n              StringEquals:\n                aws:CalledViaLast: bedrock.amazonaws.com\n",
-			"            Resource: \"*\"\n", "TestPermissionMatrix"},
-		{"direct Marketplace agreements not denied (PowerUserAccess allows them)", noDirectAgreements, "", "TestPermissionMatrix"},
-		{"Marketplace grant dropped", "              - aws-marketplace:ViewSubscriptions\n", "", "TestPermissionMatrix"},
+			"            Resource: \"*\"\n", "TestPermissionMatrix", ""},
+		{"direct Marketplace agreements not denied (PowerUserAccess allows them)", noDirectAgreements, "", "TestPermissionMatrix", ""},
+		{"Marketplace grant dropped", "              - aws-marketplace:ViewSubscriptions\n", "", "TestPermissionMatrix", ""},
 		{"global inference profiles' Region-less model ARN not covered",
-			"arn:${AWS::Partition}:bedrock:*::foundation-model/*", "arn:${AWS::Partition}:bedrock:*-*::foundation-model/*", "TestPermissionMatrix"},
-		{"misspelled property", "HttpTokens: required", "HttpToken: required", "TestTemplateResourceSpec"},
-		{"property of the wrong shape", "SecurityGroupIds: [!Ref SecurityGroup]", "SecurityGroupIds: !Ref SecurityGroup", "TestTemplateResourceSpec"},
-		{"required property missing", "      GroupDescription: !Sub Claude Code instance (${AWS::StackName}); no inbound, SSM Session Manager only\n", "", "TestTemplateResourceSpec"},
-		{"attribute that does not exist", "Value: !GetAtt Ec2Role.Arn", "Value: !GetAtt Ec2Role.RoleArn", "TestTemplateResourceSpec"},
-		{"action that does not exist", "- bedrock:InvokeModelWithResponseStream\n", "- bedrock:InvokeModelWithResponseStreaming\n", "TestTemplatePolicyActions"},
-		{"resource ARN of the wrong shape", "inference-profile/*", "inference-profiles/*", "TestTemplatePolicyActions"},
+			"arn:${AWS::Partition}:bedrock:*::foundation-model/*", "arn:${AWS::Partition}:bedrock:*-*::foundation-model/*", "TestPermissionMatrix", ""},
+		{"misspelled property", "HttpTokens: required", "HttpToken: required", "TestTemplateResourceSpec", ""},
+		{"property of the wrong shape", "SecurityGroupIds: [!Ref SecurityGroup]", "SecurityGroupIds: !Ref SecurityGroup", "TestTemplateResourceSpec", ""},
+		{"required property missing", "      GroupDescription: !Sub Claude Code instance (${AWS::StackName}); no inbound, SSM Session Manager only\n", "", "TestTemplateResourceSpec", ""},
+		{"attribute that does not exist", "Value: !GetAtt Ec2Role.Arn", "Value: !GetAtt Ec2Role.RoleArn", "TestTemplateResourceSpec", ""},
+		{"action that does not exist", "- bedrock:InvokeModelWithResponseStream\n", "- bedrock:InvokeModelWithResponseStreaming\n", "TestTemplatePolicyActions", ""},
+		{"resource ARN of the wrong shape", "inference-profile/*", "inference-profiles/*", "TestTemplatePolicyActions", ""},
+
+		// Enforced mode: ReadOnly must not reach Elevated by either guard,
+		// the instance role must, and nothing on the host but root may
+		// reach IMDS.
+		{"enforced: Elevated trusts ReadOnly besides the instance role", elevatedTrustsInEnforced,
+			"                  - Enforced\n                  - [!Sub \"arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}\", !GetAtt ReadOnlyRole.Arn]\n",
+			"TestPermissionMatrix", enforced},
+		{"enforced: Elevated trusts ReadOnly instead of the instance role", elevatedTrustsInEnforced,
+			"                  - Enforced\n                  - !GetAtt ReadOnlyRole.Arn\n", "TestPermissionMatrix", enforced},
+		{"enforced: ReadOnly keeps a policy that allows assuming Elevated",
+			"          - !Ref AWS::NoValue\n          - PolicyName: assume-elevated\n",
+			"          - PolicyName: assume-elevated-too\n            PolicyDocument: {Version: \"2012-10-17\", Statement: [{Effect: Allow, Action: sts:AssumeRole, Resource: !GetAtt ElevatedRole.Arn}]}\n          - PolicyName: assume-elevated\n",
+			"TestPermissionMatrix", enforced},
+		{"enforced: the instance role may not assume Elevated (the broker cannot issue it)", instanceAssumesElevated, "", "TestPermissionMatrix", enforced},
+		{"enforced: hop limit 2 (bridged containers reach IMDS)", "HttpPutResponseHopLimit: !If [Enforced, 1, !Ref MetadataHopLimit]",
+			"HttpPutResponseHopLimit: !Ref MetadataHopLimit", "TestTemplateTierMode", enforced},
+		{"IMDSv1 allowed", "HttpTokens: required", "HttpTokens: optional", "TestTemplateTierMode", ""},
+		{"enforced: the baked image's UserData leaves ccboot advisory", `TierLine: !If [Enforced, "mode = enforced", "# mode: advisory (the default)"]`,
+			`TierLine: "# mode: advisory (the default)"`, "TestTemplateTierMode", enforced},
+		{"enforced: the UserData script leaves ccboot advisory", "CCBOOT_TIER_MODE='${TierMode}'", "CCBOOT_TIER_MODE='advisory'", "TestTemplateTierMode", enforced},
 	}
 }
 
@@ -485,27 +590,32 @@ func templateMutations() []mutation {
 func TestTemplateMutationsAreCaught(t *testing.T) {
 	t.Parallel()
 	ev := evaluate(t)
+	base := readFile(t, templatePath)
 	for _, m := range templateMutations() {
-		key := "mutation: " + m.name
-		var problems []string
-		switch m.caughtBy {
-		case "TestPermissionMatrix":
-			problems = ev.matrixProblems(key)
-		case "TestTemplatePolicyActions":
-			problems = ev.actionProblems(key)
-		case "TestTemplateResourceSpec":
-			problems = ev.specProblems(key)
-		default:
-			t.Fatalf("%s: unknown check %s", m.name, m.caughtBy)
+		for _, mode := range m.modes() {
+			key := templateKey("mutation: "+m.name, mode)
+			var problems []string
+			switch m.caughtBy {
+			case "TestPermissionMatrix":
+				problems = ev.matrixProblems(key)
+			case "TestTemplatePolicyActions":
+				problems = ev.actionProblems(key)
+			case "TestTemplateResourceSpec":
+				problems = ev.specProblems(key)
+			case "TestTemplateTierMode":
+				problems = tierModeProblems([]byte(strings.Replace(string(base), m.from, m.to, 1)), mode)
+			default:
+				t.Fatalf("%s: unknown check %s", m.name, m.caughtBy)
+			}
+			if te := ev.templates[key]; te.setupErr != nil {
+				t.Errorf("%s (%s): %v", m.name, mode, te.setupErr)
+				continue
+			}
+			if len(problems) == 0 {
+				t.Errorf("%s (%s): %s found nothing wrong", m.name, mode, m.caughtBy)
+				continue
+			}
+			t.Logf("%s (%s) -> %s: %s", m.name, mode, m.caughtBy, problems[0])
 		}
-		if te := ev.templates[key]; te.setupErr != nil {
-			t.Errorf("%s: %v", m.name, te.setupErr)
-			continue
-		}
-		if len(problems) == 0 {
-			t.Errorf("%s: %s found nothing wrong", m.name, m.caughtBy)
-			continue
-		}
-		t.Logf("%s -> %s: %s", m.name, m.caughtBy, problems[0])
 	}
 }

@@ -277,7 +277,9 @@ func TestTemplateInstance(t *testing.T) {
 	if props == nil {
 		t.Fatal("no Resources.Instance.Properties")
 	}
-	want := map[string]any{"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": map[string]any{"Ref": "MetadataHopLimit"}}
+	// TierMode enforced pins the hop limit to 1 (TestTemplateTierMode).
+	hopLimit := map[string]any{"Fn::If": []any{"Enforced", 1, map[string]any{"Ref": "MetadataHopLimit"}}}
+	want := map[string]any{"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": hopLimit}
 	if got := dig(props, "MetadataOptions"); !reflect.DeepEqual(got, want) {
 		t.Errorf("MetadataOptions = %v, want %v (IMDSv2 only)", got, want)
 	}
@@ -516,7 +518,7 @@ func TestTemplateUserData(t *testing.T) {
 			t.Errorf("%s sets %s, which %s never reads", templatePath, m[1], userDataPath)
 		}
 	}
-	for _, v := range []string{"CCBOOT_URL_ARM64", "CCBOOT_SHA256_ARM64", "CCBOOT_URL_AMD64", "CCBOOT_SHA256_AMD64", "CCBOOT_WAIT_CONDITION_URL", "CCBOOT_READONLY_ROLE_ARN", "CCBOOT_ELEVATED_ROLE_ARN", "CCBOOT_MODEL"} {
+	for _, v := range []string{"CCBOOT_URL_ARM64", "CCBOOT_SHA256_ARM64", "CCBOOT_URL_AMD64", "CCBOOT_SHA256_AMD64", "CCBOOT_WAIT_CONDITION_URL", "CCBOOT_READONLY_ROLE_ARN", "CCBOOT_ELEVATED_ROLE_ARN", "CCBOOT_MODEL", "CCBOOT_TIER_MODE"} {
 		if !seen[v] {
 			t.Errorf("the template does not set %s", v)
 		}

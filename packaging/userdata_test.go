@@ -315,6 +315,9 @@ func TestUserDataRefusals(t *testing.T) {
 		{name: "checksum only for the other arch", env: func(u string) map[string]string {
 			return map[string]string{"CCBOOT_URL_ARM64": u + "/ccboot", "CCBOOT_SHA256_ARM64": good}
 		}, want: "no ccboot URL for amd64"},
+		{name: "unknown tier mode", env: func(u string) map[string]string {
+			return map[string]string{"CCBOOT_URL_AMD64": u + "/ccboot", "CCBOOT_SHA256_AMD64": good, "CCBOOT_TIER_MODE": "Enforced"}
+		}, want: "CCBOOT_TIER_MODE 'Enforced' must be advisory or enforced"},
 		{name: "unsupported scheme", env: func(string) map[string]string {
 			return map[string]string{"CCBOOT_URL_AMD64": "ftp://127.0.0.1:1/ccboot", "CCBOOT_SHA256_AMD64": good}
 		}, want: "unsupported URL"},
@@ -400,5 +403,51 @@ func TestUserDataReportsFailedInstall(t *testing.T) {
 	}
 	if sig := srv.waitSignals(); len(sig) != 1 || sig[0].Status != "FAILURE" || !strings.Contains(sig[0].Reason, "exited 3") {
 		t.Errorf("wait condition signals %+v, want one FAILURE naming exit 3", sig)
+	}
+}
+
+// CCBOOT_TIER_MODE (the template's TierMode): enforced is written as
+// [tiers] mode = enforced; advisory, ccboot's default, writes no key, so the
+// config is byte for byte what it was without the setting.
+func TestUserDataTierMode(t *testing.T) {
+	t.Parallel()
+	good := sha256Hex([]byte(fakeCcboot))
+	srv := newReleaseServer(t, 0)
+	conf := map[string]string{}
+	for _, mode := range []string{"", advisory, enforced} {
+		r := runUserData(t, "x86_64", map[string]string{"CCBOOT_URL_AMD64": srv.URL + "/ccboot", "CCBOOT_SHA256_AMD64": good,
+			"CCBOOT_MODEL": "eu.anthropic.claude-sonnet-4-6", "CCBOOT_TIER_MODE": mode})
+		if r.code != 0 {
+			t.Fatalf("CCBOOT_TIER_MODE=%q: exit %d:\n%s", mode, r.code, r.out)
+		}
+		conf[mode] = string(readFile(t, filepath.Join(r.confDir, "ccboot.conf")))
+		got, err := iniTierMode(conf[mode])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"": "", advisory: "", enforced: enforced}[mode]
+		if got != want {
+			t.Errorf("CCBOOT_TIER_MODE=%q: [tiers] mode = %q, want %q\n%s", mode, got, want, conf[mode])
+		}
+		tree, err := fsroot.Open(r.confDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = bootstrap.LoadConfig(tree, "ccboot.conf", nil)
+		tree.Close()
+		switch {
+		case mode != enforced || configKnows("tiers", "mode"):
+			if err != nil {
+				t.Errorf("CCBOOT_TIER_MODE=%q: ccboot rejects the config: %v", mode, err)
+			}
+		case err == nil:
+			t.Errorf("a ccboot without [tiers] mode read mode = enforced: it would run advisory on an instance meant to be enforced")
+		}
+	}
+	if conf[advisory] != conf[""] {
+		t.Errorf("CCBOOT_TIER_MODE=advisory changed the config:\n%s\nwant\n%s", conf[advisory], conf[""])
+	}
+	if !strings.HasSuffix(conf[enforced], "\n[tiers]\nmode = enforced\n") || strings.TrimSuffix(conf[enforced], "\n[tiers]\nmode = enforced\n") != conf[""] {
+		t.Errorf("enforced config is not the advisory one plus [tiers] mode = enforced:\n%s", conf[enforced])
 	}
 }

@@ -14,6 +14,7 @@
 #   CCBOOT_URL, CCBOOT_SHA256               if set, used whatever the arch
 #   CCBOOT_READONLY_ROLE_ARN, CCBOOT_ELEVATED_ROLE_ARN   [aws] *_role_arn (both or neither)
 #   CCBOOT_MODEL                            [bedrock] model
+#   CCBOOT_TIER_MODE                        [tiers] mode: advisory (default) or enforced
 #   CCBOOT_REGION                           [aws] region (empty: the instance's)
 #   CCBOOT_WAIT_CONDITION_URL               [ccboot] wait_condition_url
 #   CCBOOT_CONF_DIR (/etc/ccboot), CCBOOT_BIN_DIR (/usr/local/bin)
@@ -87,6 +88,15 @@ sum=$(printf '%s' "$sum" | tr 'A-F' 'a-f')
 [[ "$sum" =~ ^[0-9a-f]{64}$ ]] ||
   die "no valid SHA-256 for $arch (got '$sum'); set CCBOOT_SHA256_${arch^^} to the 64-hex value from SHA256SUMS; refusing to run an unverified binary"
 
+# advisory is ccboot's default and writes no key, so the file is as it always
+# was; enforced is written out, and a ccboot without [tiers] refuses the key
+# rather than running advisory on an instance meant to be enforced.
+tier_mode=${CCBOOT_TIER_MODE:-advisory}
+case "$tier_mode" in
+  advisory | enforced) ;;
+  *) die "CCBOOT_TIER_MODE '$tier_mode' must be advisory or enforced (stack parameter TierMode)" ;;
+esac
+
 # Values go into an INI file: refuse anything that would not read back as
 # written (whitespace, comment characters, quotes).
 for v in "$wait_url" "${CCBOOT_REGION:-}" "${CCBOOT_READONLY_ROLE_ARN:-}" "${CCBOOT_ELEVATED_ROLE_ARN:-}" "${CCBOOT_MODEL:-}"; do
@@ -144,6 +154,11 @@ install -m 0755 "$tmp/ccboot" "$bin_dir/ccboot"
   echo
   echo "[bedrock]"
   [ -z "${CCBOOT_MODEL:-}" ] || echo "model = $CCBOOT_MODEL"
+  if [ "$tier_mode" = enforced ]; then
+    echo
+    echo "[tiers]"
+    echo "mode = enforced"
+  fi
 } >"$tmp/ccboot.conf"
 chmod 0644 "$tmp/ccboot.conf"
 conf_tmp=$(mktemp "$conf_dir/.ccboot.conf.XXXXXX")
