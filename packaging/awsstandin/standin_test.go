@@ -164,9 +164,79 @@ func TestAssumeRoleChain(t *testing.T) {
 	}
 }
 
+// standinEnforced serves the template deployed with TierMode=enforced.
+func standinEnforced(t *testing.T) (*Server, string) {
+	t.Helper()
+	policies, err := cfn.ManagedPoliciesDir("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Serve(t, Config{Template: templatePath, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
+		Region: region, Account: account, Partition: "aws", InstanceKeys: map[string]string{instanceKey: instanceSec},
+		Params: map[string]string{"TierMode": "enforced"}})
+}
+
+// TierMode=enforced: Elevated is reached from the instance role (the
+// broker, as root) and no longer from ReadOnly; the instance role still has
+// no Bedrock of its own.
+func TestAssumeRoleEnforced(t *testing.T) {
+	s, url := standinEnforced(t)
+	ro, err := assume(t, url, instanceCreds, readOnlyARN, roSession)
+	if err != nil {
+		t.Fatalf("instance -> ReadOnly: %v", err)
+	}
+	_, err = assume(t, url, ro, elevatedARN, elSession)
+	wantError(t, "ReadOnly -> Elevated", err, "AccessDenied", "User: "+assumedARN(readOnlyARN, roSession)+
+		" is not authorized to perform: sts:AssumeRole on resource: "+elevatedARN)
+	el, err := assume(t, url, instanceCreds, elevatedARN, elSession)
+	if err != nil {
+		t.Fatalf("instance -> Elevated: %v", err)
+	}
+	if got, want := callerARN(t, url, el), assumedARN(elevatedARN, elSession); got != want {
+		t.Errorf("Elevated identity %s, want %s", got, want)
+	}
+	if text, err := invoke(url, el, sonnetEU); err != nil || !strings.Contains(text, "role=claudecode-elevated-"+stackName) {
+		t.Errorf("Elevated InvokeModel: %q, %v", text, err)
+	}
+	_, err = invoke(url, instanceCreds, sonnetEU)
+	wantError(t, "instance role InvokeModel", err, "AccessDeniedException", "bedrock:InvokeModel")
+	var decisions []string
+	for _, r := range s.Requests() {
+		if r.Action == "sts:AssumeRole" {
+			decisions = append(decisions, r.Role+" -> "+r.Resource+": "+r.Decision)
+		}
+	}
+	want := []string{instRoleARN + " -> " + readOnlyARN + ": Allowed", readOnlyARN + " -> " + elevatedARN + ": ImplicitlyDenied",
+		instRoleARN + " -> " + elevatedARN + ": Allowed"}
+	if !slices.Equal(decisions, want) {
+		t.Errorf("AssumeRole decisions\n%v\nwant\n%v", decisions, want)
+	}
+}
+
+// A parameter the template lacks, or a value it does not allow, is refused:
+// a misspelt TierMode must not serve an advisory stack to a test that
+// meant enforced.
+func TestStandinRefusesUnknownParameters(t *testing.T) {
+	policies, err := cfn.ManagedPoliciesDir("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for msg, params := range map[string]map[string]string{
+		"parameter TierMod is not in the template":                        {"TierMod": "enforced"},
+		`parameter TierMode = "Enforced" is not one of its AllowedValues`: {"TierMode": "Enforced"},
+	} {
+		_, err := New(Config{Template: templatePath, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
+			Region: region, Account: account, Partition: "aws", Params: params})
+		if err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("Params %v: %v, want an error containing %q", params, err, msg)
+		}
+	}
+}
+
 // ReadOnly's trust policy decides: naming another role denies the instance.
 func TestAssumeRoleTrustBroken(t *testing.T) {
-	_, url := standin(t, [2]string{"role/claudecode-ec2-${AWS::StackName}\n", "role/someone-else\n"})
+	_, url := standin(t, [2]string{"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/claudecode-ec2-${AWS::StackName}\n",
+		"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/someone-else\n"})
 	_, err := assume(t, url, instanceCreds, readOnlyARN, roSession)
 	wantError(t, "instance -> ReadOnly with a trust policy for another role", err, "AccessDenied", "sts:AssumeRole on resource: "+readOnlyARN)
 }

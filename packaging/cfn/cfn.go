@@ -170,12 +170,24 @@ type Resolver struct {
 }
 
 // NewResolver takes st.Params for the parameters given, the template's
-// defaults for the others; a parameter with neither is an error.
+// defaults for the others; a parameter with neither is an error. As
+// CloudFormation does, it refuses a parameter the template does not have
+// and a value outside AllowedValues: a misspelt TierMode=enforced must not
+// quietly give an advisory stack.
 func NewResolver(tpl map[string]any, st Stack) (*Resolver, error) {
 	r := &Resolver{st: st, params: map[string]any{}, conditions: Section(tpl, "Conditions"),
 		resources: Section(tpl, "Resources"), condCache: map[string]bool{}}
-	for name, p := range Section(tpl, "Parameters") {
+	declared := Section(tpl, "Parameters")
+	for name := range st.Params {
+		if _, ok := declared[name]; !ok {
+			return nil, fmt.Errorf("parameter %s is not in the template; check its spelling", name)
+		}
+	}
+	for name, p := range declared {
 		if v, ok := st.Params[name]; ok {
+			if allowed, ok := Dig(p, "AllowedValues").([]any); ok && !allowedValue(allowed, v) {
+				return nil, fmt.Errorf("parameter %s = %q is not one of its AllowedValues %v", name, v, allowed)
+			}
 			r.params[name] = v
 		} else if d := Dig(p, "Default"); d != nil {
 			r.params[name] = fmt.Sprint(d)
@@ -184,6 +196,15 @@ func NewResolver(tpl map[string]any, st Stack) (*Resolver, error) {
 		}
 	}
 	return r, nil
+}
+
+func allowedValue(allowed []any, v string) bool {
+	for _, a := range allowed {
+		if fmt.Sprint(a) == v {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Resolver) condition(name string) (bool, error) {

@@ -60,7 +60,7 @@ func run(args []string, stdout io.Writer, stop <-chan os.Signal) error {
 	fs.StringVar(&cfg.Account, "account", "", "account ID")
 	fs.StringVar(&cfg.Partition, "partition", "aws", "partition")
 	fs.StringVar(&cfg.InstanceID, "instance-id", "", "the instance role session's name (default AEMM's i-1234567890abcdef0)")
-	fs.Var(multi(cfg.Params), "param", "template parameter K=V (repeatable)")
+	fs.Var(multi(cfg.Params), "param", "template parameter K=V (repeatable), e.g. TierMode=enforced; one the template lacks, or a value outside its AllowedValues, is an error")
 	fs.Var(multi(cfg.InstanceKeys), "instance-key", "AKID=SECRET of the instance role's credentials (repeatable)")
 	fs.BoolVar(&cfg.ModelAccess.NotSubscribed, "not-subscribed", false, "the account has no Marketplace agreement yet: the first invoke subscribes it if the caller may")
 	fs.BoolVar(&cfg.ModelAccess.UseCaseMissing, "use-case-missing", false, "the account never submitted Anthropic's use-case form")

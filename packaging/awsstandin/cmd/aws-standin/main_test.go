@@ -72,3 +72,19 @@ func TestCommand(t *testing.T) {
 		t.Errorf("log %q: %+v %v", b, r, err)
 	}
 }
+
+// --param reaches the template's resolution: TierMode=enforced is how an
+// e2e serves the enforced stack, and a misspelt value is refused before
+// anything listens.
+func TestCommandParamIsChecked(t *testing.T) {
+	policies, err := cfn.ManagedPoliciesDir("../../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run([]string{"--listen", "127.0.0.1:0", "--template", "../../../cloudformation/ccboot.yaml", "--policies", policies,
+		"--harness", "../../../iam", "--stack", "s1", "--region", "eu-west-1", "--account", "111122223333",
+		"--param", "TierMode=enforcd", "--log", filepath.Join(t.TempDir(), "requests.jsonl")}, io.Discard, make(chan os.Signal))
+	if err == nil || !strings.Contains(err.Error(), `TierMode = "enforcd" is not one of its AllowedValues`) {
+		t.Errorf("run with --param TierMode=enforcd: %v", err)
+	}
+}
