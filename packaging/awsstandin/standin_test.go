@@ -225,8 +225,11 @@ func TestStandinRefusesUnknownParameters(t *testing.T) {
 		"parameter TierMod is not in the template":                        {"TierMod": "enforced"},
 		`parameter TierMode = "Enforced" is not one of its AllowedValues`: {"TierMode": "Enforced"},
 	} {
-		_, err := New(Config{Template: templatePath, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
+		s, err := New(Config{Template: templatePath, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
 			Region: region, Account: account, Partition: "aws", Params: params})
+		if err == nil {
+			_ = s.Close()
+		}
 		if err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("Params %v: %v, want an error containing %q", params, err, msg)
 		}
