@@ -32,6 +32,7 @@ func (inst bakedInstance) userData(tmpl string) string {
 		"${ReadOnlyRole.Arn}", fmt.Sprintf("arn:aws:iam::%s:role/claudecode-readonly-%s", inst.account, inst.stack),
 		"${ElevatedRole.Arn}", fmt.Sprintf("arn:aws:iam::%s:role/claudecode-elevated-%s", inst.account, inst.stack),
 		"${ModelLine}", "# model: the default for the Region",
+		"${TierLine}", "# mode: advisory (the default)",
 	).Replace(tmpl)
 }
 
