@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -31,11 +32,38 @@ func sdkProfile(t testing.TB, data []byte, profile string) (config.SharedConfig,
 	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return loadSDKProfile(p, profile)
+}
+
+func loadSDKProfile(path, profile string) (config.SharedConfig, error) {
 	return config.LoadSharedConfigProfile(context.Background(), profile, func(o *config.LoadSharedConfigOptions) {
-		o.ConfigFiles = []string{p}
+		o.ConfigFiles = []string{path}
 		o.CredentialsFiles = []string{}
 	})
 }
+
+// canonicalSDKProfiles is how the SDK reads the managed profiles of the
+// file ccboot writes (mergedTestConfig), loaded once: the fuzz target's
+// oracle compares every merge with it.
+var canonicalSDKProfiles = sync.OnceValues(func() (map[string]config.SharedConfig, error) {
+	dir, err := os.MkdirTemp("", "ccboot-sdk-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	p := filepath.Join(dir, "config")
+	if err := os.WriteFile(p, []byte(mergedTestConfig), 0o600); err != nil {
+		return nil, err
+	}
+	out := map[string]config.SharedConfig{}
+	for _, s := range managedProfiles() {
+		profile := strings.TrimPrefix(s.name, "profile ")
+		if out[profile], err = loadSDKProfile(p, profile); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+})
 
 // assertSDKSeesCCBoot fails unless the SDK reads both managed profiles from
 // data exactly as from the file ccboot writes: the same role, session,
@@ -43,18 +71,21 @@ func sdkProfile(t testing.TB, data []byte, profile string) (config.SharedConfig,
 // credential_process, web identity, SSO, services, endpoints, CA bundle...).
 func assertSDKSeesCCBoot(t testing.TB, data []byte) {
 	t.Helper()
-	for _, s := range managedProfiles() {
-		profile := strings.TrimPrefix(s.name, "profile ")
-		want, err := sdkProfile(t, []byte(mergedTestConfig), profile)
+	canonical, err := canonicalSDKProfiles()
+	if err != nil {
+		t.Fatalf("canonical file: %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for profile, want := range canonical {
+		got, err := loadSDKProfile(p, profile)
 		if err != nil {
-			t.Fatalf("canonical file: %v", err)
-		}
-		got, err := sdkProfile(t, data, profile)
-		if err != nil {
-			t.Fatalf("the SDK cannot load [%s] from a file ccboot accepted: %v\nfile %q", s.name, err, data)
+			t.Fatalf("the SDK cannot load profile %s from a file ccboot accepted: %v\nfile %q", profile, err, data)
 		}
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("the SDK reads [%s] differently from ccboot's:\ngot  %+v\nwant %+v\nfile %q", s.name, got, want, data)
+			t.Fatalf("the SDK reads profile %s differently from ccboot's:\ngot  %+v\nwant %+v\nfile %q", profile, got, want, data)
 		}
 	}
 }
