@@ -284,11 +284,12 @@ func arnPartition(arn string) string {
 	return ""
 }
 
-// iniLoadOptions parse ~/.aws/config the way the AWS CLI and SDKs read it:
+// iniLoadOptions parse ~/.aws/config roughly the way the AWS CLI reads it:
 // "#" and ";" inside a value are part of the value, every key has a value,
 // indented lines continue a value (nested s3 settings), and key names are
-// case-insensitive. ini.v1 only validates and verifies here; it never writes
-// the file, because its writer reformats lines and wraps values containing
+// case-insensitive. ini.v1 only validates and verifies here, as one more
+// reader that must agree (vetAWSConfig reads as the SDKs do). It never
+// writes the file: its writer reformats lines and wraps values containing
 // "#" in backquotes, which the AWS tools would read literally.
 var iniLoadOptions = ini.LoadOptions{
 	IgnoreInlineComment:        true,
@@ -322,6 +323,9 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	}
 	if n := loneCRLine(string(content)); n > 0 {
 		return nil, fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix or move it away and rerun", n)
+	}
+	if n := sdkCrashLine(string(content)); n > 0 {
+		return nil, fmt.Errorf("line %d: a value that is a lone quote, which crashes the AWS SDK for Go's parser; fix or move it away and rerun", n)
 	}
 	// Our own pass first: it knows line numbers.
 	lines, err := parseINILines(string(content))
@@ -612,8 +616,10 @@ func lineEnd(text, eol string) string {
 	return eol
 }
 
-// parseINILines classifies each line the way the AWS tools' parser does,
-// keeping the exact text so unchanged lines are written back as they were.
+// parseINILines classifies each line the way the AWS CLI's parser
+// (Python's configparser) does, keeping the exact text so unchanged lines
+// are written back as they were. The SDKs read indented lines differently;
+// editSectionBody handles that inside the sections ccboot manages.
 func parseINILines(s string) ([]iniLine, error) {
 	if s == "" {
 		return nil, nil

@@ -146,6 +146,9 @@ func vetAWSConfig(data []byte, sections []awsSection) error {
 	if n := loneCRLine(s); n > 0 {
 		return fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix: replace it with a newline", n)
 	}
+	if n := sdkCrashLine(s); n > 0 {
+		return fmt.Errorf("line %d: a value that is a lone quote, which crashes the AWS SDK for Go's parser; fix: remove or close the quote", n)
+	}
 	lines := splitVetLines(s)
 	for _, sec := range sections {
 		if err := vetSection(lines, sec); err != nil {
@@ -163,6 +166,43 @@ func loneCRLine(s string) int {
 	for i := 0; i < len(s)-1; i++ {
 		if s[i] == '\r' && s[i+1] != '\n' {
 			return strings.Count(s[:i], "\n") + 1
+		}
+	}
+	return 0
+}
+
+// sdkCrashLine is the line number of the first line that makes
+// aws-sdk-go-v2's INI parser (config/internal/ini, found by
+// FuzzMergeAWSConfig in config v1.33.18) panic, 0 if none: its unquote
+// slices s[1:0] for a value that is a lone " or '. It follows that
+// parser's tokenizer: every line of the file is tokenized, in any section.
+func sdkCrashLine(s string) int {
+	for i, line := range strings.Split(s, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		rest := strings.TrimLeft(line, " \t")
+		if strings.HasPrefix(rest, "#") || strings.HasPrefix(rest, ";") {
+			continue
+		}
+		header, _, _ := strings.Cut(line, "#")
+		header, _, _ = strings.Cut(header, ";")
+		if h := strings.TrimSpace(header); strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			continue
+		}
+		if rest == line { // a property: comments are cut before the split
+			for _, c := range []string{" #", " ;", "\t#", "\t;"} {
+				rest, _, _ = strings.Cut(rest, c)
+			}
+		}
+		sep := "="
+		if eq, colon := strings.Index(rest, "="), strings.Index(rest, ":"); eq < 0 || colon >= 0 && colon < eq {
+			sep = ":"
+		}
+		if _, v, ok := strings.Cut(rest, sep); ok {
+			if v = strings.TrimSpace(v); v == `"` || v == "'" {
+				return i + 1
+			}
 		}
 	}
 	return 0

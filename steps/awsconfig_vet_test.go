@@ -173,6 +173,8 @@ func TestVetAWSConfigRefuses(t *testing.T) {
 		{"managed key twice", withReadOnlyLines("region = eu-west-1\n"), "line 9: " + ro + " sets region twice (also on line 8)"},
 		{"missing key", strings.Replace(mergedTestConfig, "role_session_name = claudecode-readonly-session\n", "", 1), "line 4: " + ro + " does not set role_session_name"},
 		{"missing profile", "[default]\nregion = eu-west-1\n", "has no " + ro},
+		{"a lone quote the Go SDK's parser panics on, in any section", mergedTestConfig + "[profile work]\nk = \"\n", "line 16: a value that is a lone quote"},
+		{"a lone single quote, indented, before any section", "  k: '\r\n" + mergedTestConfig, "line 1: a value that is a lone quote"},
 		{"Elevated credential_process", mergedTestConfig + "credential_process = /bin/x\n", "line 15: [profile claudecode-elevated] sets credential_process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -331,6 +333,7 @@ func TestMergeAWSConfigRefusesAmbiguous(t *testing.T) {
 		{"a header Go cuts at #", withReadOnlyLines("[x#y]\ncredential_process = /bin/x\n"), "line 9: " + ro + " has a line the AWS tools disagree on"},
 		{"a header variant and the header", mergedTestConfig + "[profile  claudecode-readonly]\ncredential_process = x\n", "line 15: section " + ro + " appears twice (also on line 4)"},
 		{"an indented header in another section", "[default]\nregion = eu-west-1\n[profile work]\ns3 =\n  [profile claudecode-elevated]\ncredential_process = x\n", "line 5: an indented line names section [profile claudecode-elevated]"},
+		{"a lone quote the Go SDK's parser panics on", mergedTestConfig + "[profile work]\nk = ' # c\n", "line 16: a value that is a lone quote"},
 		{"a managed key twice", withReadOnlyLines("region = us-east-1\n"), "line 9: [profile claudecode-readonly] region is set twice (also on line 8)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -371,4 +374,33 @@ func TestAWSConfigRepairsIssue19Payload(t *testing.T) {
 		t.Errorf("the harmless key was lost:\n%s", got)
 	}
 	assertSecondApplyIsNoop(t, env, AWSConfig{}, p)
+}
+
+// TestSDKParserPanicsOnLoneQuote: the reason for sdkCrashLine. Root's
+// doctor loads the user's file with aws-sdk-go-v2, which panics on a value
+// that is a lone quote anywhere in the file; when an SDK update fixes that,
+// this test fails and the rule can go.
+func TestSDKParserPanicsOnLoneQuote(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"[profile work]\nk = \"\n", "[profile work]\n  k: '\r\n", "k = ' # c\n"} {
+		if sdkCrashLine(in) == 0 {
+			t.Errorf("sdkCrashLine misses %q", in)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("aws-sdk-go-v2 no longer panics on %q: sdkCrashLine can go", in)
+				}
+			}()
+			_, _ = sdkProfile(t, []byte(mergedTestConfig+in), "claudecode-readonly")
+		}()
+	}
+	for _, in := range []string{"[profile work]\nk = \"x\"\n", "k = \" x\n", "  k = \" #c\n", "# k = \"\n", "[k = \"]\n"} {
+		if n := sdkCrashLine(in); n != 0 {
+			t.Errorf("sdkCrashLine flags %q (line %d), which the SDK reads", in, n)
+		}
+		if _, err := sdkProfile(t, []byte(mergedTestConfig+in), "claudecode-readonly"); err != nil {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
 }
