@@ -321,11 +321,8 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			}
 		}
 	}
-	if n := loneCRLine(string(content)); n > 0 {
-		return nil, fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix or move it away and rerun", n)
-	}
-	if n := sdkCrashLine(string(content)); n > 0 {
-		return nil, fmt.Errorf("line %d: a value that is a lone quote, which crashes the AWS SDK for Go's parser; fix or move it away and rerun", n)
+	if problem, _ := wholeFileProblem(string(content)); problem != "" {
+		return nil, fmt.Errorf("%s; fix or move it away and rerun", problem)
 	}
 	// Our own pass first: it knows line numbers.
 	lines, err := parseINILines(string(content))
@@ -442,7 +439,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	// sync that VetAWSConfigFile (doctor) refuses.
 	if err := vetAWSConfig(out, sections); err != nil {
 		msg, _, _ := strings.Cut(err.Error(), "; fix: ")
-		return nil, fmt.Errorf("cannot edit it safely (%s); fix or move it away and rerun", msg)
+		return nil, fmt.Errorf("cannot edit it safely (the edited file would still read differently in the AWS tools, at its %s); fix or move it away and rerun", msg)
 	}
 	return out, nil
 }

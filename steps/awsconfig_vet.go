@@ -143,11 +143,8 @@ func isAgreedHeader(text string) bool {
 // quote a value from the file.
 func vetAWSConfig(data []byte, sections []awsSection) error {
 	s := string(data)
-	if n := loneCRLine(s); n > 0 {
-		return fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix: replace it with a newline", n)
-	}
-	if n := sdkCrashLine(s); n > 0 {
-		return fmt.Errorf("line %d: a value that is a lone quote, which crashes the AWS SDK for Go's parser; fix: remove or close the quote", n)
+	if problem, fix := wholeFileProblem(s); problem != "" {
+		return fmt.Errorf("%s; fix: %s", problem, fix)
 	}
 	lines := splitVetLines(s)
 	for _, sec := range sections {
@@ -156,6 +153,27 @@ func vetAWSConfig(data []byte, sections []awsSection) error {
 		}
 	}
 	return nil
+}
+
+// wholeFileProblem is what makes the readers disagree about the whole
+// file, wherever it stands: "" or "line N: what" and the fix. The step
+// refuses such files too, since the lines may be the user's own.
+func wholeFileProblem(s string) (problem, fix string) {
+	if n := loneCRLine(s); n > 0 {
+		return fmt.Sprintf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not", n), "replace it with a newline"
+	}
+	if n := sdkCrashLine(s); n > 0 {
+		return fmt.Sprintf("line %d: a value that is a lone quote, which crashes the AWS SDK for Go's parser", n), "remove or close the quote"
+	}
+	for _, l := range splitVetLines(s) {
+		// Python's configparser (the AWS CLI) copies the keys of
+		// [DEFAULT] into every section, ccboot's profiles too; the SDKs
+		// ignore it.
+		if tok := headerTokens(l.text); len(tok) > 0 && tok[0] == "DEFAULT" {
+			return fmt.Sprintf("line %d: a [DEFAULT] section, whose keys the AWS CLI applies to every profile, ccboot's too", l.no), "rename it ([default] is the default profile) or remove it"
+		}
+	}
+	return "", ""
 }
 
 // loneCRLine is the line number of the first CR not followed by LF, 0 if

@@ -175,6 +175,7 @@ func TestVetAWSConfigRefuses(t *testing.T) {
 		{"missing profile", "[default]\nregion = eu-west-1\n", "has no " + ro},
 		{"a lone quote the Go SDK's parser panics on, in any section", mergedTestConfig + "[profile work]\nk = \"\n", "line 16: a value that is a lone quote"},
 		{"a lone single quote, indented, before any section", "  k: '\r\n" + mergedTestConfig, "line 1: a value that is a lone quote"},
+		{"[DEFAULT], which the AWS CLI copies into every profile", mergedTestConfig + "[DEFAULT]\ncredential_process = /bin/x\n", "line 15: a [DEFAULT] section"},
 		{"Elevated credential_process", mergedTestConfig + "credential_process = /bin/x\n", "line 15: [profile claudecode-elevated] sets credential_process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -334,6 +335,7 @@ func TestMergeAWSConfigRefusesAmbiguous(t *testing.T) {
 		{"a header variant and the header", mergedTestConfig + "[profile  claudecode-readonly]\ncredential_process = x\n", "line 15: section " + ro + " appears twice (also on line 4)"},
 		{"an indented header in another section", "[default]\nregion = eu-west-1\n[profile work]\ns3 =\n  [profile claudecode-elevated]\ncredential_process = x\n", "line 5: an indented line names section [profile claudecode-elevated]"},
 		{"a lone quote the Go SDK's parser panics on", mergedTestConfig + "[profile work]\nk = ' # c\n", "line 16: a value that is a lone quote"},
+		{"[DEFAULT], which the AWS CLI copies into every profile", "[DEFAULT] ; x\ncredential_process = /bin/x\n" + mergedTestConfig, "line 1: a [DEFAULT] section"},
 		{"a managed key twice", withReadOnlyLines("region = us-east-1\n"), "line 9: [profile claudecode-readonly] region is set twice (also on line 8)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
