@@ -2,7 +2,9 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -405,4 +407,123 @@ func TestSDKParserPanicsOnLoneQuote(t *testing.T) {
 			t.Errorf("%q: %v", in, err)
 		}
 	}
+}
+
+// botocoreProfiles reads each file as the AWS CLI (botocore's
+// raw_config_parse and build_profile_map) does: Python's RawConfigParser
+// with universal newlines, "profile X" headers split with shlex, nested
+// values (starting with a newline) kept apart. It prints one JSON object of
+// profiles per file, or {"error": ...}.
+const botocoreProfiles = `
+import configparser, json, shlex, sys
+for path in sys.argv[1:]:
+    cp = configparser.RawConfigParser()
+    try:
+        cp.read([path], encoding="utf-8")
+    except Exception as e:
+        print(json.dumps({"error": type(e).__name__}))
+        continue
+    profiles = {}
+    for section in cp.sections():
+        vals = {}
+        for option in cp.options(section):
+            v = cp.get(section, option)
+            vals[option] = "(nested)" if v.startswith("\n") else v
+        if section.startswith("profile"):
+            try:
+                parts = shlex.split(section)
+            except ValueError:
+                continue
+            if len(parts) == 2:
+                profiles[parts[1]] = vals
+        elif section == "default":
+            profiles[section] = vals
+    print(json.dumps(profiles))
+`
+
+// TestAWSConfigAgreesWithTheAWSCLI: what the vet accepts and what the
+// merge writes reads, in the AWS CLI's parser too, as ccboot's values plus
+// presentation keys in both managed profiles. Skipped where python3 is not
+// installed (the Go SDK oracle above runs everywhere).
+func TestAWSConfigAgreesWithTheAWSCLI(t *testing.T) {
+	t.Parallel()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	var files []string
+	var inputs []string
+	add := func(data string) {
+		p := filepath.Join(t.TempDir(), "config")
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files, inputs = append(files, p), append(inputs, data)
+	}
+	for _, in := range []string{
+		mergedTestConfig,
+		strings.ReplaceAll(mergedTestConfig, "\n", "\r\n"),
+		withReadOnlyLines("output = json\ncli_pager =\n# c\n"),
+		withReadOnlyLines("") + "[profile other] # mine\nsso_session = x\n",
+	} {
+		if err := vetAWSConfig([]byte(in), managedProfiles()); err != nil {
+			t.Fatal(err)
+		}
+		add(in)
+	}
+	for _, in := range []string{
+		withReadOnlyLines("output = json\n  credential_process = /home/ec2-user/x.sh\n  credential_source =\n"),
+		strings.Replace(withReadOnlyLines("credential_process = /bin/x\n"), "[profile claudecode-readonly]", "[profile  claudecode-readonly]", 1),
+		strings.Replace(mergedTestConfig, "[profile claudecode-readonly]", `[profile "claudecode-readonly"]`, 1),
+		strings.ReplaceAll(withReadOnlyLines("output = json\n  credential_process = /bin/x\n"), "\n", "\r\n"),
+		withReadOnlyLines(`output = json \` + "\ncredential_process = /bin/x\n"),
+		"[default]\n  REGION : us-east-1\n",
+	} {
+		out, err := mergeAWSConfig([]byte(in), testSections())
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(string(out))
+	}
+	cmd := exec.Command(python, append([]string{"-c", botocoreProfiles}, files...)...)
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	results := strings.Split(strings.TrimSpace(string(stdout)), "\n")
+	if len(results) != len(files) {
+		t.Fatalf("python3 printed %d results for %d files:\n%s", len(results), len(files), stdout)
+	}
+	for i, r := range results {
+		var profiles map[string]map[string]string
+		if err := json.Unmarshal([]byte(r), &profiles); err != nil {
+			t.Fatalf("%s: %v", r, err)
+		}
+		for _, s := range testSections() {
+			name := strings.TrimPrefix(s.name, "profile ")
+			got := profiles[name]
+			for _, kv := range s.keys {
+				if got[kv[0]] != kv[1] {
+					t.Errorf("the AWS CLI reads [%s] %s = %q, want %q\nfile %q", s.name, kv[0], got[kv[0]], kv[1], inputs[i])
+				}
+			}
+			if !strings.HasPrefix(s.name, "profile ") {
+				continue
+			}
+			for k := range got {
+				if !sectionSets(s, k) && !harmlessProfileKeys[k] {
+					t.Errorf("the AWS CLI reads [%s] %s, which ccboot does not allow\nfile %q", s.name, k, inputs[i])
+				}
+			}
+		}
+	}
+}
+
+func sectionSets(s awsSection, key string) bool {
+	for _, kv := range s.keys {
+		if kv[0] == key {
+			return true
+		}
+	}
+	return false
 }
