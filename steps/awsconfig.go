@@ -375,7 +375,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 				conts++
 			}
 			plain := plainKeyLine.MatchString(l.text)
-			if plain && l.value() == kv[1] && conts == 0 {
+			if plain && strings.TrimRight(l.text[l.valueAt:], " \t") == kv[1] && conts == 0 {
 				continue
 			}
 			if plain {
@@ -534,14 +534,6 @@ type iniLine struct {
 	name     string // section name; key name lowercased
 	valueAt  int    // offset of the value in text; -1 for a key without "="
 	delimEnd int    // offset just past the delimiter
-}
-
-// value is the key's value as the AWS tools read it (surrounding space trimmed).
-func (l iniLine) value() string {
-	if l.valueAt < 0 {
-		return ""
-	}
-	return strings.TrimRightFunc(l.text[l.valueAt:], unicode.IsSpace)
 }
 
 // withValue rewrites the line with a new value, keeping "key =" as written.

@@ -329,7 +329,10 @@ func (v *sectionVet) line(l vetLine) error {
 	}
 	if managed {
 		v.afterWant = true
-		if strings.TrimFunc(t[len(m[0]):], isINISpace) != w {
+		// Only spaces and tabs around the value: the readers trim other
+		// white space differently (JavaScript keeps U+0085, Python strips
+		// U+001C, Go neither), so anything else is not ccboot's value.
+		if strings.Trim(t[len(m[0]):], " \t") != w {
 			return fmt.Errorf("line %d: [%s] sets %s to a value other than ccboot's; fix: run sudo ccboot repair", l.no, name, key)
 		}
 		return nil

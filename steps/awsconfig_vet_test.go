@@ -171,6 +171,7 @@ func TestVetAWSConfigRefuses(t *testing.T) {
 		{"wrong role", strings.Replace(mergedTestConfig, "role/claudecode-readonly-demo", "role/"+secret, 1), "line 5: " + ro + " sets role_arn to a value other than ccboot's"},
 		{"quoted role", strings.Replace(mergedTestConfig, "arn:aws:iam::111122223333:role/claudecode-readonly-demo", `"arn:aws:iam::111122223333:role/claudecode-readonly-demo"`, 1), "line 5: " + ro + " sets role_arn to a value other than ccboot's"},
 		{"a value with a trailing comment", strings.Replace(mergedTestConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Ec2InstanceMetadata # imds", 1), "line 6: " + ro + " sets credential_source to a value other"},
+		{"white space only some readers trim", strings.Replace(mergedTestConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Ec2InstanceMetadata\u0085", 1), "line 6: " + ro + " sets credential_source to a value other"},
 		{"credential_source = Environment", strings.Replace(mergedTestConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Environment", 1), "sets credential_source to a value other"},
 		{"managed key twice", withReadOnlyLines("region = eu-west-1\n"), "line 9: " + ro + " sets region twice (also on line 8)"},
 		{"missing key", strings.Replace(mergedTestConfig, "role_session_name = claudecode-readonly-session\n", "", 1), "line 4: " + ro + " does not set role_session_name"},
@@ -294,6 +295,7 @@ func TestMergeAWSConfigHostile(t *testing.T) {
 		{"no-break space indentation", withReadOnlyLines("output = json\n\u00a0credential_process = /bin/x\n")},
 		{"upper-case and colon keys", withReadOnlyLines("Credential_Process = /bin/x\nweb_identity_token_file: /etc/shadow\n")},
 		{"indented managed key", withReadOnlyLines("output = json\n  role_arn = arn:aws:iam::1:role/evil\n")},
+		{"white space only some readers trim", strings.Replace(mergedTestConfig, "= Ec2InstanceMetadata", "= Ec2InstanceMetadata\u00a0", 1)},
 		{"a quoted managed value", strings.Replace(mergedTestConfig, "= Ec2InstanceMetadata", `= "Ec2InstanceMetadata"`, 1)},
 		{"the user's section before and after", userSection + "\n" + withReadOnlyLines("  credential_process = /bin/x\n") + userSection},
 	} {
