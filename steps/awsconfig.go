@@ -284,11 +284,12 @@ func arnPartition(arn string) string {
 	return ""
 }
 
-// iniLoadOptions parse ~/.aws/config the way the AWS CLI and SDKs read it:
+// iniLoadOptions parse ~/.aws/config roughly the way the AWS CLI reads it:
 // "#" and ";" inside a value are part of the value, every key has a value,
 // indented lines continue a value (nested s3 settings), and key names are
-// case-insensitive. ini.v1 only validates and verifies here; it never writes
-// the file, because its writer reformats lines and wraps values containing
+// case-insensitive. ini.v1 only validates and verifies here, as one more
+// reader that must agree (vetAWSConfig reads as the SDKs do). It never
+// writes the file: its writer reformats lines and wraps values containing
 // "#" in backquotes, which the AWS tools would read literally.
 var iniLoadOptions = ini.LoadOptions{
 	IgnoreInlineComment:        true,
@@ -320,8 +321,8 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			}
 		}
 	}
-	if n := loneCRLine(string(content)); n > 0 {
-		return nil, fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix or move it away and rerun", n)
+	if problem, _ := wholeFileProblem(string(content)); problem != "" {
+		return nil, fmt.Errorf("%s; fix or move it away and rerun", problem)
 	}
 	// Our own pass first: it knows line numbers.
 	lines, err := parseINILines(string(content))
@@ -374,7 +375,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 				conts++
 			}
 			plain := plainKeyLine.MatchString(l.text)
-			if plain && l.value() == kv[1] && conts == 0 {
+			if plain && strings.TrimRight(l.text[l.valueAt:], " \t") == kv[1] && conts == 0 {
 				continue
 			}
 			if plain {
@@ -438,7 +439,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	// sync that VetAWSConfigFile (doctor) refuses.
 	if err := vetAWSConfig(out, sections); err != nil {
 		msg, _, _ := strings.Cut(err.Error(), "; fix: ")
-		return nil, fmt.Errorf("cannot edit it safely (%s); fix or move it away and rerun", msg)
+		return nil, fmt.Errorf("cannot edit it safely (the edited file would still read differently in the AWS tools, at its %s); fix or move it away and rerun", msg)
 	}
 	return out, nil
 }
@@ -535,14 +536,6 @@ type iniLine struct {
 	delimEnd int    // offset just past the delimiter
 }
 
-// value is the key's value as the AWS tools read it (surrounding space trimmed).
-func (l iniLine) value() string {
-	if l.valueAt < 0 {
-		return ""
-	}
-	return strings.TrimRightFunc(l.text[l.valueAt:], unicode.IsSpace)
-}
-
 // withValue rewrites the line with a new value, keeping "key =" as written.
 func (l iniLine) withValue(v string) string {
 	if l.valueAt < 0 {
@@ -612,8 +605,10 @@ func lineEnd(text, eol string) string {
 	return eol
 }
 
-// parseINILines classifies each line the way the AWS tools' parser does,
-// keeping the exact text so unchanged lines are written back as they were.
+// parseINILines classifies each line the way the AWS CLI's parser
+// (Python's configparser) does, keeping the exact text so unchanged lines
+// are written back as they were. The SDKs read indented lines differently;
+// editSectionBody handles that inside the sections ccboot manages.
 func parseINILines(s string) ([]iniLine, error) {
 	if s == "" {
 		return nil, nil

@@ -143,8 +143,8 @@ func isAgreedHeader(text string) bool {
 // quote a value from the file.
 func vetAWSConfig(data []byte, sections []awsSection) error {
 	s := string(data)
-	if n := loneCRLine(s); n > 0 {
-		return fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix: replace it with a newline", n)
+	if problem, fix := wholeFileProblem(s); problem != "" {
+		return fmt.Errorf("%s; fix: %s", problem, fix)
 	}
 	lines := splitVetLines(s)
 	for _, sec := range sections {
@@ -155,6 +155,27 @@ func vetAWSConfig(data []byte, sections []awsSection) error {
 	return nil
 }
 
+// wholeFileProblem is what makes the readers disagree about the whole
+// file, wherever it stands: "" or "line N: what" and the fix. The step
+// refuses such files too, since the lines may be the user's own.
+func wholeFileProblem(s string) (problem, fix string) {
+	if n := loneCRLine(s); n > 0 {
+		return fmt.Sprintf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not", n), "replace it with a newline"
+	}
+	if n := sdkCrashLine(s); n > 0 {
+		return fmt.Sprintf("line %d: a value that is a lone quote, which crashes the AWS SDK for Go's parser", n), "remove or close the quote"
+	}
+	for _, l := range splitVetLines(s) {
+		// Python's configparser (the AWS CLI) copies the keys of
+		// [DEFAULT] into every section, ccboot's profiles too; the SDKs
+		// ignore it.
+		if tok := headerTokens(l.text); len(tok) > 0 && tok[0] == "DEFAULT" {
+			return fmt.Sprintf("line %d: a [DEFAULT] section, whose keys the AWS CLI applies to every profile, ccboot's too", l.no), "rename it ([default] is the default profile) or remove it"
+		}
+	}
+	return "", ""
+}
+
 // loneCRLine is the line number of the first CR not followed by LF, 0 if
 // none: Python (the AWS CLI) reads it as a line break, the SDKs do not, so
 // the two would put the text after it in different places. A CR ending the
@@ -163,6 +184,43 @@ func loneCRLine(s string) int {
 	for i := 0; i < len(s)-1; i++ {
 		if s[i] == '\r' && s[i+1] != '\n' {
 			return strings.Count(s[:i], "\n") + 1
+		}
+	}
+	return 0
+}
+
+// sdkCrashLine is the line number of the first line that makes
+// aws-sdk-go-v2's INI parser (config/internal/ini, found by
+// FuzzMergeAWSConfig in config v1.33.18) panic, 0 if none: its unquote
+// slices s[1:0] for a value that is a lone " or '. It follows that
+// parser's tokenizer: every line of the file is tokenized, in any section.
+func sdkCrashLine(s string) int {
+	for i, line := range strings.Split(s, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		rest := strings.TrimLeft(line, " \t")
+		if strings.HasPrefix(rest, "#") || strings.HasPrefix(rest, ";") {
+			continue
+		}
+		header, _, _ := strings.Cut(line, "#")
+		header, _, _ = strings.Cut(header, ";")
+		if h := strings.TrimSpace(header); strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			continue
+		}
+		if rest == line { // a property: comments are cut before the split
+			for _, c := range []string{" #", " ;", "\t#", "\t;"} {
+				rest, _, _ = strings.Cut(rest, c)
+			}
+		}
+		sep := "="
+		if eq, colon := strings.Index(rest, "="), strings.Index(rest, ":"); eq < 0 || colon >= 0 && colon < eq {
+			sep = ":"
+		}
+		if _, v, ok := strings.Cut(rest, sep); ok {
+			if v = strings.TrimSpace(v); v == `"` || v == "'" {
+				return i + 1
+			}
 		}
 	}
 	return 0
@@ -271,7 +329,10 @@ func (v *sectionVet) line(l vetLine) error {
 	}
 	if managed {
 		v.afterWant = true
-		if strings.TrimFunc(t[len(m[0]):], isINISpace) != w {
+		// Only spaces and tabs around the value: the readers trim other
+		// white space differently (JavaScript keeps U+0085, Python strips
+		// U+001C, Go neither), so anything else is not ccboot's value.
+		if strings.Trim(t[len(m[0]):], " \t") != w {
 			return fmt.Errorf("line %d: [%s] sets %s to a value other than ccboot's; fix: run sudo ccboot repair", l.no, name, key)
 		}
 		return nil

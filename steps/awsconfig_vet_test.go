@@ -2,10 +2,13 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -31,11 +34,38 @@ func sdkProfile(t testing.TB, data []byte, profile string) (config.SharedConfig,
 	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return loadSDKProfile(p, profile)
+}
+
+func loadSDKProfile(path, profile string) (config.SharedConfig, error) {
 	return config.LoadSharedConfigProfile(context.Background(), profile, func(o *config.LoadSharedConfigOptions) {
-		o.ConfigFiles = []string{p}
+		o.ConfigFiles = []string{path}
 		o.CredentialsFiles = []string{}
 	})
 }
+
+// canonicalSDKProfiles is how the SDK reads the managed profiles of the
+// file ccboot writes (mergedTestConfig), loaded once: the fuzz target's
+// oracle compares every merge with it.
+var canonicalSDKProfiles = sync.OnceValues(func() (map[string]config.SharedConfig, error) {
+	dir, err := os.MkdirTemp("", "ccboot-sdk-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	p := filepath.Join(dir, "config")
+	if err := os.WriteFile(p, []byte(mergedTestConfig), 0o600); err != nil {
+		return nil, err
+	}
+	out := map[string]config.SharedConfig{}
+	for _, s := range managedProfiles() {
+		profile := strings.TrimPrefix(s.name, "profile ")
+		if out[profile], err = loadSDKProfile(p, profile); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+})
 
 // assertSDKSeesCCBoot fails unless the SDK reads both managed profiles from
 // data exactly as from the file ccboot writes: the same role, session,
@@ -43,18 +73,21 @@ func sdkProfile(t testing.TB, data []byte, profile string) (config.SharedConfig,
 // credential_process, web identity, SSO, services, endpoints, CA bundle...).
 func assertSDKSeesCCBoot(t testing.TB, data []byte) {
 	t.Helper()
-	for _, s := range managedProfiles() {
-		profile := strings.TrimPrefix(s.name, "profile ")
-		want, err := sdkProfile(t, []byte(mergedTestConfig), profile)
+	canonical, err := canonicalSDKProfiles()
+	if err != nil {
+		t.Fatalf("canonical file: %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for profile, want := range canonical {
+		got, err := loadSDKProfile(p, profile)
 		if err != nil {
-			t.Fatalf("canonical file: %v", err)
-		}
-		got, err := sdkProfile(t, data, profile)
-		if err != nil {
-			t.Fatalf("the SDK cannot load [%s] from a file ccboot accepted: %v\nfile %q", s.name, err, data)
+			t.Fatalf("the SDK cannot load profile %s from a file ccboot accepted: %v\nfile %q", profile, err, data)
 		}
 		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("the SDK reads [%s] differently from ccboot's:\ngot  %+v\nwant %+v\nfile %q", s.name, got, want, data)
+			t.Fatalf("the SDK reads profile %s differently from ccboot's:\ngot  %+v\nwant %+v\nfile %q", profile, got, want, data)
 		}
 	}
 }
@@ -138,10 +171,14 @@ func TestVetAWSConfigRefuses(t *testing.T) {
 		{"wrong role", strings.Replace(mergedTestConfig, "role/claudecode-readonly-demo", "role/"+secret, 1), "line 5: " + ro + " sets role_arn to a value other than ccboot's"},
 		{"quoted role", strings.Replace(mergedTestConfig, "arn:aws:iam::111122223333:role/claudecode-readonly-demo", `"arn:aws:iam::111122223333:role/claudecode-readonly-demo"`, 1), "line 5: " + ro + " sets role_arn to a value other than ccboot's"},
 		{"a value with a trailing comment", strings.Replace(mergedTestConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Ec2InstanceMetadata # imds", 1), "line 6: " + ro + " sets credential_source to a value other"},
+		{"white space only some readers trim", strings.Replace(mergedTestConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Ec2InstanceMetadata\u0085", 1), "line 6: " + ro + " sets credential_source to a value other"},
 		{"credential_source = Environment", strings.Replace(mergedTestConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Environment", 1), "sets credential_source to a value other"},
 		{"managed key twice", withReadOnlyLines("region = eu-west-1\n"), "line 9: " + ro + " sets region twice (also on line 8)"},
 		{"missing key", strings.Replace(mergedTestConfig, "role_session_name = claudecode-readonly-session\n", "", 1), "line 4: " + ro + " does not set role_session_name"},
 		{"missing profile", "[default]\nregion = eu-west-1\n", "has no " + ro},
+		{"a lone quote the Go SDK's parser panics on, in any section", mergedTestConfig + "[profile work]\nk = \"\n", "line 16: a value that is a lone quote"},
+		{"a lone single quote, indented, before any section", "  k: '\r\n" + mergedTestConfig, "line 1: a value that is a lone quote"},
+		{"[DEFAULT], which the AWS CLI copies into every profile", mergedTestConfig + "[DEFAULT]\ncredential_process = /bin/x\n", "line 15: a [DEFAULT] section"},
 		{"Elevated credential_process", mergedTestConfig + "credential_process = /bin/x\n", "line 15: [profile claudecode-elevated] sets credential_process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -258,6 +295,7 @@ func TestMergeAWSConfigHostile(t *testing.T) {
 		{"no-break space indentation", withReadOnlyLines("output = json\n\u00a0credential_process = /bin/x\n")},
 		{"upper-case and colon keys", withReadOnlyLines("Credential_Process = /bin/x\nweb_identity_token_file: /etc/shadow\n")},
 		{"indented managed key", withReadOnlyLines("output = json\n  role_arn = arn:aws:iam::1:role/evil\n")},
+		{"white space only some readers trim", strings.Replace(mergedTestConfig, "= Ec2InstanceMetadata", "= Ec2InstanceMetadata\u00a0", 1)},
 		{"a quoted managed value", strings.Replace(mergedTestConfig, "= Ec2InstanceMetadata", `= "Ec2InstanceMetadata"`, 1)},
 		{"the user's section before and after", userSection + "\n" + withReadOnlyLines("  credential_process = /bin/x\n") + userSection},
 	} {
@@ -300,6 +338,8 @@ func TestMergeAWSConfigRefusesAmbiguous(t *testing.T) {
 		{"a header Go cuts at #", withReadOnlyLines("[x#y]\ncredential_process = /bin/x\n"), "line 9: " + ro + " has a line the AWS tools disagree on"},
 		{"a header variant and the header", mergedTestConfig + "[profile  claudecode-readonly]\ncredential_process = x\n", "line 15: section " + ro + " appears twice (also on line 4)"},
 		{"an indented header in another section", "[default]\nregion = eu-west-1\n[profile work]\ns3 =\n  [profile claudecode-elevated]\ncredential_process = x\n", "line 5: an indented line names section [profile claudecode-elevated]"},
+		{"a lone quote the Go SDK's parser panics on", mergedTestConfig + "[profile work]\nk = ' # c\n", "line 16: a value that is a lone quote"},
+		{"[DEFAULT], which the AWS CLI copies into every profile", "[DEFAULT] ; x\ncredential_process = /bin/x\n" + mergedTestConfig, "line 1: a [DEFAULT] section"},
 		{"a managed key twice", withReadOnlyLines("region = us-east-1\n"), "line 9: [profile claudecode-readonly] region is set twice (also on line 8)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -340,4 +380,152 @@ func TestAWSConfigRepairsIssue19Payload(t *testing.T) {
 		t.Errorf("the harmless key was lost:\n%s", got)
 	}
 	assertSecondApplyIsNoop(t, env, AWSConfig{}, p)
+}
+
+// TestSDKParserPanicsOnLoneQuote: the reason for sdkCrashLine. Root's
+// doctor loads the user's file with aws-sdk-go-v2, which panics on a value
+// that is a lone quote anywhere in the file; when an SDK update fixes that,
+// this test fails and the rule can go.
+func TestSDKParserPanicsOnLoneQuote(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"[profile work]\nk = \"\n", "[profile work]\n  k: '\r\n", "k = ' # c\n"} {
+		if sdkCrashLine(in) == 0 {
+			t.Errorf("sdkCrashLine misses %q", in)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("aws-sdk-go-v2 no longer panics on %q: sdkCrashLine can go", in)
+				}
+			}()
+			_, _ = sdkProfile(t, []byte(mergedTestConfig+in), "claudecode-readonly")
+		}()
+	}
+	for _, in := range []string{"[profile work]\nk = \"x\"\n", "k = \" x\n", "  k = \" #c\n", "# k = \"\n", "[k = \"]\n"} {
+		if n := sdkCrashLine(in); n != 0 {
+			t.Errorf("sdkCrashLine flags %q (line %d), which the SDK reads", in, n)
+		}
+		if _, err := sdkProfile(t, []byte(mergedTestConfig+in), "claudecode-readonly"); err != nil {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+}
+
+// botocoreProfiles reads each file as the AWS CLI (botocore's
+// raw_config_parse and build_profile_map) does: Python's RawConfigParser
+// with universal newlines, "profile X" headers split with shlex, nested
+// values (starting with a newline) kept apart. It prints one JSON object of
+// profiles per file, or {"error": ...}.
+const botocoreProfiles = `
+import configparser, json, shlex, sys
+for path in sys.argv[1:]:
+    cp = configparser.RawConfigParser()
+    try:
+        cp.read([path], encoding="utf-8")
+    except Exception as e:
+        print(json.dumps({"error": type(e).__name__}))
+        continue
+    profiles = {}
+    for section in cp.sections():
+        vals = {}
+        for option in cp.options(section):
+            v = cp.get(section, option)
+            vals[option] = "(nested)" if v.startswith("\n") else v
+        if section.startswith("profile"):
+            try:
+                parts = shlex.split(section)
+            except ValueError:
+                continue
+            if len(parts) == 2:
+                profiles[parts[1]] = vals
+        elif section == "default":
+            profiles[section] = vals
+    print(json.dumps(profiles))
+`
+
+// TestAWSConfigAgreesWithTheAWSCLI: what the vet accepts and what the
+// merge writes reads, in the AWS CLI's parser too, as ccboot's values plus
+// presentation keys in both managed profiles. Skipped where python3 is not
+// installed (the Go SDK oracle above runs everywhere).
+func TestAWSConfigAgreesWithTheAWSCLI(t *testing.T) {
+	t.Parallel()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	var files []string
+	var inputs []string
+	add := func(data string) {
+		p := filepath.Join(t.TempDir(), "config")
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files, inputs = append(files, p), append(inputs, data)
+	}
+	for _, in := range []string{
+		mergedTestConfig,
+		strings.ReplaceAll(mergedTestConfig, "\n", "\r\n"),
+		withReadOnlyLines("output = json\ncli_pager =\n# c\n"),
+		withReadOnlyLines("") + "[profile other] # mine\nsso_session = x\n",
+	} {
+		if err := vetAWSConfig([]byte(in), managedProfiles()); err != nil {
+			t.Fatal(err)
+		}
+		add(in)
+	}
+	for _, in := range []string{
+		withReadOnlyLines("output = json\n  credential_process = /home/ec2-user/x.sh\n  credential_source =\n"),
+		strings.Replace(withReadOnlyLines("credential_process = /bin/x\n"), "[profile claudecode-readonly]", "[profile  claudecode-readonly]", 1),
+		strings.Replace(mergedTestConfig, "[profile claudecode-readonly]", `[profile "claudecode-readonly"]`, 1),
+		strings.ReplaceAll(withReadOnlyLines("output = json\n  credential_process = /bin/x\n"), "\n", "\r\n"),
+		withReadOnlyLines(`output = json \` + "\ncredential_process = /bin/x\n"),
+		"[default]\n  REGION : us-east-1\n",
+	} {
+		out, err := mergeAWSConfig([]byte(in), testSections())
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(string(out))
+	}
+	cmd := exec.Command(python, append([]string{"-c", botocoreProfiles}, files...)...)
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python3: %v", err)
+	}
+	results := strings.Split(strings.TrimSpace(string(stdout)), "\n")
+	if len(results) != len(files) {
+		t.Fatalf("python3 printed %d results for %d files:\n%s", len(results), len(files), stdout)
+	}
+	for i, r := range results {
+		var profiles map[string]map[string]string
+		if err := json.Unmarshal([]byte(r), &profiles); err != nil {
+			t.Fatalf("%s: %v", r, err)
+		}
+		for _, s := range testSections() {
+			name := strings.TrimPrefix(s.name, "profile ")
+			got := profiles[name]
+			for _, kv := range s.keys {
+				if got[kv[0]] != kv[1] {
+					t.Errorf("the AWS CLI reads [%s] %s = %q, want %q\nfile %q", s.name, kv[0], got[kv[0]], kv[1], inputs[i])
+				}
+			}
+			if !strings.HasPrefix(s.name, "profile ") {
+				continue
+			}
+			for k := range got {
+				if !sectionSets(s, k) && !harmlessProfileKeys[k] {
+					t.Errorf("the AWS CLI reads [%s] %s, which ccboot does not allow\nfile %q", s.name, k, inputs[i])
+				}
+			}
+		}
+	}
+}
+
+func sectionSets(s awsSection, key string) bool {
+	for _, kv := range s.keys {
+		if kv[0] == key {
+			return true
+		}
+	}
+	return false
 }
