@@ -9,7 +9,11 @@ import "github.com/ccboot/ccboot/bootstrap"
 // All returns every step in report order.
 func All() []bootstrap.Step {
 	return []bootstrap.Step{
-		Packages{},    // unzip git jq nodejs docker, one transaction
+		Packages{}, // unzip git jq nodejs docker, one transaction
+		// Right after packages: the first thing once nft can be there
+		// (nftables via [packages] install), so in enforced mode the
+		// user loses IMDS before the steps that hand out its profiles.
+		IMDSFilter{},  // only root reaches IMDS ([tiers] mode = enforced)
 		ClaudeCode{},  // npm install -g @anthropic-ai/claude-code (needs packages: npm)
 		DockerGroup{}, // user in group docker, docker.service on (needs packages: docker)
 		Swap{},        // swap file, mkswap, swapon, one fstab line
