@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +14,8 @@ import (
 
 // [tiers] mode = enforced through the real binary under --root: the IMDS
 // filter's rules (covering the configured endpoint too) and its unit are
-// written and the unit enabled, the user stays out of group docker, a
+// written and the unit enabled, the user leaves wheel and loses
+// cloud-init's sudo rule and stays out of group docker, a
 // second run changes nothing, and going back to advisory removes the
 // filter and lets docker-group add the user as before.
 func TestBlackboxEnforcedTiersUnderRoot(t *testing.T) {
@@ -25,6 +27,32 @@ func TestBlackboxEnforcedTiersUnderRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	flags := []string{"--root", root, "--imds-endpoint", imds}
+	// The user as Amazon Linux's cloud-init leaves it: in wheel, with a
+	// NOPASSWD rule; gpasswd and visudo are the real ones.
+	for _, tool := range []string{"gpasswd", "visudo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	appendTo := func(name, line string) {
+		f, err := os.OpenFile(filepath.Join(root, name), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendTo("etc/group", "wheel:x:10:ec2-user\n")
+	appendTo("etc/gshadow", "wheel:::ec2-user\n")
+	sudoers := filepath.Join(root, "etc/sudoers.d/90-cloud-init-users")
+	if err := os.MkdirAll(filepath.Dir(sudoers), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sudoers, []byte("# User rules for ec2-user\nec2-user ALL=(ALL) NOPASSWD:ALL\n"), 0o440); err != nil {
+		t.Fatal(err)
+	}
 	enforced := append([]string{"--set", "tiers.mode=enforced"}, flags...)
 
 	first := ccboot(t, append([]string{"run"}, enforced...)...)
@@ -55,13 +83,22 @@ func TestBlackboxEnforcedTiersUnderRoot(t *testing.T) {
 	if line := dockerGroupLine(t, root); !strings.HasPrefix(line, "docker:x:") || strings.Contains(line, "ec2-user") {
 		t.Errorf("enforced: group docker is %q, want it without ec2-user", line)
 	}
+	if group, _ := os.ReadFile(filepath.Join(root, "etc/group")); !strings.Contains(string(group), "\nwheel:x:10:\n") {
+		t.Errorf("ec2-user is still in wheel:\n%s", group)
+	}
+	if data, _ := os.ReadFile(sudoers); strings.Contains(string(data), "ec2-user") {
+		t.Errorf("cloud-init's sudo rule is still there:\n%s", data)
+	}
+	if data, _ := os.ReadFile(filepath.Join(root, "etc/sysctl.d/60-ccboot-ptrace.conf")); !strings.Contains(string(data), "kernel.yama.ptrace_scope = 1") {
+		t.Errorf("no ptrace sysctl file: %q", data)
+	}
 	rep, _ := statusJSON(t, enforced...)
 	if st, ok := rep.Step("docker-group"); !ok || !strings.Contains(strings.Join(st.Notes, "\n"), "not added to group docker, which grants root") {
 		t.Errorf("status does not say why the user is not in group docker: %+v", st)
 	}
 
 	second := ccboot(t, append([]string{"repair"}, enforced...)...)
-	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 9 ok") {
+	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 10 ok") {
 		t.Fatalf("second enforced run exit %d, want no changes:\n%s%s", second.code, second.stdout, second.stderr)
 	}
 
