@@ -87,16 +87,23 @@ func (s IMDSFilter) Apply(ctx context.Context, env *bootstrap.Env) error {
 	return s.apply(ctx, env, hostOf(env))
 }
 
-// imdsFilterFiles are the rules file and the unit, rendered for env.
-func imdsFilterFiles(env *bootstrap.Env) ([]managedFile, error) {
+// imdsFilterPlan is what enforced mode converges: the rules file, the
+// unit, and the targets the rules cover.
+type imdsFilterPlan struct {
+	rules, unit managedFile
+	targets     []imdsTarget
+}
+
+func planIMDSFilter(env *bootstrap.Env) (imdsFilterPlan, error) {
 	targets, err := imdsTargets(env.Config.IMDSEndpoint)
 	if err != nil {
-		return nil, fmt.Errorf("imds-filter: %w", err)
+		return imdsFilterPlan{}, fmt.Errorf("imds-filter: %w", err)
 	}
 	spec := fsroot.FileSpec{Mode: 0o644, UID: 0, GID: 0}
-	return []managedFile{
-		{tree: env.Sys, name: imdsFilterPath, want: renderIMDSFilter(targets), spec: spec},
-		{tree: env.Sys, name: imdsFilterUnitPath, want: IMDSFilterUnitFile(), spec: spec},
+	return imdsFilterPlan{
+		rules:   managedFile{tree: env.Sys, name: imdsFilterPath, want: renderIMDSFilter(targets), spec: spec},
+		unit:    managedFile{tree: env.Sys, name: imdsFilterUnitPath, want: IMDSFilterUnitFile(), spec: spec},
+		targets: targets,
 	}, nil
 }
 
@@ -105,11 +112,11 @@ func (IMDSFilter) check(ctx context.Context, env *bootstrap.Env, h host) (bootst
 	if !env.Config.Enforced() {
 		return d, checkAdvisoryLeftovers(env, &d)
 	}
-	files, err := imdsFilterFiles(env)
+	p, err := planIMDSFilter(env)
 	if err != nil {
 		return d, err
 	}
-	for _, f := range files {
+	for _, f := range []managedFile{p.rules, p.unit} {
 		if err := f.drift(&d); err != nil {
 			return d, fmt.Errorf("imds-filter: %w", err)
 		}
@@ -129,12 +136,11 @@ func (IMDSFilter) check(ctx context.Context, env *bootstrap.Env, h host) (bootst
 		d.Note("the filter is loaded at boot by %s, before network-pre.target", imdsFilterUnit)
 		return d, nil
 	}
-	targets, _ := imdsTargets(env.Config.IMDSEndpoint) // checked by imdsFilterFiles
 	live, err := liveIMDSFilter(ctx, env.Run)
 	if err != nil {
 		return d, fmt.Errorf("imds-filter: %w", err)
 	}
-	for _, line := range live.differences(targets) {
+	for _, line := range live.differences(p.targets) {
 		d.Differ("%s", line)
 	}
 	return d, nil
@@ -144,7 +150,7 @@ func (IMDSFilter) apply(ctx context.Context, env *bootstrap.Env, h host) error {
 	if !env.Config.Enforced() {
 		return removeAdvisoryLeftovers(ctx, env, h)
 	}
-	files, err := imdsFilterFiles(env)
+	p, err := planIMDSFilter(env)
 	if err != nil {
 		return err
 	}
@@ -154,13 +160,12 @@ func (IMDSFilter) apply(ctx context.Context, env *bootstrap.Env, h host) error {
 			return fmt.Errorf("imds-filter: %w", err)
 		}
 	}
-	unitChanged := false
-	for _, f := range files {
-		changed, err := f.tree.WriteFile(f.name, f.want, f.spec)
-		if err != nil {
-			return fmt.Errorf("imds-filter: %w", err)
-		}
-		unitChanged = unitChanged || (changed && f.name == imdsFilterUnitPath)
+	if err := p.rules.write(); err != nil {
+		return fmt.Errorf("imds-filter: %w", err)
+	}
+	unitChanged, err := env.Sys.WriteFile(p.unit.name, p.unit.want, p.unit.spec)
+	if err != nil {
+		return fmt.Errorf("imds-filter: %w", err)
 	}
 	mgr := units.New(h.root(env), env.Run)
 	if unitChanged && h.live {
@@ -178,7 +183,7 @@ func (IMDSFilter) apply(ctx context.Context, env *bootstrap.Env, h host) error {
 	}
 	// The same bytes the unit loads at boot, through stdin: what is loaded
 	// is what was rendered, and nft replaces the table in one transaction.
-	if err := loadIMDSFilter(ctx, env.Run, files[0].want); err != nil {
+	if err := loadIMDSFilter(ctx, env.Run, p.rules.want); err != nil {
 		return fmt.Errorf("imds-filter: %w", err)
 	}
 	return nil
