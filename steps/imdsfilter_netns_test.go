@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -128,10 +129,15 @@ func realNftScenario(t *testing.T) {
 		t.Errorf("nft rejects the rendered rules: %v\n%s", err, rules)
 		return
 	}
-	// Loading twice is one transaction replacing the table, not an error
-	// and not a second copy of the rules (the boot unit and Apply both load).
-	if err := loadIMDSFilter(ctx, run, rules); err != nil {
-		t.Errorf("second load: %v", err)
+	// Loading again, from the file as the boot unit does, is one
+	// transaction replacing the table: not an error, not a second copy.
+	file := filepath.Join(t.TempDir(), "imds-filter.nft")
+	if err := os.WriteFile(file, rules, 0o644); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := sh("nft", "-f", file); err != nil {
+		t.Errorf("second load, from the file: %v", err)
 	}
 	live, err := liveIMDSFilter(ctx, run)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -303,5 +304,25 @@ func TestIMDSFilterUnitFileMatches(t *testing.T) {
 	}
 	if bytes.Contains(got, []byte("network-online")) {
 		t.Error("unit is ordered against network-online.target")
+	}
+}
+
+// systemd itself reads the unit: no unknown key, nothing it would ignore,
+// and ExecStart names an executable that exists (nft where the unit says).
+func TestIMDSFilterUnitVerifies(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	if _, err := os.Stat(nftUnitBin); err != nil {
+		t.Skipf("%s not installed (packaging/dev-deps.sh installs nftables)", nftUnitBin)
+	}
+	p := filepath.Join(t.TempDir(), imdsFilterUnit)
+	if err := os.WriteFile(p, IMDSFilterUnitFile(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
