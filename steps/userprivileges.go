@@ -31,6 +31,8 @@ var rootGroups = []string{
 const (
 	// cloudInitSudoers is where cloud-init's default user gets
 	// "NAME ALL=(ALL) NOPASSWD:ALL" (Amazon Linux, Debian's cloud images).
+	// cloud-init writes it once per instance, in its init stage, which
+	// ccboot.service is ordered after: once removed it stays removed.
 	cloudInitSudoers = "etc/sudoers.d/90-cloud-init-users"
 	// ptraceSysctl keeps Yama's ptrace_scope at 1 or more across boots: a
 	// process of the user cannot ptrace (or read /proc/PID/mem of)
@@ -85,6 +87,9 @@ func (UserPrivileges) inspect(env *bootstrap.Env, h host) (privState, error) {
 		return st, fmt.Errorf("user-privileges: %w", err)
 	}
 	st.user = u
+	if u.UID == 0 {
+		return st, fmt.Errorf("user-privileges: [ccboot] user %s has uid 0, and root reaches IMDS and everything else; enforced tiers need an unprivileged user: set [ccboot] user, or [tiers] mode = advisory", u.Name)
+	}
 	for _, name := range rootGroups {
 		g, found, err := sysuser.LookupGroup(env.Sys, name)
 		if err != nil {

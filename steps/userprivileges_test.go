@@ -203,3 +203,15 @@ func TestWithoutUserRules(t *testing.T) {
 		t.Errorf("no rule: %q %v", got, removed)
 	}
 }
+
+// Enforced mode for root itself would be a filter with nothing behind it.
+func TestUserPrivilegesRootUserIsAnError(t *testing.T) {
+	t.Parallel()
+	env, _ := newTestEnv(t)
+	env.Config.TierMode = bootstrap.TierEnforced
+	env.Config.User = "root"
+	_, err := UserPrivileges{}.check(context.Background(), env, host{})
+	if err == nil || !strings.Contains(err.Error(), "uid 0") || !strings.Contains(err.Error(), "set [ccboot] user") {
+		t.Errorf("error: %v", err)
+	}
+}
