@@ -156,6 +156,11 @@ func realNftScenario(t *testing.T) {
 		}
 	}
 
+	// An IPv6 socket connecting to the v4-mapped address sends IPv4
+	// packets, which the ip daddr rule sees (family inet covers both).
+	expect("v4-mapped address", 0, "[::ffff:169.254.169.254]:80", true)
+	expect("v4-mapped address", nobodyUID, "[::ffff:169.254.169.254]:80", false)
+
 	// Root of a user namespace the user made is still the user to the
 	// filter: the socket's owner is mapped into the network namespace's
 	// owner (the host's), where it is 65534.
