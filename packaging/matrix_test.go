@@ -23,6 +23,11 @@ const (
 	foreignRole   = "a role in another account¹"
 	ec2Service    = "service `ec2.<URLSuffix>`"
 	lambdaService = "service `lambda.<URLSuffix>`"
+	// The same sessions with Bedrock making the call on their behalf (its
+	// Marketplace subscription on a first invoke): aws:CalledViaLast.
+	instanceViaBedrock = "instance role, through Bedrock³"
+	readOnlyViaBedrock = "ReadOnly, through Bedrock³"
+	elevatedViaBedrock = "Elevated, through Bedrock³"
 )
 
 // Targets of the permission matrix.
@@ -38,6 +43,19 @@ const (
 )
 
 var invoke = []string{"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+
+// bedrockSubscribes is what Bedrock asks of the caller when it subscribes
+// the account to a model on its first invoke (Anthropic's Claude Code IAM
+// policy; AWS's "Grant IAM permissions to request access to Amazon Bedrock
+// foundation models"); agreements are what a tier must not touch itself.
+var (
+	bedrockSubscribes = []string{"aws-marketplace:Subscribe", "aws-marketplace:ViewSubscriptions"}
+	agreements        = []string{"aws-marketplace:Subscribe", "aws-marketplace:Unsubscribe"}
+)
+
+// viaBedrock is the request context of a call Bedrock makes for a caller.
+var viaBedrock = map[string]any{"aws:CalledVia": []string{"bedrock.amazonaws.com"}, "aws:CalledViaFirst": "bedrock.amazonaws.com",
+	"aws:CalledViaLast": "bedrock.amazonaws.com", "aws:ViaAWSService": "true"}
 
 // matrixRow: who may (or may not) do actions on targets, in every partition.
 type matrixRow struct {
@@ -56,6 +74,7 @@ func permissionMatrix() []matrixRow {
 		{instanceRole, invoke, []string{bedrockModels}, false},
 		{instanceRole, []string{"bedrock:ListInferenceProfiles", "s3:ListAllMyBuckets"}, []string{anyResource}, false},
 		{instanceRole, []string{"s3:CreateBucket"}, []string{aBucket}, false},
+		{instanceViaBedrock, bedrockSubscribes, []string{anyResource}, false},
 		{instanceRole, []string{"ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
 			"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel", "ec2messages:GetMessages"}, []string{anyResource}, true},
 
@@ -65,6 +84,9 @@ func permissionMatrix() []matrixRow {
 		{readOnly, []string{"iam:CreateUser"}, []string{aUser}, false},
 		{readOnly, invoke, []string{bedrockModels}, true},
 		{readOnly, []string{"bedrock:ListInferenceProfiles", "bedrock:ListFoundationModels"}, []string{anyResource}, true},
+		{readOnly, []string{"bedrock:GetFoundationModelAvailability"}, []string{anyResource}, true},
+		{readOnlyViaBedrock, bedrockSubscribes, []string{anyResource}, true},
+		{readOnly, append(agreements, "aws-marketplace:ViewSubscriptions"), []string{anyResource}, false},
 		{readOnly, []string{"sts:AssumeRole"}, []string{elevatedRole}, true},
 
 		{elevated, []string{"s3:CreateBucket"}, []string{aBucket}, true},
@@ -73,6 +95,8 @@ func permissionMatrix() []matrixRow {
 		{elevated, []string{"iam:AttachRolePolicy"}, []string{elevatedRole, readOnlyRole}, false},
 		{elevated, []string{"organizations:CreateAccount", "organizations:LeaveOrganization", "organizations:InviteAccountToOrganization"}, []string{anyResource}, false},
 		{elevated, invoke, []string{bedrockModels}, true},
+		{elevatedViaBedrock, bedrockSubscribes, []string{anyResource}, true},
+		{elevated, agreements, []string{anyResource}, false},
 		{elevated, []string{"sts:AssumeRole"}, []string{readOnlyRole}, false},
 
 		{otherRole, []string{"sts:AssumeRole"}, []string{readOnlyRole, elevatedRole, instRole}, false},
@@ -108,6 +132,7 @@ type caller struct {
 	principalArn string // aws:PrincipalArn ("" for a service)
 	account      string
 	identity     []namedPolicy
+	context      map[string]any // request context beyond the principal's keys
 }
 
 var allowAll = map[string]any{"Version": "2012-10-17", "Statement": []any{map[string]any{"Effect": "Allow", "Action": "*", "Resource": "*"}}}
@@ -140,10 +165,17 @@ func stackCallers(st stack, roles map[string]*iamRole) (map[string]caller, map[s
 	cfg := bootstrap.DefaultConfig()
 	p := st.Partition
 	all := []namedPolicy{{Name: "AllowAll", Policy: allowAll}}
+	through := func(c caller) caller {
+		c.context = viaBedrock
+		return c
+	}
 	return map[string]caller{
-		instanceRole: session(byTier[instRole], instanceID),
-		readOnly:     session(byTier[readOnlyRole], cfg.ReadOnlySessionName),
-		elevated:     session(byTier[elevatedRole], cfg.ElevatedSessionName),
+		instanceRole:       session(byTier[instRole], instanceID),
+		readOnly:           session(byTier[readOnlyRole], cfg.ReadOnlySessionName),
+		elevated:           session(byTier[elevatedRole], cfg.ElevatedSessionName),
+		instanceViaBedrock: through(session(byTier[instRole], instanceID)),
+		readOnlyViaBedrock: through(session(byTier[readOnlyRole], cfg.ReadOnlySessionName)),
+		elevatedViaBedrock: through(session(byTier[elevatedRole], cfg.ElevatedSessionName)),
 		otherRole: {principal: fmt.Sprintf("arn:%s:sts::%s:assumed-role/admin/alice", p, testAccount),
 			principalArn: fmt.Sprintf("arn:%s:iam::%s:role/admin", p, testAccount), account: testAccount, identity: all},
 		otherUser: {principal: fmt.Sprintf("arn:%s:iam::%s:user/bob", p, testAccount),
@@ -257,6 +289,9 @@ func matrixChecks(st stack, roles map[string]*iamRole, full bool) ([]simCheck, e
 					if c.principalArn != "" {
 						ctx["aws:PrincipalArn"] = c.principalArn
 						ctx["aws:PrincipalAccount"] = c.account
+					}
+					for k, v := range c.context {
+						ctx[k] = v
 					}
 					identity := c.identity
 					if identity == nil {
@@ -404,6 +439,19 @@ type mutation struct {
 	caughtBy       string // TestPermissionMatrix, TestTemplatePolicyActions or TestTemplateResourceSpec
 }
 
+// noDirectAgreements is the template's Deny of Marketplace agreements made
+// other than through Bedrock.
+const noDirectAgreements = `          - Sid: NoDirectMarketplaceAgreements
+            Effect: Deny
+            Action:
+              - aws-marketplace:Subscribe
+              - aws-marketplace:Unsubscribe
+            Resource: "*"
+            Condition:
+              StringNotEquals:
+                aws:CalledViaLast: bedrock.amazonaws.com
+`
+
 func templateMutations() []mutation {
 	return []mutation{
 		{"ReadOnly trust widened to the account",
@@ -416,6 +464,11 @@ func templateMutations() []mutation {
 		{"Bedrock granted to the instance role",
 			"        - !Sub arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore\n",
 			"        - !Sub arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore\n        - !Ref BedrockPolicy\n", "TestPermissionMatrix"},
+		{"Subscribe without the CalledViaLast condition",
+			"            Resource: \"*\"\n            Condition:\n              StringEquals:\n                aws:CalledViaLast: bedrock.amazonaws.com\n",
+			"            Resource: \"*\"\n", "TestPermissionMatrix"},
+		{"direct Marketplace agreements not denied (PowerUserAccess allows them)", noDirectAgreements, "", "TestPermissionMatrix"},
+		{"Marketplace grant dropped", "              - aws-marketplace:ViewSubscriptions\n", "", "TestPermissionMatrix"},
 		{"global inference profiles' Region-less model ARN not covered",
 			"arn:${AWS::Partition}:bedrock:*::foundation-model/*", "arn:${AWS::Partition}:bedrock:*-*::foundation-model/*", "TestPermissionMatrix"},
 		{"misspelled property", "HttpTokens: required", "HttpToken: required", "TestTemplateResourceSpec"},

@@ -320,6 +320,9 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			}
 		}
 	}
+	if n := loneCRLine(string(content)); n > 0 {
+		return nil, fmt.Errorf("line %d: a carriage return without a newline, which the AWS CLI reads as a line break and the AWS SDKs do not; fix or move it away and rerun", n)
+	}
 	// Our own pass first: it knows line numbers.
 	lines, err := parseINILines(string(content))
 	if err != nil {
@@ -346,23 +349,22 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			appendSections = append(appendSections, s)
 			continue
 		}
-		last := start // insertion point: the section's last key or continuation
+		if canonical := "[" + s.name + "]"; lines[start].text != canonical {
+			replace[start] = canonical // [profile  X], [ profile X ], a comment after it...
+		}
+		found, err := editSectionBody(lines, start, end, s, drop)
+		if err != nil {
+			return nil, fmt.Errorf("%v; fix or move it away and rerun", err)
+		}
+		last := start // insertion point: the section's last key or continuation we keep
 		for i := start + 1; i < end; i++ {
-			if lines[i].kind == lineKey || lines[i].kind == lineCont {
+			if (lines[i].kind == lineKey || lines[i].kind == lineCont) && !drop[i] {
 				last = i
 			}
 		}
 		for _, kv := range s.keys {
-			at := -1
-			for i := start + 1; i < end; i++ {
-				if lines[i].kind == lineKey && lines[i].name == kv[0] {
-					if at >= 0 {
-						return nil, fmt.Errorf("line %d: [%s] %s is set twice (also on line %d), which the AWS CLI rejects; fix or move it away and rerun", i+1, s.name, kv[0], at+1)
-					}
-					at = i
-				}
-			}
-			if at < 0 {
+			at, ok := found[kv[0]]
+			if !ok {
 				insertAfter[last] = append(insertAfter[last], kv[0]+" = "+kv[1])
 				continue
 			}
@@ -371,10 +373,17 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			for i := at + 1; i < end && lines[i].kind == lineCont; i++ {
 				conts++
 			}
-			if l.value() == kv[1] && conts == 0 {
+			plain := plainKeyLine.MatchString(l.text)
+			if plain && l.value() == kv[1] && conts == 0 {
 				continue
 			}
-			replace[at] = l.withValue(kv[1])
+			if plain {
+				replace[at] = l.withValue(kv[1])
+			} else {
+				// "  REGION : x" reads as region only for some of the
+				// AWS tools (the JS SDK folds no case and knows no ":").
+				replace[at] = kv[0] + " = " + kv[1]
+			}
 			for i := at + 1; i <= at+conts; i++ {
 				drop[i] = true
 			}
@@ -425,7 +434,63 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	if err := verifyAWSConfig(out, sections); err != nil {
 		return nil, err
 	}
+	// The result must be what the SDKs read: ccboot never calls a file in
+	// sync that VetAWSConfigFile (doctor) refuses.
+	if err := vetAWSConfig(out, sections); err != nil {
+		msg, _, _ := strings.Cut(err.Error(), "; fix: ")
+		return nil, fmt.Errorf("cannot edit it safely (%s); fix or move it away and rerun", msg)
+	}
 	return out, nil
+}
+
+// editSectionBody walks the body of managed section s (lines start+1 to
+// end) the way aws-sdk-go-v2 reads it: an indented key = value line is a
+// key of its own, not a continuation. It returns the line of each of
+// ccboot's keys, and marks in drop what must go: in a profile ccboot owns,
+// every line but ccboot's keys, harmlessProfileKeys, comments and blank
+// lines; in [default] (the user's profile too), indented lines that some
+// tool would read as one of ccboot's keys. A line that only some tools read
+// as a section header is refused: ccboot cannot tell whose keys follow it.
+func editSectionBody(lines []iniLine, start, end int, s awsSection, drop map[int]bool) (map[string]int, error) {
+	want := map[string]bool{}
+	for _, kv := range s.keys {
+		want[kv[0]] = true
+	}
+	strict := strings.HasPrefix(s.name, "profile ")
+	found := map[string]int{}
+	for i := start + 1; i < end; i++ {
+		l := lines[i]
+		t := l.text
+		trimmed := strings.TrimFunc(t, isINISpace)
+		switch {
+		case trimmed == "" || t[0] == '#' || t[0] == ';':
+			continue
+		case strings.HasPrefix(trimmed, "["):
+			return nil, fmt.Errorf("line %d: [%s] has a line the AWS tools disagree on as a section header (write headers as [name] at the start of a line)", i+1, s.name)
+		}
+		if l.kind == lineKey && want[l.name] {
+			if at, dup := found[l.name]; dup {
+				return nil, fmt.Errorf("line %d: [%s] %s is set twice (also on line %d), which the AWS CLI rejects", i+1, s.name, l.name, at+1)
+			}
+			found[l.name] = i
+			continue
+		}
+		indented := isINISpace([]rune(t)[0])
+		switch {
+		case !strict:
+			if indented && want[goKeyName(t)] {
+				drop[i] = true
+			}
+		case indented:
+			drop[i] = true // a key for the SDKs, a value's next line for the CLI
+		default:
+			m := plainKeyLine.FindStringSubmatch(t)
+			if m == nil || !harmlessProfileKeys[m[1]] || strings.HasSuffix(strings.TrimRightFunc(t, isINISpace), `\`) {
+				drop[i] = true
+			}
+		}
+	}
+	return found, nil
 }
 
 // verifyAWSConfig reads the result back with ini.v1: if the file uses syntax
@@ -624,23 +689,31 @@ func parseINILines(s string) ([]iniLine, error) {
 }
 
 // findSection returns the header line of section name and the index where
-// its body ends; start is -1 when it is absent. A duplicated managed section
-// is an error: the AWS CLI rejects such files and ccboot would have to guess
-// which one counts.
+// its body ends; start is -1 when it is absent. Every header any of the
+// AWS tools could read as name counts ([profile  X], [ profile X ],
+// [profile "X"]...), and the body ends only at a header they all agree on.
+// A managed section named twice is an error: the AWS CLI rejects such files,
+// the SDKs merge them, and ccboot would have to guess which one counts.
 func findSection(lines []iniLine, name string) (start, end int, err error) {
 	start, end = -1, len(lines)
 	for i, l := range lines {
-		if l.kind != lineSection {
+		if !headerNames(l.text, name) {
 			continue
 		}
-		if start >= 0 && end == len(lines) {
-			end = i
+		if start >= 0 {
+			return 0, 0, fmt.Errorf("line %d: section [%s] appears twice (also on line %d), which the AWS CLI rejects", i+1, name, start+1)
 		}
-		if l.name == name {
-			if start >= 0 {
-				return 0, 0, fmt.Errorf("line %d: section [%s] appears twice (also on line %d), which the AWS CLI rejects", i+1, name, start+1)
-			}
-			start, end = i, len(lines)
+		if l.kind != lineSection {
+			return 0, 0, fmt.Errorf("line %d: an indented line names section [%s], which the AWS SDKs read as a section header and the AWS CLI as part of a value", i+1, name)
+		}
+		start = i
+	}
+	if start < 0 {
+		return -1, end, nil
+	}
+	for i := start + 1; i < len(lines); i++ {
+		if isAgreedHeader(lines[i].text) {
+			return start, i, nil
 		}
 	}
 	return start, end, nil

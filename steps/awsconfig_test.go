@@ -82,10 +82,12 @@ func TestAWSConfigMergeIntoExisting(t *testing.T) {
 	checkGolden(t, "aws-config-merged.ini", got)
 
 	// Independently of the golden file: every line the user wrote, except
-	// the two managed values that were wrong, is still there in order.
+	// the two managed values that were wrong and the key ccboot does not
+	// allow in its profiles, is still there in order.
 	replaced := map[string]bool{
 		"region = us-east-1 ; old region":                    true,
 		"role_arn = arn:aws:iam::111122223333:role/old-role": true,
+		"duration_seconds=3600":                              true,
 	}
 	outLines := strings.Split(string(got), "\n")
 	j := 0
@@ -144,9 +146,9 @@ func TestMergeAWSConfigCases(t *testing.T) {
 		{"no trailing newline",
 			"[default]\nregion=us-east-1",
 			"[default]\nregion=eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
-		{"key case-insensitive, prefix as written",
+		{"a managed key only some tools read as one is rewritten plainly",
 			"[default]\n  REGION : us-east-1\n",
-			"[default]\n  REGION : eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
+			mergedTestConfig},
 		{"empty value",
 			"[default]\nregion =\n",
 			"[default]\nregion = eu-west-1\n" + mergedTestConfig[len("[default]\nregion = eu-west-1\n"):]},
@@ -535,8 +537,12 @@ func cliValues(kv map[string]string) string {
 }
 
 // FuzzMergeAWSConfig: for any file the merge accepts, merging is
-// idempotent, the result parses and holds every managed value, and every
-// section ccboot does not manage reads back with the same keys and values.
+// idempotent, the result parses and holds every managed value, every
+// section ccboot does not manage reads back with the same keys and values
+// and its lines are unchanged, and (the differential oracle) aws-sdk-go-v2's
+// own loader reads the managed profiles as exactly ccboot's values, nothing
+// else. Whenever VetAWSConfigFile's check passes a file, the SDK must read
+// it that way too.
 func FuzzMergeAWSConfig(f *testing.F) {
 	seed, err := os.ReadFile("testdata/golden/aws-config-existing.in")
 	if err != nil {
@@ -553,7 +559,18 @@ func FuzzMergeAWSConfig(f *testing.F) {
 	for _, s := range testSections() {
 		managed[s.name] = true
 	}
+	namesManaged := func(section string) bool {
+		for name := range managed {
+			if headerNames("["+section+"]", name) {
+				return true
+			}
+		}
+		return false
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
+		if vetAWSConfig(in, managedProfiles()) == nil {
+			assertSDKSeesCCBoot(t, in)
+		}
 		out, err := mergeAWSConfig(in, testSections())
 		if err != nil {
 			return // refused: the file is left alone
@@ -568,6 +585,13 @@ func FuzzMergeAWSConfig(f *testing.F) {
 		if err := verifyAWSConfig(out, testSections()); err != nil {
 			t.Fatalf("result does not hold the managed values: %v", err)
 		}
+		if err := vetAWSConfig(out, testSections()); err != nil {
+			t.Fatalf("result fails the vet: %v\ninput %q\nout %q", err, in, out)
+		}
+		assertSDKSeesCCBoot(t, out)
+		if a, b := userPart(t, in), userPart(t, out); a != b {
+			t.Fatalf("lines outside the managed sections changed:\ninput %q\nout %q", in, out)
+		}
 		before, err := ini.LoadSources(iniLoadOptions, in)
 		if err != nil {
 			t.Fatalf("accepted an input ini.v1 cannot parse: %v", err)
@@ -577,7 +601,7 @@ func FuzzMergeAWSConfig(f *testing.F) {
 			t.Fatalf("result does not parse: %v", err)
 		}
 		for _, sec := range before.Sections() {
-			if managed[sec.Name()] {
+			if managed[sec.Name()] || namesManaged(sec.Name()) {
 				continue
 			}
 			got, err := after.GetSection(sec.Name())

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/bedrock"
 	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime"
@@ -24,21 +25,24 @@ import (
 type state struct {
 	env         *Env
 	instanceCfg aws.Config // SDK settings only, with the instance role's credentials
-	readOnlyCfg aws.Config // the ReadOnly profile as the user's config resolves it
-	elevatedCfg aws.Config // the Elevated one
+	readOnlyCfg aws.Config // ccboot's ReadOnly tier: the instance role assumes ReadOnly
+	elevatedCfg aws.Config // ccboot's Elevated tier: ReadOnly assumes Elevated
 }
 
-// loadConfig builds an SDK config the way Claude Code's SDK would for the
-// target user, with the operator's shell kept out: the user's file is the
-// only shared config file, there is no credentials file, the profile is set
-// here (so AWS_PROFILE and AWS_ACCESS_KEY_ID... are not consulted), IMDS is
-// ccboot's endpoint and enabled whatever AWS_EC2_METADATA_DISABLED says, and
-// the Region is the one ccboot writes as AWS_REGION. profile "" loads an
-// empty file instead (the instance role's own checks).
-func (s *state) loadConfig(ctx context.Context, profile string) (aws.Config, error) {
+// loadConfig builds root's SDK settings from ccboot's values and root's own
+// process environment only: an empty [default] of an in-memory file is the
+// only shared config file (so neither the user's ~/.aws/config nor the
+// operator's AWS_PROFILE / AWS_CONFIG_FILE is read), there is no
+// credentials file, the credentials are set by the caller, IMDS is
+// ccboot's endpoint and enabled whatever AWS_EC2_METADATA_DISABLED says,
+// and the Region is the one ccboot writes as AWS_REGION. Endpoint overrides
+// (AWS_ENDPOINT_URL_STS...) still come from root's environment, which is
+// the operator's, not the user's.
+func (s *state) loadConfig(ctx context.Context) (aws.Config, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithSharedCredentialsFiles([]string{}),
 		config.WithEC2IMDSClientEnableState(imds.ClientEnabled),
+		config.WithCredentialsProvider(aws.AnonymousCredentials{}),
 		// Bounded by the check's timeout; one retry for a dropped connection.
 		config.WithRetryMaxAttempts(2),
 	}
@@ -48,19 +52,12 @@ func (s *state) loadConfig(ctx context.Context, profile string) (aws.Config, err
 	if s.env.IMDSEndpoint != "" {
 		opts = append(opts, config.WithEC2IMDSEndpoint(s.env.IMDSEndpoint))
 	}
-	data := s.env.AWSConfig
-	if profile == "" {
-		// An empty [default] of a file of its own: AWS_PROFILE cannot name
-		// another; the credentials are the instance role's, set by the caller.
-		data, profile = []byte("[default]\n"), "default"
-		opts = append(opts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
-	}
 	var cfg aws.Config
-	err := withMemFile(data, func(path string) error {
+	err := withMemFile([]byte("[default]\n"), func(path string) error {
 		var err error
 		cfg, err = config.LoadDefaultConfig(ctx, append(opts,
 			config.WithSharedConfigFiles([]string{path}),
-			config.WithSharedConfigProfile(profile))...)
+			config.WithSharedConfigProfile("default"))...)
 		return err
 	})
 	return cfg, err
@@ -68,7 +65,7 @@ func (s *state) loadConfig(ctx context.Context, profile string) (aws.Config, err
 
 func checkIMDS(ctx context.Context, s *state) outcome {
 	const fix = "attach the stack's instance profile (claudecode-ec2-STACK) to the instance and keep IMDS enabled with a hop limit that reaches this host; if IMDS is elsewhere set [ccboot] imds_endpoint"
-	cfg, err := s.loadConfig(ctx, "")
+	cfg, err := s.loadConfig(ctx)
 	if err != nil {
 		return fail("SDK settings: "+describe(err), "fix the AWS_* variable named above")
 	}
@@ -92,10 +89,12 @@ func checkIMDS(ctx context.Context, s *state) outcome {
 	return pass("instance role %s: credentials from IMDS", role)
 }
 
-// checkTier resolves t's profile from the user's file and asks STS who it
-// is: assumed-role/<role name>/<session name> of the expected role.
-func (s *state) checkTier(ctx context.Context, t *Tier, keep *aws.Config) outcome {
+// checkAWSConfigFile compares the user's ~/.aws/config, read as text by
+// the aws-config step's own vet, with what ccboot wrote. Nothing in the
+// file is acted on: the tier checks build the chain from ccboot's values.
+func checkAWSConfigFile(_ context.Context, s *state) outcome {
 	const repair = "run `sudo ccboot repair --only aws-config`"
+	// The vet compares with the Region and role ARNs ccboot computes.
 	switch {
 	case s.env.RegionErr != nil:
 		return setupErr(s.env.RegionErr)
@@ -103,34 +102,46 @@ func (s *state) checkTier(ctx context.Context, t *Tier, keep *aws.Config) outcom
 		return setupErr(s.env.RolesErr)
 	case s.env.AWSConfigErr != nil:
 		return fail(s.env.AWSConfigErr.Error(), repair)
-	}
-	if err := vetChain(s.env.AWSConfig, t.Profile); err != nil {
-		return fail(err.Error(), "remove it from the profile (ccboot writes credential_source / source_profile chains only), or "+repair+" after moving the file away")
-	}
-	cfg, err := s.loadConfig(ctx, t.Profile)
-	if err != nil {
-		var notExist config.SharedConfigProfileNotExistError
-		if errors.As(err, &notExist) {
-			return fail(fmt.Sprintf("~/.aws/config has no [profile %s]", t.Profile), repair)
+	case s.env.AWSConfigVet != nil:
+		// The vet's error is "cause; fix: what to do" in one line.
+		detail, fix, ok := strings.Cut(s.env.AWSConfigVet.Error(), "; fix: ")
+		if !ok {
+			fix = "remove what the line above names from ccboot's profiles, or " + repair
 		}
-		return fail(fmt.Sprintf("[profile %s]: %s", t.Profile, describe(err)), repair)
+		return fail(detail, fix)
+	}
+	return pass("[profile %s] and [profile %s] hold exactly what ccboot wrote", s.env.ReadOnly.Profile, s.env.Elevated.Profile)
+}
+
+// checkTier assumes t's role with source's credentials, the session name
+// ccboot writes for t's profile, and asks STS who it is:
+// assumed-role/<role name>/<session name> of the expected role. On success
+// keep holds the tier's SDK settings for the checks that need them.
+func (s *state) checkTier(ctx context.Context, t *Tier, source aws.Config, keep *aws.Config) outcome {
+	switch {
+	case s.env.RegionErr != nil:
+		return setupErr(s.env.RegionErr)
+	case s.env.RolesErr != nil:
+		return setupErr(s.env.RolesErr)
 	}
 	want, err := assumedRoleARN(t.RoleARN, t.Session)
 	if err != nil {
 		return setupErr(err)
 	}
+	cfg := source.Copy()
+	cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(source), t.RoleARN,
+		func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = t.Session }))
 	out, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
 		return fail(fmt.Sprintf("[profile %s]: %s", t.Profile, describe(err)), s.tierFix(t, err))
 	}
 	got := aws.ToString(out.Arn)
 	if got != want {
-		return fail(fmt.Sprintf("[profile %s] resolves to %s, want %s", t.Profile, got, want), repair)
+		return fail(fmt.Sprintf("[profile %s]: STS says %s, want %s", t.Profile, got, want),
+			"check the STS endpoint (AWS_ENDPOINT_URL_STS) and [aws] "+strings.ToLower(t.Label)+"_role_arn: AssumeRole of "+t.RoleARN+" must give this session")
 	}
-	if keep != nil {
-		*keep = cfg
-	}
-	return pass("%s via [profile %s]", got, t.Profile)
+	*keep = cfg
+	return pass("%s: ccboot's chain for [profile %s]", got, t.Profile)
 }
 
 // tierFix says which link to fix when resolving a tier failed.
@@ -149,7 +160,7 @@ func (s *state) tierFix(t *Tier, err error) string {
 	case unreachable(err):
 		return "cannot reach STS: give the instance a route to it (NAT gateway, or an sts VPC interface endpoint); AWS_ENDPOINT_URL_STS overrides the endpoint"
 	}
-	return "check the error above; `sudo ccboot repair --only aws-config` rewrites the profile"
+	return fmt.Sprintf("check the error above: STS must let ccboot's chain assume %s with session name %s", t.RoleARN, t.Session)
 }
 
 // assumedRoleARN is the caller ARN STS reports for a session of roleARN:

@@ -1,14 +1,16 @@
 // Package doctor checks, live, the access chain Claude Code will use on this
 // instance: the instance role's credentials from IMDS, the ReadOnly and
-// Elevated profiles of the target user's ~/.aws/config as the AWS SDK
-// resolves them, the configured model in the Region, and that the instance
-// role alone cannot use Bedrock.
+// Elevated tiers ccboot writes into the target user's ~/.aws/config, the
+// configured model in the Region, and that the instance role alone cannot
+// use Bedrock.
 //
-// Everything goes through the AWS SDK for Go v2, as Claude Code's own SDK
-// would: shared-config loading (credential_source, source_profile, STS
-// AssumeRole), STS and the Bedrock control plane. Endpoints come from the
-// SDK's standard settings (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_STS,
-// AWS_ENDPOINT_URL_BEDROCK), which is how tests point it at loopback.
+// doctor runs as root and the user may edit ~/.aws/config, so root's SDK
+// never reads that file: the chain is built from ccboot's own values
+// (IMDS credentials, then STS AssumeRole of ccboot's role ARNs with its
+// session names), and a separate check compares the file, as text, with
+// what ccboot wrote. Endpoints come from root's process environment only
+// (AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL_BEDROCK...), which is how tests
+// point the SDK at loopback.
 package doctor
 
 import (
@@ -38,10 +40,13 @@ type Env struct {
 	ReadOnly Tier
 	Elevated Tier
 	RolesErr error // the role ARNs could not be configured or derived
-	// AWSConfig is the target user's ~/.aws/config, read without following
-	// links; AWSConfigErr when it could not be read.
-	AWSConfig    []byte
+	// AWSConfigErr: the target user's ~/.aws/config could not be read
+	// (missing, a link, too large). AWSConfigVet: what the aws-config
+	// step's vet found wrong in it, read as text (nil: exactly ccboot's
+	// profiles). Only the aws-config-file check uses them: root's SDK never
+	// reads the user's file.
 	AWSConfigErr error
+	AWSConfigVet error
 	// IMDSEndpoint is ccboot's: "" means the SDK's default (or
 	// AWS_EC2_METADATA_SERVICE_ENDPOINT), as for `ccboot run`.
 	IMDSEndpoint string
@@ -86,6 +91,7 @@ func fail(detail, fix string) outcome { return outcome{detail: detail, fix: fix}
 // Check names.
 const (
 	IMDSCredentials = "imds-credentials"
+	AWSConfigFile   = "aws-config-file"
 	ReadOnlyProfile = "readonly-profile"
 	ElevatedProfile = "elevated-profile"
 	BedrockModel    = "bedrock-model"
@@ -98,9 +104,15 @@ const (
 func Checks() []Check {
 	return []Check{
 		{Name: IMDSCredentials, run: checkIMDS},
-		{Name: ReadOnlyProfile, Needs: []string{IMDSCredentials}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.ReadOnly, &s.readOnlyCfg) }},
-		{Name: ElevatedProfile, Needs: []string{ReadOnlyProfile}, run: func(ctx context.Context, s *state) outcome { return s.checkTier(ctx, &s.env.Elevated, &s.elevatedCfg) }},
+		{Name: AWSConfigFile, run: checkAWSConfigFile},
+		{Name: ReadOnlyProfile, Needs: []string{IMDSCredentials}, run: func(ctx context.Context, s *state) outcome {
+			return s.checkTier(ctx, &s.env.ReadOnly, s.instanceCfg, &s.readOnlyCfg)
+		}},
+		{Name: ElevatedProfile, Needs: []string{ReadOnlyProfile}, run: func(ctx context.Context, s *state) outcome {
+			return s.checkTier(ctx, &s.env.Elevated, s.readOnlyCfg, &s.elevatedCfg)
+		}},
 		{Name: BedrockModel, Needs: []string{ReadOnlyProfile}, run: checkModel},
+		{Name: ModelAccess, Needs: []string{BedrockModel}, run: checkModelAccess},
 		{Name: ReadOnlyInvoke, Needs: []string{BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.ReadOnly, s.readOnlyCfg) }},
 		{Name: ElevatedInvoke, Needs: []string{ElevatedProfile, BedrockModel}, run: func(ctx context.Context, s *state) outcome { return s.checkInvoke(ctx, &s.env.Elevated, s.elevatedCfg) }},
 		{Name: InstanceNoModel, Needs: []string{IMDSCredentials}, run: checkInstanceNoBedrock},

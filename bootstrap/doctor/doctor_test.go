@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,23 +14,6 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
 )
 
-// awsConfig is ~/.aws/config as the aws-config step writes it for the demo stack.
-const awsConfig = `[default]
-region = eu-west-1
-
-[profile claudecode-readonly]
-role_arn = arn:aws:iam::111122223333:role/claudecode-readonly-demo
-credential_source = Ec2InstanceMetadata
-role_session_name = claudecode-readonly-session
-region = eu-west-1
-
-[profile claudecode-elevated]
-role_arn = arn:aws:iam::111122223333:role/claudecode-elevated-demo
-source_profile = claudecode-readonly
-role_session_name = claudecode-elevated-session
-region = eu-west-1
-`
-
 // setup starts AWS's metadata mock and the fake STS/Bedrock, points the SDK
 // at the fake through AWS_ENDPOINT_URL_STS and AWS_ENDPOINT_URL_BEDROCK, and
 // fills the environment with an
@@ -39,10 +23,9 @@ func setup(t *testing.T) (*doctortest.Fake, *Env) {
 	t.Helper()
 	imds := aemmtest.Start(t, aemmtest.Default())
 	fake := doctortest.New(t, "111122223333", "eu-west-1")
-	// Per service: the SDK resolves the global AWS_ENDPOINT_URL after the
-	// credential chain, so the chain's own AssumeRole would not see it (it
-	// would go to the real STS). The global one is a closed loopback port,
-	// so any client left unconfigured fails here instead of leaving it.
+	// Per service, and the global one on a closed loopback port, so a
+	// client that ignored the per-service setting fails here instead of
+	// leaving loopback.
 	t.Setenv("AWS_ENDPOINT_URL_STS", fake.URL)
 	t.Setenv("AWS_ENDPOINT_URL_BEDROCK", fake.URL)
 	t.Setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake.URL)
@@ -60,7 +43,6 @@ func setup(t *testing.T) (*doctortest.Fake, *Env) {
 		Region: "eu-west-1", Model: "eu.anthropic.claude-sonnet-4-6",
 		ReadOnly:     Tier{"ReadOnly", "claudecode-readonly", "arn:aws:iam::111122223333:role/claudecode-readonly-demo", "claudecode-readonly-session"},
 		Elevated:     Tier{"Elevated", "claudecode-elevated", "arn:aws:iam::111122223333:role/claudecode-elevated-demo", "claudecode-elevated-session"},
-		AWSConfig:    []byte(awsConfig),
 		IMDSEndpoint: imds,
 		Timeout:      20 * time.Second,
 	}
@@ -102,8 +84,9 @@ func TestAllPass(t *testing.T) {
 	}
 	m := byName(t, rs)
 	want(t, m, IMDSCredentials, true, "instance role baskinc-role", "")
-	want(t, m, ReadOnlyProfile, true, "arn:aws:sts::111122223333:assumed-role/claudecode-readonly-demo/claudecode-readonly-session via [profile claudecode-readonly]", "")
-	want(t, m, ElevatedProfile, true, "arn:aws:sts::111122223333:assumed-role/claudecode-elevated-demo/claudecode-elevated-session via [profile claudecode-elevated]", "")
+	want(t, m, AWSConfigFile, true, "[profile claudecode-readonly] and [profile claudecode-elevated] hold exactly what ccboot wrote", "")
+	want(t, m, ReadOnlyProfile, true, "arn:aws:sts::111122223333:assumed-role/claudecode-readonly-demo/claudecode-readonly-session: ccboot's chain for [profile claudecode-readonly]", "")
+	want(t, m, ElevatedProfile, true, "arn:aws:sts::111122223333:assumed-role/claudecode-elevated-demo/claudecode-elevated-session: ccboot's chain for [profile claudecode-elevated]", "")
 	want(t, m, BedrockModel, true, "eu.anthropic.claude-sonnet-4-6 in eu-west-1: inference profile", "")
 	want(t, m, ReadOnlyInvoke, true, "the ReadOnly role may invoke eu.anthropic.claude-sonnet-4-6", "")
 	want(t, m, ElevatedInvoke, true, "the Elevated role may invoke eu.anthropic.claude-sonnet-4-6", "")
@@ -111,6 +94,10 @@ func TestAllPass(t *testing.T) {
 	// Every request was signed by a key of the chain, none by the
 	// operator's AWS_ACCESS_KEY_ID; the model was described by ReadOnly and
 	// the fail-safe asked as the instance role.
+	// Exactly ccboot's two roles were assumed, each once (the caches).
+	if got := strings.Join(fake.AssumeRoleARNs(), ","); got != env.ReadOnly.RoleARN+","+env.Elevated.RoleARN {
+		t.Errorf("AssumeRole of %s, want ccboot's ReadOnly then Elevated", got)
+	}
 	calls := strings.Join(fake.Calls(), "\n")
 	for _, c := range fake.Calls() {
 		if strings.HasSuffix(c, " ") {
@@ -243,47 +230,76 @@ func TestIMDSUnreachable(t *testing.T) {
 	want(t, m, InstanceNoModel, false, "skipped: imds-credentials failed", "")
 }
 
-// A profile that resolves to another session than ccboot wrote fails, and
-// so does a missing profile.
-func TestProfileDrift(t *testing.T) {
+// What the aws-config step's vet found in the user's file fails its own
+// line, split into the cause and the fix; the tiers, built from ccboot's
+// values, are not affected by it.
+func TestAWSConfigFile(t *testing.T) {
 	_, env := setup(t)
-	env.AWSConfig = []byte(strings.Replace(awsConfig, "role_session_name = claudecode-readonly-session", "role_session_name = someone", 1))
+	env.AWSConfigVet = errors.New("~/.aws/config line 9: [profile claudecode-readonly] sets credential_process, which root will not trust; fix: remove the line")
 	m := byName(t, Run(context.Background(), env))
-	want(t, m, ReadOnlyProfile, false, "resolves to arn:aws:sts::111122223333:assumed-role/claudecode-readonly-demo/someone, want arn:aws:sts::111122223333:assumed-role/claudecode-readonly-demo/claudecode-readonly-session", "ccboot repair --only aws-config")
+	want(t, m, AWSConfigFile, false, "~/.aws/config line 9: [profile claudecode-readonly] sets credential_process, which root will not trust", "remove the line")
+	if r := m[AWSConfigFile]; strings.Contains(r.Detail, "fix:") {
+		t.Errorf("the fix is left in the detail: %q", r.Detail)
+	}
+	want(t, m, ReadOnlyProfile, true, "", "")
+	want(t, m, ElevatedProfile, true, "", "")
 
-	env.AWSConfig = []byte("[default]\nregion = eu-west-1\n")
+	env.AWSConfigVet = errors.New("~/.aws/config has a problem")
 	m = byName(t, Run(context.Background(), env))
-	want(t, m, ReadOnlyProfile, false, "~/.aws/config has no [profile claudecode-readonly]", "ccboot repair --only aws-config")
+	want(t, m, AWSConfigFile, false, "~/.aws/config has a problem", "ccboot repair --only aws-config")
+
+	env.AWSConfigVet, env.AWSConfigErr = nil, errors.New("/home/ec2-user/.aws/config does not exist (the aws-config step writes it for ec2-user)")
+	m = byName(t, Run(context.Background(), env))
+	want(t, m, AWSConfigFile, false, "does not exist", "ccboot repair --only aws-config")
 }
 
-// doctor runs as root on a file the user may edit: a credential_process
-// anywhere in the chain is refused, never run.
-func TestCredentialProcessNotRun(t *testing.T) {
+// The tiers assume the role ARNs and session names ccboot computed (Env),
+// and a role ARN that is not one is reported before any request.
+func TestTierUsesCCBootValues(t *testing.T) {
 	_, env := setup(t)
-	marker := filepath.Join(t.TempDir(), "ran")
+	env.ReadOnly.Session = "someone"
+	m := byName(t, Run(context.Background(), env))
+	want(t, m, ReadOnlyProfile, true, "assumed-role/claudecode-readonly-demo/someone", "")
+	env.ReadOnly.RoleARN = "arn:aws:iam::111122223333:user/claudecode-readonly-demo"
+	m = byName(t, Run(context.Background(), env))
+	want(t, m, ReadOnlyProfile, false, "is not arn:PARTITION:iam::ACCOUNT:role/NAME", "fix the cause above")
+}
+
+// doctor runs as root: no shared config file on disk is loaded by its SDK.
+// The operator's AWS_CONFIG_FILE and root's $HOME/.aws/config both name a
+// credential_process, an IMDS endpoint and a [services] STS endpoint for
+// every profile doctor could pick. Only the global AWS_ENDPOINT_URL names
+// the fake, which a [services] entry would override: the program never
+// runs, and the tiers resolve through ccboot's chain.
+func TestCredentialProcessNotRun(t *testing.T) {
+	fake, env := setup(t)
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
 	proc := "credential_process = /bin/sh -c 'touch " + marker + "'\n"
-	for _, tc := range []struct{ name, cfg string }{
-		{"readonly", strings.Replace(awsConfig, "credential_source = Ec2InstanceMetadata\n", proc, 1)},
-		{"source of elevated", awsConfig + "\n[profile evil]\n" + proc + "\n"},
-		{"environment", strings.Replace(awsConfig, "credential_source = Ec2InstanceMetadata", "credential_source = Environment", 1)},
-	} {
-		cfg := tc.cfg
-		if tc.name == "source of elevated" {
-			cfg = strings.Replace(cfg, "source_profile = claudecode-readonly", "source_profile = evil", 1)
-		}
-		env.AWSConfig = []byte(cfg)
-		m := byName(t, Run(context.Background(), env))
-		r := m[ReadOnlyProfile]
-		if tc.name == "source of elevated" {
-			r = m[ElevatedProfile]
-		}
-		if r.OK || !strings.Contains(r.Detail, "which ccboot doctor will not use as root") && !strings.Contains(r.Detail, "credential_source = Environment") {
-			t.Errorf("%s: %+v, want a refusal", tc.name, r)
-		}
+	var cfg strings.Builder
+	for _, p := range []string{"[default]", "[profile claudecode-readonly]", "[profile claudecode-elevated]"} {
+		cfg.WriteString(p + "\n" + proc + "ec2_metadata_service_endpoint = http://127.0.0.1:9\nservices = evil\n\n")
 	}
+	cfg.WriteString("[services evil]\nsts =\n  endpoint_url = http://127.0.0.1:9\n")
+	path := filepath.Join(dir, ".aws", "config")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", dir)
+	t.Setenv("AWS_CONFIG_FILE", path)
+	t.Setenv("AWS_PROFILE", "claudecode-readonly")
+	t.Setenv("AWS_ENDPOINT_URL_STS", "")
+	t.Setenv("AWS_ENDPOINT_URL", fake.URL)
+	m := byName(t, Run(context.Background(), env))
 	if _, err := os.Stat(marker); err == nil {
-		t.Fatal("doctor ran the user's credential_process")
+		t.Fatal("doctor ran a credential_process of a shared config file")
 	}
+	want(t, m, IMDSCredentials, true, "", "")
+	want(t, m, ReadOnlyProfile, true, "ccboot's chain for [profile claudecode-readonly]", "")
+	want(t, m, ElevatedProfile, true, "ccboot's chain for [profile claudecode-elevated]", "")
 }
 
 // A Bedrock that accepts the connection but never answers: the check gives

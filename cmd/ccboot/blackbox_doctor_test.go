@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,7 +90,7 @@ func TestBlackboxDoctor(t *testing.T) {
 			t.Errorf("json: %+v, want ok with a detail and no fix", res)
 		}
 	}
-	if got := strings.Join(names, ","); got != "imds-credentials,readonly-profile,elevated-profile,bedrock-model,readonly-invoke,elevated-invoke,instance-role-no-bedrock" {
+	if got := strings.Join(names, ","); got != "imds-credentials,aws-config-file,readonly-profile,elevated-profile,bedrock-model,model-access,readonly-invoke,elevated-invoke,instance-role-no-bedrock" {
 		t.Errorf("json checks %s", got)
 	}
 	for _, c := range fake.Calls() {
@@ -115,20 +117,22 @@ func TestBlackboxDoctor(t *testing.T) {
 }
 
 // A ~/.aws/config that is a link (here to a file root owns, naming another
-// role) is refused: root's SDK never reads a file the user points at.
+// role) is refused by aws-config-file, and root's SDK never reads it: the
+// tiers assume ccboot's roles only.
 func TestBlackboxDoctorRefusesLinkedAWSConfig(t *testing.T) {
 	t.Parallel()
 	root, flags := bootstrappedRoot(t)
 	fake := doctortest.New(t, "111122223333", "eu-west-1")
 	other := filepath.Join(root, "root-config")
-	data, err := os.ReadFile(filepath.Join(root, "home/ec2-user/.aws/config"))
+	cfg := filepath.Join(root, "home/ec2-user/.aws/config")
+	data, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	data = []byte(strings.ReplaceAll(string(data), "role/claudecode-readonly-demo", "role/attacker-chosen"))
 	if err := os.WriteFile(other, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(root, "home/ec2-user/.aws/config")
 	if err := os.Remove(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +140,92 @@ func TestBlackboxDoctorRefusesLinkedAWSConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := ccbootEnv(t, doctorShell(t, fake.URL), append([]string{"doctor"}, flags...)...)
-	if r.code != 1 || !strings.Contains(r.stdout, "readonly-profile         FAIL") || !strings.Contains(r.stdout, "link") {
-		t.Errorf("doctor with a linked ~/.aws/config: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	line := doctorLine(r.stdout, doctor.AWSConfigFile)
+	if r.code != 1 || !strings.HasPrefix(line, "FAIL") || !strings.Contains(line, "link") {
+		t.Errorf("doctor with a linked ~/.aws/config: exit %d, aws-config-file %q\n%s%s", r.code, line, r.stdout, r.stderr)
 	}
-	for _, c := range fake.Calls() {
-		if strings.HasPrefix(c, "sts AssumeRole") {
-			t.Errorf("the linked file was used: %s", c)
+	if l := doctorLine(r.stdout, doctor.ReadOnlyProfile); !strings.HasPrefix(l, "ok") {
+		t.Errorf("readonly-profile %q: ccboot's chain does not depend on the user's file", l)
+	}
+	asked := fake.AssumeRoleARNs()
+	for _, arn := range asked {
+		if strings.Contains(arn, "attacker-chosen") {
+			t.Errorf("the linked file was used: AssumeRole %s", arn)
+		}
+	}
+	if !slices.Contains(asked, "arn:aws:iam::111122223333:role/claudecode-readonly-demo") {
+		t.Errorf("ccboot's ReadOnly role was never assumed: %v", asked)
+	}
+}
+
+// doctorLine is the text after a check's name in doctor's text output.
+func doctorLine(stdout, check string) string {
+	for _, l := range strings.Split(stdout, "\n") {
+		if name, rest, ok := strings.Cut(l, " "); ok && name == check {
+			return strings.TrimSpace(rest)
+		}
+	}
+	return ""
+}
+
+// insertInSection returns cfg with lines added after the last line of
+// section, as a user appending to the profile would.
+func insertInSection(t *testing.T, cfg, section, lines string) string {
+	t.Helper()
+	start := strings.Index(cfg, "["+section+"]\n")
+	if start < 0 {
+		t.Fatalf("no [%s] in:\n%s", section, cfg)
+	}
+	next := len(cfg)
+	if i := strings.Index(cfg[start+1:], "\n["); i >= 0 {
+		next = start + 1 + i + 1
+	}
+	body := strings.TrimRight(cfg[:next], "\n") + "\n" + lines
+	if next == len(cfg) {
+		return body
+	}
+	return body + "\n" + cfg[next:]
+}
+
+// TestBlackboxDoctorIssue19Payload is the code execution of issue 19 as it
+// was seen: the user appends an indented credential_process (and an empty
+// credential_source) after a value of [profile claudecode-readonly]; on the
+// old code `ccboot doctor` ran the script as root. Now the script never
+// runs, aws-config-file fails naming the line, and the tiers still resolve
+// through ccboot's own chain.
+func TestBlackboxDoctorIssue19Payload(t *testing.T) {
+	t.Parallel()
+	root, flags := bootstrappedRoot(t)
+	fake := doctortest.New(t, "111122223333", "eu-west-1")
+	home := filepath.Join(root, "home/ec2-user")
+	marker := filepath.Join(home, "pwned")
+	script := filepath.Join(home, "x.sh")
+	// Prints valid credentials too, so a run would not fail doctor at once.
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nid > "+marker+"\necho '{\"Version\":1,\"AccessKeyId\":\""+doctortest.AEMMAccessKey+"\",\"SecretAccessKey\":\"x\"}'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(home, ".aws/config")
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := "output = json\n  credential_process = " + script + "\n  credential_source =\n"
+	cfg := insertInSection(t, string(data), "profile claudecode-readonly", payload)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := 1 + strings.Count(cfg[:strings.Index(cfg, "  credential_process")], "\n")
+	r := ccbootEnv(t, doctorShell(t, fake.URL), append([]string{"doctor"}, flags...)...)
+	if out, err := os.ReadFile(marker); err == nil {
+		t.Fatalf("doctor ran the user's credential_process: %s", out)
+	}
+	line := doctorLine(r.stdout, doctor.AWSConfigFile)
+	if r.code != 1 || !strings.HasPrefix(line, "FAIL") || !strings.Contains(line, fmt.Sprintf("line %d:", n)) {
+		t.Errorf("exit %d, aws-config-file %q; want FAIL naming line %d\n%s%s", r.code, line, n, r.stdout, r.stderr)
+	}
+	for _, check := range []string{doctor.ReadOnlyProfile, doctor.ElevatedProfile} {
+		if l := doctorLine(r.stdout, check); !strings.HasPrefix(l, "ok") {
+			t.Errorf("%s %q: want ok through ccboot's chain", check, l)
 		}
 	}
 }
@@ -230,10 +314,10 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	// by ccboot's own Region table before any request.
 	r, m = doctorRun(url, "--model", "arn:aws:bedrock:eu-west-1:111122223333:inference-profile/us.anthropic.claude-sonnet-4-6")
 	expect("us. profile ARN in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "ResourceNotFoundException",
-		doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
+		doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 	r, m = doctorRun(url, "--model", "us.anthropic.claude-sonnet-4-6")
 	expect("us. profile in eu-west-1", r, m, 1, map[string]string{doctor.BedrockModel: "Region eu-west-1 cannot use the us. inference profile",
-		doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
+		doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed", doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 
 	// ReadOnly's trust policy names another role: ReadOnly fails, what
 	// needs it is skipped.
@@ -243,7 +327,7 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 	r, m = doctorRun(url)
 	expect("ReadOnly trust broken", r, m, 1, map[string]string{
 		doctor.ReadOnlyProfile: "AccessDenied", doctor.ElevatedProfile: "skipped: readonly-profile failed",
-		doctor.BedrockModel: "skipped: readonly-profile failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
+		doctor.BedrockModel: "skipped: readonly-profile failed", doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
 		doctor.ElevatedInvoke: "skipped: elevated-profile, bedrock-model failed"})
 
 	// The ReadOnly role without the Bedrock read actions: neither the
@@ -254,7 +338,7 @@ func TestBlackboxDoctorStandin(t *testing.T) {
 		"              - bedrock:GetInferenceProfile\n", ""})
 	r, m = doctorRun(url)
 	expect("ReadOnly without bedrock:GetInferenceProfile", r, m, 1, map[string]string{
-		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
+		doctor.BedrockModel: "may not call bedrock:GetInferenceProfile", doctor.ModelAccess: "skipped: bedrock-model failed", doctor.ReadOnlyInvoke: "skipped: bedrock-model failed",
 		doctor.ElevatedInvoke: "skipped: bedrock-model failed"})
 
 	// BedrockPolicy without InvokeModel: the model is still described

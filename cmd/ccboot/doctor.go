@@ -18,7 +18,7 @@ import (
 // doctorCmd runs the live checks of the access chain (bootstrap/doctor).
 // It reads the config like plan and status and writes nothing.
 func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := newFlags("doctor", "Check live what Claude Code needs: instance credentials from IMDS, the ReadOnly and Elevated\nprofiles of the user's ~/.aws/config (via STS), the model in the Region and each tier's right to\ninvoke it, and that the instance role alone cannot use Bedrock. One line per check; exit 0 all ok, 1 a check failed.", stderr)
+	c := newFlags("doctor", "Check live what Claude Code needs: instance credentials from IMDS, the user's ~/.aws/config\nagainst what ccboot wrote (read as text), ccboot's ReadOnly and Elevated tiers (via STS), the model\nin the Region and each tier's right to invoke it, and that the instance role alone cannot use\nBedrock. One line per check; exit 0 all ok, 1 a check failed.", stderr)
 	format := c.fs.String("format", "text", "output `format`: text or json")
 	timeout := c.fs.Duration("timeout", doctor.DefaultTimeout, "give up on one check after this `duration`")
 	c.readOnly = true
@@ -61,7 +61,8 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 // doctorEnv computes what ccboot wrote, with ccboot's own code: the Region,
 // ANTHROPIC_MODEL (profile-env), the role ARNs (aws-config), and reads the
-// user's ~/.aws/config under the root without following links.
+// user's ~/.aws/config under the root without following links, bounded,
+// for the aws-config step's vet.
 func doctorEnv(ctx context.Context, env *bootstrap.Env, timeout time.Duration) *doctor.Env {
 	cfg := env.Config
 	d := &doctor.Env{
@@ -90,7 +91,9 @@ func doctorEnv(ctx context.Context, env *bootstrap.Env, timeout time.Duration) *
 	case err != nil:
 		d.AWSConfigErr = err
 	default:
-		d.AWSConfig = data
+		// Text only: the step that writes the file compares it with what
+		// it wrote; root's SDK never loads it.
+		d.AWSConfigVet = steps.VetAWSConfigFile(ctx, env, data)
 	}
 	return d
 }

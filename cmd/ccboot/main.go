@@ -47,6 +47,9 @@ Commands:
   doctor    check live that Claude Code can work here: IMDS credentials, both profiles via STS, the model
   install   install ccboot as a systemd unit and run it (UserData)
   bake      build an image: converge the image steps and install ccboot, no IMDS, nothing of the instance
+  elevate   approve Elevated for one session and start it (root; enforced tiers)
+  credentials  print a tier's credentials from the credential broker (credential_process)
+  broker    serve the credential broker (ccboot-broker.service)
   version   print the version
 
 Run 'ccboot <command> --help' for the flags of a command.
@@ -82,6 +85,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return install(ctx, rest, stdout, stderr)
 	case "bake":
 		return bake(ctx, rest, stdout, stderr)
+	case "elevate":
+		return elevate(ctx, rest, stdout, stderr)
+	case "credentials":
+		return credentialsCmd(ctx, rest, stdout, stderr)
+	case "broker":
+		return brokerCmd(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "ccboot %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -337,6 +346,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		bootstrap.PrintStatus(stdout, report)
 	}
 	if *format == "text" {
+		printElevatedWindows(stdout, s.Env)
 		for _, e := range configErrs {
 			fmt.Fprintf(stdout, "config error: %s\n", e)
 		}

@@ -13,7 +13,8 @@ import (
 )
 
 // Bedrock's control plane (REST JSON): ListInferenceProfiles,
-// GetInferenceProfile, ListFoundationModels, GetFoundationModel.
+// GetInferenceProfile, ListFoundationModels, GetFoundationModel,
+// GetFoundationModelAvailability (access.go).
 
 func writeJSON(c *call, v any) error {
 	b, err := json.Marshal(v)
@@ -44,6 +45,9 @@ func (s *Server) bedrockControl(c *call) error {
 		return s.listFoundationModels(c)
 	case strings.HasPrefix(path, "/foundation-models/"):
 		return s.getFoundationModel(c, strings.TrimPrefix(path, "/foundation-models/"))
+	}
+	if id, ok := availabilityModelID(path); ok {
+		return s.getFoundationModelAvailability(c, id)
 	}
 	return notImplemented(fmt.Sprintf("bedrock %s %s", c.r.Method, path))
 }
@@ -249,6 +253,9 @@ func (s *Server) bedrockRuntime(c *call) error {
 	}
 	if !ok {
 		return s.accessDenied(c)
+	}
+	if err := s.modelAccess(c); err != nil {
+		return err
 	}
 	var req struct {
 		AnthropicVersion string            `json:"anthropic_version"`

@@ -90,8 +90,9 @@ type simulation struct {
 	Action       string
 	Resource     string
 	Identity     []cfn.NamedPolicy
-	Trust        any  // the resource policy (a role's trust policy), or nil
-	Unvalidated  bool // the engine's request validation refuses the ARN although AWS takes it
+	Trust        any            // the resource policy (a role's trust policy), or nil
+	Unvalidated  bool           // the engine's request validation refuses the ARN although AWS takes it
+	Context      map[string]any // further request context (aws:CalledViaLast...)
 }
 
 func policyRef(doc any) (string, []byte, error) {
@@ -140,6 +141,9 @@ func (e *engine) decide(account string, sims []simulation) ([]string, error) {
 			// The engine does not derive these from the principal.
 			ctx["aws:PrincipalArn"] = s.PrincipalArn
 			ctx["aws:PrincipalAccount"] = s.Account
+		}
+		for k, v := range s.Context {
+			ctx[k] = v
 		}
 		sim := map[string]any{
 			"request": map[string]any{

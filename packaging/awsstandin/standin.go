@@ -38,6 +38,9 @@ type Config struct {
 	InstanceID string
 	// OnRequest, if set, is called with each request as it completes.
 	OnRequest func(Request)
+	// ModelAccess: the account's use-case form, Marketplace agreement and
+	// Region availability (zero: all in place).
+	ModelAccess ModelAccess
 }
 
 // Request is one request the stand-in answered.
@@ -52,6 +55,9 @@ type Request struct {
 	Status    int    `json:"status"`
 	ModelID   string `json:"modelId,omitempty"`
 	Error     string `json:"error,omitempty"` // the error code answered, if any
+	// Marketplace: the decision on the caller's Marketplace subscription
+	// through Bedrock, when an invoke had to subscribe the account.
+	Marketplace string `json:"marketplace,omitempty"`
 }
 
 // identity is who a key was issued to.
@@ -76,6 +82,10 @@ type Server struct {
 	mu   sync.Mutex
 	keys map[string]*identity
 	reqs []Request
+	// subscribed: the account holds the Marketplace agreement;
+	// subscribeError: why the last automatic subscription failed.
+	subscribed     bool
+	subscribeError string
 }
 
 // New resolves the template for the stack, starts the IAM engine and
@@ -119,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("awsstandin: %w", err)
 	}
-	s := &Server{cfg: cfg, roles: map[string]*cfn.Role{}, keys: map[string]*identity{}}
+	s := &Server{cfg: cfg, roles: map[string]*cfn.Role{}, keys: map[string]*identity{}, subscribed: !cfg.ModelAccess.NotSubscribed}
 	for _, r := range byLogical {
 		s.roles[r.ARN] = r
 	}

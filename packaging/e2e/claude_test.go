@@ -40,6 +40,9 @@ const (
 	// points at them (see claude-user.sh).
 	trustBrokenPort = 4600 // ReadOnly's trust policy names another role
 	noInvokePort    = 4601 // BedrockPolicy without bedrock:InvokeModel
+	// And one with the intact template for an account that has no
+	// Marketplace agreement for the model yet (aws-standin --not-subscribed).
+	notSubscribedPort = 4602
 	// The instance role's credentials as the metadata mock hands them out;
 	// the stand-in treats this key as issued for the instance role.
 	instanceKeyID  = "ASIAE2EINSTANCEKEY01"
@@ -78,6 +81,9 @@ type standinRecord struct {
 	Status    int    `json:"status"`
 	ModelID   string `json:"modelId"`
 	Error     string `json:"error"`
+	// Marketplace: the decision on the caller's subscription through
+	// Bedrock, when an invoke subscribed (or failed to subscribe) the account.
+	Marketplace string `json:"marketplace"`
 }
 
 func testClaudeBedrock(t *testing.T, s *suite) {
@@ -113,6 +119,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	logFile := filepath.Join(logDir, "requests.jsonl")
 	trustLog := filepath.Join(logDir, "requests-trust.jsonl")
 	noInvokeLog := filepath.Join(logDir, "requests-noinvoke.jsonl")
+	notSubscribedLog := filepath.Join(logDir, "requests-notsubscribed.jsonl")
 	bin := s.buildStandin(t)
 	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), standinPort, logFile)
 	// The broken links, as the host-side TestBlackboxDoctorStandin makes
@@ -125,6 +132,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		"aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/someone-else"}), trustBrokenPort, trustLog)
 	s.startStandin(t, bin, ns, s.mutatedTemplate(t, tpls, "no-invoke", [2]string{
 		"              - bedrock:InvokeModel\n", ""}), noInvokePort, noInvokeLog)
+	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), notSubscribedPort, notSubscribedLog, "--not-subscribed")
 
 	seed := filepath.Join(dir, "seed")
 	endpoints := "write_files:\n  - path: /etc/profile.d/zz-e2e-endpoints.sh\n    permissions: '0644'\n    content: |\n"
@@ -141,6 +149,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 			"E2E_STANDIN_PORT=" + strconv.Itoa(standinPort),
 			"E2E_STANDIN_TRUST_PORT=" + strconv.Itoa(trustBrokenPort),
 			"E2E_STANDIN_NOINVOKE_PORT=" + strconv.Itoa(noInvokePort),
+			"E2E_STANDIN_NOTSUBSCRIBED_PORT=" + strconv.Itoa(notSubscribedPort),
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
@@ -312,7 +321,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	// ccboot doctor, typed as README says (sudo), passes against the
 	// stand-in in the same guest.
 	doctor := g.file("doctor.out")
-	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 7 checks passed") {
+	if rc := g.rc("doctor"); rc != 0 || !strings.Contains(doctor, "doctor: all 9 checks passed") {
 		t.Errorf("sudo ccboot doctor: exit %d, want 0 with all checks passed:\n%s%s", rc, doctor, g.file("doctor.err"))
 	}
 	for _, want := range []string{
@@ -329,22 +338,22 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	// One link broken at a time, in the same guest: doctor names that
 	// check FAIL with its fix, skips what depends on it, exit 1. Only the
 	// endpoints on doctor's own command line differ (claude-user.sh).
-	modelSkips := map[string]string{"readonly-invoke": "skip", "elevated-invoke": "skip"}
+	modelSkips := map[string]string{"model-access": "skip", "readonly-invoke": "skip", "elevated-invoke": "skip"}
 	for _, c := range []struct {
 		name, fail, detail, summary string
 		skips                       map[string]string
 	}{
-		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 7 checks failed, 4 skipped because of them",
-			map[string]string{"elevated-profile": "skip", "bedrock-model": "skip", "readonly-invoke": "skip", "elevated-invoke": "skip"}},
-		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 7 checks failed", nil},
-		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 7 checks failed, 2 skipped because of them", modelSkips},
+		{"doctor-trust", "readonly-profile", "STS AssumeRole: AccessDenied", "doctor: 1 of 9 checks failed, 5 skipped because of them",
+			map[string]string{"elevated-profile": "skip", "bedrock-model": "skip", "model-access": "skip", "readonly-invoke": "skip", "elevated-invoke": "skip"}},
+		{"doctor-noinvoke", "readonly-invoke", "the ReadOnly role may not invoke " + model + ": Bedrock Runtime InvokeModel: AccessDeniedException", "doctor: 1 of 9 checks failed", nil},
+		{"doctor-geo", "bedrock-model", "Region " + claudeRegion + " cannot use the us. inference profile", "doctor: 1 of 9 checks failed, 3 skipped because of them", modelSkips},
 	} {
 		out := g.file(c.name + ".out")
 		if rc := g.rc(c.name); rc != 1 {
 			t.Errorf("%s: exit %d, want 1:\n%s%s", c.name, rc, out, g.file(c.name+".err"))
 		}
 		got := doctorLines(out)
-		for _, check := range []string{"imds-credentials", "readonly-profile", "elevated-profile", "bedrock-model", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
+		for _, check := range []string{"imds-credentials", "aws-config-file", "readonly-profile", "elevated-profile", "bedrock-model", "model-access", "readonly-invoke", "elevated-invoke", "instance-role-no-bedrock"} {
 			want := "ok"
 			if check == c.fail {
 				want = "FAIL"
@@ -386,6 +395,36 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	}
 
 	checkManagedSettings(t, g, model, window, roleRO)
+
+	// An account without the model's Marketplace agreement: doctor's
+	// model-access fails with its fix line although IAM allows everything;
+	// its own invoke probe, as ReadOnly with the template's grant, is the
+	// account's first invoke and subscribes it, so the next doctor passes.
+	nsOut := g.file("doctor-notsubscribed.out")
+	nsGot := doctorLines(nsOut)
+	if rc := g.rc("doctor-notsubscribed"); rc != 1 || nsGot["model-access"].mark != "FAIL" ||
+		!strings.Contains(nsGot["model-access"].detail, "the account has no AWS Marketplace subscription to") ||
+		!strings.Contains(nsGot["model-access"].detail, "; fix: the first invoke subscribes the account") {
+		t.Errorf("doctor, account not subscribed: exit %d, want 1 with model-access FAIL and its fix line:\n%s%s", rc, nsOut, g.file("doctor-notsubscribed.err"))
+	}
+	for _, check := range []string{"bedrock-model", "readonly-invoke", "elevated-invoke"} {
+		if nsGot[check].mark != "ok" {
+			t.Errorf("doctor, account not subscribed: %s is %q, want ok (IAM allows it):\n%s", check, nsGot[check].mark, nsOut)
+		}
+	}
+	t.Logf("doctor-notsubscribed (exit %d):\n%s", g.rc("doctor-notsubscribed"), nsOut)
+	var subscribedBy []string
+	for _, r := range readStandinLog(t, notSubscribedLog) {
+		if r.Marketplace != "" {
+			subscribedBy = append(subscribedBy, r.Action+" "+roleName(r.Role)+" "+r.Marketplace)
+		}
+	}
+	if len(subscribedBy) != 1 || subscribedBy[0] != "bedrock:InvokeModel "+roleRO+" Allowed" {
+		t.Errorf("subscriptions through Bedrock %v, want one, by %s's first invoke", subscribedBy, roleRO)
+	}
+	if rc := g.rc("doctor-subscribed"); rc != 0 || !strings.Contains(g.file("doctor-subscribed.out"), "doctor: all 9 checks passed") {
+		t.Errorf("doctor after the first invoke subscribed the account: exit %d, want 0:\n%s", rc, g.file("doctor-subscribed.out"))
+	}
 
 	// What Claude Code called, for the note.
 	var calls []string
@@ -525,7 +564,7 @@ func (s *suite) mutatedTemplate(t *testing.T, dir, name string, mutations ...[2]
 // deciding with the given template for this test's stack, logging requests
 // to logFile (stderr beside it, as NAME.stderr), and stops it at the end of
 // the test.
-func (s *suite) startStandin(t *testing.T, bin, ns, template string, port int, logFile string) {
+func (s *suite) startStandin(t *testing.T, bin, ns, template string, port int, logFile string, extra ...string) {
 	t.Helper()
 	harness := filepath.Join(s.repo, "packaging", "iam")
 	if _, err := os.Stat(filepath.Join(harness, "node_modules")); err != nil {
@@ -545,6 +584,7 @@ func (s *suite) startStandin(t *testing.T, bin, ns, template string, port int, l
 		"--stack", claudeStack, "--region", claudeRegion, "--account", claudeAccount, "--partition", "aws",
 		"--instance-key", instanceKeyID+"="+instanceSecret,
 		"--log", logFile)
+	cmd.Args = append(cmd.Args, extra...)
 	stderr, err := os.Create(strings.TrimSuffix(logFile, ".jsonl") + ".stderr")
 	if err != nil {
 		t.Fatal(err)

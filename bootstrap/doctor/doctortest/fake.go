@@ -51,9 +51,22 @@ type Fake struct {
 	keys   map[string]session // issued access key -> session
 	next   int
 	calls  []string
+	asked  []string // RoleArn of every AssumeRole request
+
+	// Availability is what GetFoundationModelAvailability answers for a
+	// model of Models (without a prefix); the zero value is all available.
+	Availability Availability
+	// NoAvailabilityAPI: Bedrock here does not know the operation.
+	NoAvailabilityAPI bool
 }
 
 type session struct{ role, name string }
+
+// Availability is a model's standing for the account: each field empty
+// for available (AVAILABLE, or AUTHORIZED), else the value to answer.
+type Availability struct {
+	Agreement, AgreementError, Authorization, Entitlement, Region string
+}
 
 // New starts a fake for the demo stack (claudecode-*-demo) with the chain
 // intact: the instance role may assume ReadOnly, ReadOnly may assume
@@ -91,6 +104,14 @@ func (f *Fake) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
+}
+
+// AssumeRoleARNs returns the RoleArn of every AssumeRole request, in order,
+// whether it was granted or not.
+func (f *Fake) AssumeRoleARNs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.asked...)
 }
 
 // signer returns the access key and service of a SigV4-signed request.
@@ -156,6 +177,7 @@ func (f *Fake) sts(w http.ResponseWriter, action string, form url.Values, caller
 		}{Result: struct{ Arn, UserId, Account string }{f.arn(caller), "AROAEXAMPLE:" + caller.name, f.Account}})
 	case "AssumeRole":
 		roleARN, name := form.Get("RoleArn"), form.Get("RoleSessionName")
+		f.asked = append(f.asked, roleARN)
 		role := roleARN[strings.LastIndexByte(roleARN, '/')+1:]
 		if !strings.HasPrefix(roleARN, "arn:aws:iam::"+f.Account+":role/") || f.Trust[role] != caller.role {
 			stsError(w, 403, "AccessDenied", fmt.Sprintf("User: %s is not authorized to perform: sts:AssumeRole on resource: %s", f.arn(caller), roleARN))
@@ -191,6 +213,8 @@ func (f *Fake) bedrock(w http.ResponseWriter, r *http.Request, caller session) {
 		action, id = "GetInferenceProfile", strings.TrimPrefix(path, "/inference-profiles/")
 	case strings.HasPrefix(path, "/foundation-models/"):
 		action, id = "GetFoundationModel", strings.TrimPrefix(path, "/foundation-models/")
+	case strings.HasPrefix(path, "/foundation-model-availability/"):
+		action, id = "GetFoundationModelAvailability", strings.TrimPrefix(path, "/foundation-model-availability/")
 	case strings.HasPrefix(path, "/model/") && strings.HasSuffix(path, "/invoke") && r.Method == http.MethodPost:
 		id = strings.TrimSuffix(strings.TrimPrefix(path, "/model/"), "/invoke")
 		if !f.Invoke[caller.role] {
@@ -237,6 +261,12 @@ func (f *Fake) bedrock(w http.ResponseWriter, r *http.Request, caller session) {
 				map[string]any{"modelArn": fmt.Sprintf("arn:aws:bedrock:%s::foundation-model/%s", f.Region, base)},
 			},
 		})
+	case "GetFoundationModelAvailability":
+		if f.NoAvailabilityAPI {
+			jsonError(w, 404, "UnknownOperationException", "unknown path "+path)
+			return
+		}
+		f.availability(w, id)
 	case "GetFoundationModel":
 		if !f.Models[id] {
 			jsonError(w, 404, "ResourceNotFoundException", "The specified model does not exist.")
@@ -276,4 +306,28 @@ func jsonError(w http.ResponseWriter, code int, errType, msg string) {
 	w.Header().Set("X-Amzn-Errortype", errType)
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
+}
+
+// availability answers GetFoundationModelAvailability for a foundation
+// model ID (of Models) from f.Availability.
+func (f *Fake) availability(w http.ResponseWriter, id string) {
+	if !f.Models[id] {
+		jsonError(w, 404, "ResourceNotFoundException", "The specified model does not exist.")
+		return
+	}
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	a := f.Availability
+	agreement := map[string]string{"status": or(a.Agreement, "AVAILABLE")}
+	if a.AgreementError != "" {
+		agreement["errorMessage"] = a.AgreementError
+	}
+	writeJSON(w, map[string]any{
+		"modelId": id, "agreementAvailability": agreement, "authorizationStatus": or(a.Authorization, "AUTHORIZED"),
+		"entitlementAvailability": or(a.Entitlement, "AVAILABLE"), "regionAvailability": or(a.Region, "AVAILABLE"),
+	})
 }

@@ -14,6 +14,7 @@ log=${E2E_STANDIN_LOG:?}
 port=${E2E_STANDIN_PORT:?}
 trust_port=${E2E_STANDIN_TRUST_PORT:?}     # ReadOnly's trust policy broken
 noinvoke_port=${E2E_STANDIN_NOINVOKE_PORT:?} # no bedrock:InvokeModel
+notsubscribed_port=${E2E_STANDIN_NOTSUBSCRIBED_PORT:?} # no Marketplace agreement yet
 u=/tmp/e2e-session # where the typed commands write their output
 
 cp /etc/profile.d/claude-bedrock.sh "$o/profile.sh" 2>/dev/null
@@ -50,6 +51,8 @@ cmds=(
 	"doctor-trust|$(at "$trust_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-trust.out 2>$u/doctor-trust.err"
 	"doctor-noinvoke|$(at "$noinvoke_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-noinvoke.out 2>$u/doctor-noinvoke.err"
 	"doctor-geo|sudo --preserve-env=$keep ccboot doctor --set bedrock.model=us.anthropic.claude-sonnet-4-6 >$u/doctor-geo.out 2>$u/doctor-geo.err"
+	"doctor-notsubscribed|$(at "$notsubscribed_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-notsubscribed.out 2>$u/doctor-notsubscribed.err"
+	"doctor-subscribed|$(at "$notsubscribed_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-subscribed.out 2>$u/doctor-subscribed.err"
 )
 printf '%s\n' "${cmds[@]}" >"$o/commands.txt"
 
@@ -64,7 +67,7 @@ count() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
 settle() {
 	local i
 	for ((i = 0; i < 300; i++)); do
-		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port or sport = :$trust_port or sport = :$noinvoke_port )")" ]; then
+		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port or sport = :$trust_port or sport = :$noinvoke_port or sport = :$notsubscribed_port )")" ]; then
 			return 0
 		fi
 		sleep 0.1

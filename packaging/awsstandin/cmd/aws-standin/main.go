@@ -62,6 +62,9 @@ func run(args []string, stdout io.Writer, stop <-chan os.Signal) error {
 	fs.StringVar(&cfg.InstanceID, "instance-id", "", "the instance role session's name (default AEMM's i-1234567890abcdef0)")
 	fs.Var(multi(cfg.Params), "param", "template parameter K=V (repeatable)")
 	fs.Var(multi(cfg.InstanceKeys), "instance-key", "AKID=SECRET of the instance role's credentials (repeatable)")
+	fs.BoolVar(&cfg.ModelAccess.NotSubscribed, "not-subscribed", false, "the account has no Marketplace agreement yet: the first invoke subscribes it if the caller may")
+	fs.BoolVar(&cfg.ModelAccess.UseCaseMissing, "use-case-missing", false, "the account never submitted Anthropic's use-case form")
+	fs.BoolVar(&cfg.ModelAccess.NotInRegion, "not-in-region", false, "models are not available in the Region")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/ccboot/ccboot/bootstrap/broker"
+	"github.com/ccboot/ccboot/steps"
+)
+
+// brokerCmd serves the credential broker (ccboot-broker.service). It reads
+// the config like doctor: the target user, the Region and the role ARNs
+// come from ccboot's own code, so the broker assumes exactly the roles the
+// aws-config step names.
+func brokerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := newFlags("broker", "Serve the credential broker of enforced tiers on the socket systemd passes\n(ccboot-broker.socket): ReadOnly credentials for the target user, Elevated only inside a session\n`ccboot elevate` approved. Log lines (JSON) go to stdout, the unit's journal.", stderr)
+	socket := c.fs.String("socket", "", "listen on this unix socket `path` instead of the one systemd passes")
+	c.readOnly = true // no log file: stdout is the journal
+	if code, ok := c.parse(args); !ok {
+		return code
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "ccboot broker: run it as root (it is ccboot-broker.service); the broker uses the instance role's credentials")
+		return exitFailed
+	}
+	opts := c.options(stdout)
+	opts.Journal = true
+	s, code := openSession(opts, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.Close()
+	env := s.Env
+	log := env.Log.Named("broker")
+	fail := func(err error) int {
+		log.Error("broker cannot start", zap.Error(err))
+		printErr(stderr, "ccboot broker", err)
+		return exitFailed
+	}
+	u, err := env.TargetUser()
+	if err != nil {
+		return fail(err)
+	}
+	if u.UID == 0 {
+		return fail(fmt.Errorf("the target user is root; enforced tiers need an unprivileged user: set [ccboot] user"))
+	}
+	region, err := env.Region(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	ro, el, err := steps.RoleARNs(ctx, env)
+	if err != nil {
+		return fail(err)
+	}
+	mount, err := broker.CgroupMount()
+	if err != nil {
+		return fail(fmt.Errorf("%w; Elevated needs it to tell sessions apart", err))
+	}
+	var l *net.UnixListener
+	if *socket != "" {
+		l, err = broker.Listen(*socket)
+	} else {
+		l, err = broker.SystemdListener()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	cfg := env.Config
+	srv, err := broker.New(broker.Config{
+		UID: u.UID, User: u.Name,
+		ReadOnly: broker.Role{ARN: ro, SessionName: cfg.ReadOnlySessionName},
+		Elevated: broker.Role{ARN: el, SessionName: cfg.ElevatedSessionName},
+		// The unit's environment is root's: AWS_ENDPOINT_URL_STS (an STS
+		// VPC endpoint, or a test's stand-in) is read from it like the SDK would.
+		STS:         broker.NewSTS(region, os.Getenv("AWS_ENDPOINT_URL_STS"), cfg.IMDSEndpoint, broker.DefaultSTSTimeout),
+		Approvals:   broker.OpenApprovals(env.Sys, broker.DefaultApprovalsDir, log.Named("approvals")),
+		CgroupMount: mount,
+		Log:         log,
+	})
+	if err != nil {
+		l.Close()
+		return fail(err)
+	}
+	log.Info("serving", zap.String("socket", l.Addr().String()), zap.String("user", u.Name), zap.Int("uid", u.UID),
+		zap.String("readonly_role", ro), zap.String("elevated_role", el))
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	if err := srv.Serve(ctx, l); err != nil {
+		return fail(err)
+	}
+	return exitOK
+}

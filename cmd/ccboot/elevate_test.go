@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ccboot/ccboot/bootstrap/broker"
+)
+
+// minimalRoot is a root with the target user (uid 1000) and no config.
+func minimalRoot(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/bash\nec2-user:x:1000:1000::/home/ec2-user:/bin/bash\n",
+		"etc/group":  "root:x:0:\nec2-user:x:1000:\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func runElevate(t *testing.T, tools elevateTools, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := elevateWith(context.Background(), args, &out, &errb, tools, time.Now)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+func TestElevateRefusesBadFlags(t *testing.T) {
+	root := minimalRoot(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--for", "5h"}, "ccboot elevate: --for 5h0m0s: give a duration from 1m0s to 4h0m0s"},
+		{[]string{"--for", "10s"}, "ccboot elevate: --for 10s: give a duration from 1m0s to 4h0m0s"},
+		{[]string{"--revoke", "--", "claude"}, "ccboot elevate: --revoke takes no command"},
+		{[]string{"--reason", "a\nb"}, "ccboot elevate: --reason: at most 200 characters on one line"},
+	} {
+		r := runElevate(t, elevateTools{SystemdRun: "/nonexistent"}, append([]string{"--root", root}, tc.args...)...)
+		if r.code != exitUsage || !strings.HasPrefix(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%q: exit %d, stderr %q; want exit 3 and one line %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "var/lib/ccboot/approvals")); !os.IsNotExist(err) {
+		t.Errorf("a refused elevate wrote the approvals directory: %v", err)
+	}
+}
+
+// Security: approving is root's act; another user is refused in one line
+// and nothing is written.
+func TestElevateRefusesNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the binary as another user")
+	}
+	dir, err := os.MkdirTemp("", "ccboot-elevate-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	_ = os.Chmod(dir, 0o755)
+	data, err := os.ReadFile(ccbootBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "ccboot")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "elevate", "--root", dir, "--for", "30m", "--", "true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err = cmd.Run()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != exitFailed {
+		t.Fatalf("elevate as nobody: %v, stderr %q; want exit 1", err, errb.String())
+	}
+	if want := "ccboot elevate: approving Elevated is an admin's act: run it as root, e.g. sudo ccboot elevate --for 30m\n"; errb.String() != want {
+		t.Errorf("stderr %q, want %q", errb.String(), want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "var")); !os.IsNotExist(err) {
+		t.Errorf("a refused elevate wrote under the root: %v", err)
+	}
+}
+
+// elevate records the approval before the session starts, starts it as
+// the user in ccboot-elevated-N.scope in system.slice, passes its exit
+// code on, and removes the approval when it ends.
+func TestElevateRecordsApprovalAndRunsSession(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: approvals are root's")
+	}
+	root := minimalRoot(t)
+	t.Setenv("SUDO_USER", "alice")
+	seen := filepath.Join(t.TempDir(), "seen")
+	stub := filepath.Join(t.TempDir(), "systemd-run")
+	approvals := filepath.Join(root, "var/lib/ccboot/approvals")
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + seen + ".args\ncat " + approvals + "/*.json > " + seen + ".approval\nexit 7\n"
+	if err := os.WriteFile(stub, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := runElevate(t, elevateTools{SystemdRun: stub}, "--root", root, "--for", "45m", "--reason", "deploy the fix", "--", "claude", "--resume")
+	if r.code != 7 {
+		t.Fatalf("exit %d, want the session's 7; stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	args, _ := os.ReadFile(seen + ".args")
+	for _, want := range []string{"--scope", "--unit=ccboot-elevated-1", "--slice=system.slice", "--uid=1000", "--gid=1000", "--\nclaude\n--resume\n"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("systemd-run args lack %q:\n%s", want, args)
+		}
+	}
+	var a broker.Approval
+	data, _ := os.ReadFile(seen + ".approval")
+	if err := json.Unmarshal(data, &a); err != nil {
+		t.Fatalf("no approval while the session ran: %v %q", err, data)
+	}
+	if a.Unit != "ccboot-elevated-1.scope" || a.UID != 1000 || a.Approver != "alice (sudo)" || a.Reason != "deploy the fix" || a.Until.Sub(a.Created) != 45*time.Minute {
+		t.Errorf("approval = %+v", a)
+	}
+	if names, _ := filepath.Glob(filepath.Join(approvals, "*.json")); len(names) != 0 {
+		t.Errorf("approval left after the session ended: %v", names)
+	}
+	if fi, err := os.Stat(approvals); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("approvals directory: %v %v, want 0700", fi, err)
+	}
+	for _, want := range []string{"Elevated approved for ec2-user's session ccboot-elevated-1.scope until", "approved by alice (sudo)", "session ccboot-elevated-1.scope ended; its approval is removed"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+func TestElevateRevokeAndStatus(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: approvals are root's")
+	}
+	root := minimalRoot(t)
+	dir := filepath.Join(root, "var/lib/ccboot/approvals")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, unit := range []string{"ccboot-elevated-1.scope", "ccboot-elevated-2.scope"} {
+		data, _ := json.Marshal(broker.Approval{Unit: unit, UID: 1000, Approver: "alice (sudo)", Reason: "fix", Created: now, Until: now.Add(20 * time.Minute)})
+		if err := os.WriteFile(filepath.Join(dir, unit+".json"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := ccboot(t, "status", "--root", root)
+	if !strings.Contains(st.stdout, "elevated: ccboot-elevated-1.scope for uid 1000 until ") || !strings.Contains(st.stdout, "approved by alice (sudo): fix") {
+		t.Errorf("status does not show the window:\n%s", st.stdout)
+	}
+	r := runElevate(t, elevateTools{SystemdRun: "/nonexistent"}, "--root", root, "--revoke")
+	if r.code != exitOK || !strings.HasPrefix(r.stdout, "ccboot elevate: revoked 2 approval(s)") {
+		t.Fatalf("revoke: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 0 {
+		t.Errorf("approvals left after --revoke: %v", names)
+	}
+	if st := ccboot(t, "status", "--root", root); !strings.Contains(st.stdout, "elevated: no active approval (Elevated is refused)") {
+		t.Errorf("status after revoke:\n%s", st.stdout)
+	}
+}
