@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/ccboot/ccboot/bootstrap/runner"
 )
@@ -147,13 +146,11 @@ func realNftScenario(t *testing.T) {
 	if diff := live.differences(targets); len(diff) != 0 || len(live.rules) != len(targets) {
 		t.Errorf("Check on the real table: %q (rules %q)", diff, live.rules)
 	}
+	// "Connection refused" (not timeout's exit after 5 s) is the reset:
+	// the caller learns at once, no client hangs on a dropped SYN.
 	for _, a := range addrs {
 		expect("filter loaded", 0, a, true)
-		start := time.Now()
 		expect("filter loaded", nobodyUID, a, false)
-		if took := time.Since(start); took > 3*time.Second {
-			t.Errorf("refusal of %s took %v; a reset should be immediate", a, took)
-		}
 	}
 
 	// An IPv6 socket connecting to the v4-mapped address sends IPv4
