@@ -142,10 +142,16 @@ func (s DockerGroup) check(ctx context.Context, env *bootstrap.Env, h host) (boo
 	if st.shadow.File && st.haveGroup && !st.shadow.Found {
 		d.Differ("add group %s to /etc/gshadow, which lacks it (grpconv)", dockerGroupName)
 	}
-	if st.member && st.shadowLacksUser(env) {
+	switch {
+	case env.Config.Enforced():
+		// Group docker is root-equivalent (the daemon's socket runs
+		// containers as root): in enforced mode the user never joins it.
+		if !env.Baking {
+			d.Note("enforced tiers: %s is not added to group %s, which grants root (rootless docker is still to come)", st.user.Name, dockerGroupName)
+		}
+	case st.member && st.shadowLacksUser(env):
 		d.Differ("add %s to group %s in /etc/gshadow", st.user.Name, dockerGroupName)
-	}
-	if !st.member {
+	case !st.member:
 		d.Differ("add %s to group %s", st.user.Name, dockerGroupName)
 		d.Note("%s must log in again (or run `newgrp %s`) before the new group applies to their sessions", st.user.Name, dockerGroupName)
 	}
@@ -156,7 +162,7 @@ func (s DockerGroup) check(ctx context.Context, env *bootstrap.Env, h host) (boo
 	if h.live && !env.Baking && st.unitFile != "" && !st.active {
 		d.Differ("start %s", dockerUnit)
 	}
-	if st.staleProcs > 0 {
+	if st.staleProcs > 0 && !env.Config.Enforced() {
 		d.Note("%d running processes of %s started before it joined group %s; log in again (or run `newgrp %s`) to use docker without sudo",
 			st.staleProcs, st.user.Name, dockerGroupName, dockerGroupName)
 	}
@@ -197,7 +203,7 @@ func (s DockerGroup) apply(ctx context.Context, env *bootstrap.Env, h host) erro
 			return fmt.Errorf("docker-group: %w", err)
 		}
 	}
-	if !st.member || st.shadowLacksUser(env) {
+	if !env.Config.Enforced() && (!st.member || st.shadowLacksUser(env)) {
 		c := runner.Cmd{Name: "usermod", Args: append([]string{"-aG", dockerGroupName}, rootArgs(st.user.Name)...)}
 		if _, err := env.Run.Run(ctx, c); err != nil {
 			return fmt.Errorf("docker-group: add %s to group %s: %w", st.user.Name, dockerGroupName, err)

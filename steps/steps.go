@@ -9,11 +9,17 @@ import "github.com/ccboot/ccboot/bootstrap"
 // All returns every step in report order.
 func All() []bootstrap.Step {
 	return []bootstrap.Step{
-		Packages{},    // unzip git jq nodejs docker, one transaction
+		Packages{}, // unzip git jq nodejs docker, one transaction
+		// Needs only packages (nft comes from nftables, which [packages]
+		// install can add), so the engine starts it as soon as packages
+		// is done, beside the steps that write the user's profiles.
+		IMDSFilter{},  // only root reaches IMDS ([tiers] mode = enforced)
 		ClaudeCode{},  // npm install -g @anthropic-ai/claude-code (needs packages: npm)
 		DockerGroup{}, // user in group docker, docker.service on (needs packages: docker)
-		Swap{},        // swap file, mkswap, swapon, one fstab line
-		ProfileEnv{},  // /etc/profile.d/claude-bedrock.sh
+		// After docker-group, which makes the group it then judges.
+		UserPrivileges{}, // enforced: no root group, no sudo rule, ptrace_scope >= 1
+		Swap{},           // swap file, mkswap, swapon, one fstab line
+		ProfileEnv{},     // /etc/profile.d/claude-bedrock.sh
 		// Beside profile-env because it writes the same values
 		// (claudeCodeEnv) where Claude Code reads them from any kind of
 		// shell; it needs nothing (Claude Code reads the file whenever it

@@ -84,7 +84,7 @@ func TestBlackboxBakeThenBootAsNewInstances(t *testing.T) {
 	if bake.code != 0 {
 		t.Fatalf("bake exit %d\n%s%s", bake.code, bake.stdout, bake.stderr)
 	}
-	for _, want := range []string{"packages      ok", "claude-code   ok", "docker-group  changed", "baked: ccboot"} {
+	for _, want := range []string{"packages      ok", "claude-code   ok", "docker-group  changed", "imds-filter   ok", "baked: ccboot"} {
 		if !strings.Contains(bake.stdout, want) {
 			t.Errorf("bake output lacks %q:\n%s", want, bake.stdout)
 		}
@@ -106,7 +106,7 @@ func TestBlackboxBakeThenBootAsNewInstances(t *testing.T) {
 		t.Errorf("ccboot.service not enabled in the image: %v", err)
 	}
 	var rec bootstrap.BakeRecord
-	if data, err := os.ReadFile(filepath.Join(root, bootstrap.BakeRecordPath)); err != nil || json.Unmarshal(data, &rec) != nil || len(rec.Steps) != 3 {
+	if data, err := os.ReadFile(filepath.Join(root, bootstrap.BakeRecordPath)); err != nil || json.Unmarshal(data, &rec) != nil || len(rec.Steps) != 4 {
 		t.Errorf("bake record %s: %v %+v", bootstrap.BakeRecordPath, err, rec)
 	}
 	// Nothing of an instance: not the builder's, not a new one's.
