@@ -260,6 +260,11 @@ func (s claudeSource) fetchRelease(ctx context.Context, version, plat, name stri
 	if err != nil {
 		return claudeRecord{}, err
 	}
+	// Nothing in the manifest is trusted before its signature is checked.
+	sig, signer, err := s.manifestSignature(ctx, version, mURL, data)
+	if err != nil {
+		return claudeRecord{}, err
+	}
 	var m releaseManifest
 	if err := json.Unmarshal(data, &m); err != nil {
 		return claudeRecord{}, fmt.Errorf("claude-code: %s is not a release manifest: %v", mURL, err)
@@ -301,7 +306,11 @@ func (s claudeSource) fetchRelease(ctx context.Context, version, plat, name stri
 	if err != nil {
 		return claudeRecord{}, err
 	}
-	return claudeRecord{URL: exeURL, SHA256: got}, nil
+	rec := claudeRecord{URL: exeURL, SHA256: got}
+	if sig != nil {
+		rec.Signer, rec.Manifest, rec.Signature = signer, data, sig
+	}
+	return rec, nil
 }
 
 // stream copies r into a staged file for name; check sees the byte count
