@@ -98,7 +98,7 @@ func New() *Server {
 		exes: map[string]map[string][]byte{}, served: map[string]map[string][]byte{},
 		channels: map[string]string{}, faults: map[string][]Fault{}, requests: map[string]int{},
 		hidden: map[string]string{}, tarballs: map[string][]byte{},
-		signer: NewSigner(), other: NewSigner(), sigs: map[string]sigFault{}, forged: map[string]bool{}, sigFrom: map[string]string{},
+		signer: NewSigner("trusted"), other: NewSigner("other"), sigs: map[string]sigFault{}, forged: map[string]bool{}, sigFrom: map[string]string{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
