@@ -212,9 +212,9 @@ func TestConfigReleaseSignature(t *testing.T) {
 	}
 	for content, want := range map[string]string{
 		"[claude-code]\nsigning_key = /etc/ccboot/k.asc\nverify_signature = false\n": "signing_key is set but verify_signature = false",
-		"[claude-code]\nsigning_key = etc/k.asc\n":                                  "must be a clean absolute file path",
-		"[claude-code]\nsigning_key = /proc/self/fd/0\n":                            "must be a clean absolute file path",
-		"[claude-code]\nverify_signature = maybe\n":                                 "must be true or false",
+		"[claude-code]\nsigning_key = etc/k.asc\n":                                   "must be a clean absolute file path",
+		"[claude-code]\nsigning_key = /proc/self/fd/0\n":                             "must be a clean absolute file path",
+		"[claude-code]\nverify_signature = maybe\n":                                  "must be true or false",
 	} {
 		if _, err := loadFrom(t, content, nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want %q", content, err, want)
