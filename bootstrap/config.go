@@ -50,6 +50,12 @@ type Config struct {
 	ClaudeReleaseURL string
 	ClaudeRegistry   string
 	ClaudeStall      time.Duration
+	// ClaudeVerifySignature: check VERSION/manifest.json.sig before trusting
+	// a checksum in the manifest (off only for a mirror without signatures).
+	ClaudeVerifySignature bool
+	// ClaudeSigningKey: a root-owned public key file in the root to check
+	// manifests with instead of Anthropic's embedded key ("": Anthropic's).
+	ClaudeSigningKey string
 
 	SwapPath  string
 	SwapBytes int64 // 0 disables swap
@@ -237,6 +243,14 @@ func keys(c *Config) []configKey {
 		{"claude-code", "version", DefaultClaudeCodeVersion, "Claude Code version to install: x.y.z, or stable/latest (resolved at each run and repair).", str(&c.ClaudeVersion, versionPattern, "a version like 2.1.332, stable or latest")},
 		{"claude-code", "source", "release", "Where the native executable comes from: release (Anthropic's release channel) or npm (the platform package from an npm registry).", str(&c.ClaudeSource, sourcePattern, "release or npm")},
 		{"claude-code", "release_url", DefaultClaudeReleaseURL, "Base URL of the release channel (VERSION/manifest.json, VERSION/PLATFORM/claude, stable, latest).", httpURL(&c.ClaudeReleaseURL)},
+		{"claude-code", "verify_signature", "true", "Check VERSION/manifest.json.sig (Anthropic's OpenPGP signature, releases 2.1.89 and later) before trusting a checksum in the manifest; false only for a mirror that serves no signatures.", boolKey(&c.ClaudeVerifySignature)},
+		{"claude-code", "signing_key", "", "Public key file (root-owned, e.g. /etc/ccboot/release-key.asc) to check manifests with instead of Anthropic's embedded key, for a private mirror that re-signs; empty means Anthropic's key.", func(_ *Config, v string) error {
+			if v != "" && (!pathPattern.MatchString(v) || path.Clean(v) != v || underVirtualFS(v)) {
+				return errors.New("must be a clean absolute file path of letters, digits and . _ + @ - such as /etc/ccboot/release-key.asc, or empty for Anthropic's key")
+			}
+			c.ClaudeSigningKey = v
+			return nil
+		}},
 		{"claude-code", "registry", "https://registry.npmjs.org", "npm registry for source = npm (a CodeArtifact, Artifactory or Verdaccio mirror works).", httpURL(&c.ClaudeRegistry)},
 		{"claude-code", "stall_timeout", "60s", "Abandon a download attempt (and retry) when no byte arrives for this long.", dur(&c.ClaudeStall)},
 		{"claude-code", "prefix", "/usr/local", "Root-owned prefix: versions under PREFIX/lib/claude-code, the link PREFIX/bin/claude.", func(_ *Config, v string) error {
@@ -311,8 +325,9 @@ func checkPackageName(p string) error {
 }
 
 // DefaultClaudeReleaseURL is the release channel Anthropic's installer
-// script (claude.ai/install.sh) downloads from.
-const DefaultClaudeReleaseURL = "https://storage.googleapis.com/claude-code-dist-86c565f3-f756-42ad-8dfa-d59b1c096819/claude-code-releases"
+// script (claude.ai/install.sh) and the package managers download from
+// (it replaced an older Google Cloud Storage bucket URL; same layout).
+const DefaultClaudeReleaseURL = "https://downloads.claude.ai/claude-code-releases"
 
 var sourcePattern = regexp.MustCompile(`^(release|npm)$`)
 
@@ -622,6 +637,9 @@ func (l *loader) crossChecks(display string) {
 	}
 	if ok("aws.readonly_role_arn", "aws.elevated_role_arn") && (c.ReadOnlyRoleARN == "") != (c.ElevatedRoleARN == "") {
 		l.fail("%s: set both [aws] readonly_role_arn and elevated_role_arn, or neither (to derive both from the instance profile)", display)
+	}
+	if ok("claude-code.signing_key", "claude-code.verify_signature") && c.ClaudeSigningKey != "" && !c.ClaudeVerifySignature {
+		l.fail("%s: [claude-code] signing_key is set but verify_signature = false, so the key would not be used; drop one of them", display)
 	}
 }
 

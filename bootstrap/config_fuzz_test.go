@@ -62,6 +62,10 @@ func configValue(c *Config, id string) string {
 		return c.ClaudeRegistry
 	case "claude-code.stall_timeout":
 		return dur(c.ClaudeStall)
+	case "claude-code.verify_signature":
+		return strconv.FormatBool(c.ClaudeVerifySignature)
+	case "claude-code.signing_key":
+		return c.ClaudeSigningKey
 	case "swap.path":
 		return c.SwapPath
 	case "swap.size":

@@ -200,3 +200,24 @@ func TestConfigDropInsOverrideInNameOrder(t *testing.T) {
 		t.Errorf("a bad drop-in: %v, want an error naming ccboot.conf.d/70-bad.conf", err)
 	}
 }
+
+func TestConfigReleaseSignature(t *testing.T) {
+	t.Parallel()
+	c, err := loadFrom(t, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.ClaudeVerifySignature || c.ClaudeSigningKey != "" || c.ClaudeReleaseURL != "https://downloads.claude.ai/claude-code-releases" {
+		t.Errorf("defaults: verify_signature %v, signing_key %q, release_url %q; want on, Anthropic's key, downloads.claude.ai", c.ClaudeVerifySignature, c.ClaudeSigningKey, c.ClaudeReleaseURL)
+	}
+	for content, want := range map[string]string{
+		"[claude-code]\nsigning_key = /etc/ccboot/k.asc\nverify_signature = false\n": "signing_key is set but verify_signature = false",
+		"[claude-code]\nsigning_key = etc/k.asc\n":                                   "must be a clean absolute file path",
+		"[claude-code]\nsigning_key = /proc/self/fd/0\n":                             "must be a clean absolute file path",
+		"[claude-code]\nverify_signature = maybe\n":                                  "must be true or false",
+	} {
+		if _, err := loadFrom(t, content, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", content, err, want)
+		}
+	}
+}

@@ -75,6 +75,12 @@ type claudeRecord struct {
 	SHA256   string `json:"sha256"`
 	// Integrity is the npm tarball's dist.integrity (source = npm).
 	Integrity string `json:"integrity,omitempty"`
+	// Signer, Manifest and Signature (source = release): the key that
+	// signed the manifest, and the manifest and signature as verified, so
+	// --verify re-checks the executable against the signed checksum offline.
+	Signer    string `json:"signer,omitempty"`
+	Manifest  []byte `json:"manifest,omitempty"`
+	Signature []byte `json:"manifest_sig,omitempty"`
 	Size      int64  `json:"size"`
 	MTimeNS   int64  `json:"mtime_ns"`
 }
@@ -159,6 +165,9 @@ func (ClaudeCode) intact(env *bootstrap.Env, l claudeLayout, v string) (*claudeR
 		if got := hex.EncodeToString(h.Sum(nil)); got != rec.SHA256 {
 			return &rec, fmt.Sprintf("%s has sha256 %s, recorded %s", env.Sys.Path(l.exe(v)), got, rec.SHA256)
 		}
+		if why := recordSignature(env, &rec); why != "" {
+			return &rec, env.Sys.Path(l.exe(v)) + ": " + why
+		}
 	}
 	return &rec, ""
 }
@@ -191,6 +200,9 @@ func (c ClaudeCode) Check(ctx context.Context, env *bootstrap.Env) (bootstrap.Dr
 	default:
 		// What status shows for this step.
 		d.Note("Claude Code %s (source %s, sha256 %s) at %s -> %s", st.version, st.rec.Source, st.rec.SHA256, env.Sys.Path(l.link()), env.Sys.Path(l.exe(st.version)))
+		for _, n := range signatureNotes(env, st.rec) {
+			d.Note("%s", n)
+		}
 	}
 	if st.npmCopy {
 		d.Differ("remove the npm copy %s", env.Sys.Path(l.npmCopy()))

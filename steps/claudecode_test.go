@@ -47,11 +47,15 @@ func newClaudeEnv(t *testing.T, source string) (*bootstrap.Env, *claudetest.Serv
 	srv := claudetest.New()
 	t.Cleanup(srv.Close)
 	exe := func(v string) []byte { return claudetest.Executable(v, 700<<10) }
-	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2"} {
+	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2", "2.1.88", "2.1.332"} {
 		srv.Add(v, "linux-x64", exe(v))
+	}
+	if _, err := srv.WriteKey(env.Root); err != nil {
+		t.Fatal(err)
 	}
 	c := env.Config
 	c.ClaudeSource, c.ClaudeVersion = source, "1.0.0"
+	c.ClaudeSigningKey = claudetest.KeyPath
 	c.ClaudeReleaseURL, c.ClaudeRegistry = srv.ReleaseURL(), srv.RegistryURL()
 	c.ClaudeStall = 2 * time.Second
 	return env, srv, exe
@@ -104,7 +108,7 @@ func TestClaudeCodeInstallsVerifiedAndIdempotent(t *testing.T) {
 				t.Errorf("executable: %v, %v; want mode 0755", fi, err)
 			}
 			d = mustCheck(t, env)
-			if !d.InSync() || len(d.Notes) != 1 || !strings.Contains(d.Notes[0], claudetest.SHA256(exe("1.0.0"))) || !strings.Contains(d.Notes[0], "source "+source) {
+			if !d.InSync() || len(d.Notes) == 0 || !strings.Contains(d.Notes[0], claudetest.SHA256(exe("1.0.0"))) || !strings.Contains(d.Notes[0], "source "+source) {
 				t.Errorf("after install: %+v, want in sync with a note naming the source and checksum", d)
 			}
 			if entries, _ := os.ReadDir(filepath.Join(env.Root, "usr/local/lib/claude-code/versions/1.0.0")); len(entries) != 2 {
@@ -201,7 +205,7 @@ func TestClaudeCodeFaults(t *testing.T) {
 		source  string
 		version string
 		setup   func(s *claudetest.Server)
-		wantErr []string // "" succeeds
+		wantErr []string // nil succeeds; KEY and OTHER stand for the trusted and the other key's fingerprints
 		// requests to the executable or tarball path, when checked
 		wantReq int
 	}{
@@ -226,6 +230,20 @@ func TestClaudeCodeFaults(t *testing.T) {
 		{name: "manifest without this platform", source: "release", version: "1.0.1",
 			setup:   func(s *claudetest.Server) { s.HidePlatform("1.0.1", x64) },
 			wantErr: []string{"no build for linux-x64"}, wantReq: 0},
+		{name: "unsigned manifest", source: "release", version: "2.1.332",
+			setup:   func(s *claudetest.Server) { s.Unsign("2.1.332") },
+			wantErr: []string{claudetest.SigPath("2.1.332") + " is missing (404)", "expected a signature by key KEY, signer none", "verify_signature = false"}},
+		{name: "signature by another key", source: "release", version: "2.1.332",
+			setup:   func(s *claudetest.Server) { s.SignWithOtherKey("2.1.332") },
+			wantErr: []string{claudetest.SigPath("2.1.332"), "by another key", "expected key KEY, signer OTHER"}},
+		{name: "manifest changed after signing", source: "release", version: "2.1.332",
+			setup:   func(s *claudetest.Server) { s.Forge("2.1.332", x64, claudetest.Executable("evil", 700<<10)) },
+			wantErr: []string{claudetest.SigPath("2.1.332"), "does not verify", "expected key KEY, signer KEY"}},
+		{name: "signature over another version's manifest", source: "release", version: "2.1.332",
+			setup:   func(s *claudetest.Server) { s.ReplaySignature("2.1.332", "1.0.1") },
+			wantErr: []string{claudetest.SigPath("2.1.332"), "does not verify", "expected key KEY"}},
+		{name: "an unsigned release before 2.1.89, pinned", source: "release", version: "2.1.88",
+			setup: func(s *claudetest.Server) { s.Unsign("2.1.88") }, wantReq: 1},
 		{name: "npm integrity mismatch", source: "npm", version: "1.0.1",
 			setup:   func(s *claudetest.Server) { s.Corrupt("1.0.1", x64, claudetest.Executable("evil", 700<<10)) },
 			wantErr: []string{"checksum mismatch", "dist.integrity", claudetest.TarballPath("1.0.1", x64)}, wantReq: 1},
@@ -265,6 +283,7 @@ func TestClaudeCodeFaults(t *testing.T) {
 					t.Fatal("Apply succeeded")
 				}
 				for _, w := range tt.wantErr {
+					w = strings.NewReplacer("KEY", srv.Signer().Fingerprint(), "OTHER", srv.OtherSigner().Fingerprint()).Replace(w)
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error %q does not contain %q", err, w)
 					}

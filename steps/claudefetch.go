@@ -306,6 +306,11 @@ func (s claudeSource) fetchRelease(ctx context.Context, version, plat, name stri
 	if err != nil {
 		return claudeRecord{}, err
 	}
+	// Nothing in the manifest is trusted before its signature is checked.
+	sig, signer, err := s.manifestSignature(ctx, version, mURL, data)
+	if err != nil {
+		return claudeRecord{}, err
+	}
 	var m releaseManifest
 	if err := json.Unmarshal(data, &m); err != nil {
 		return claudeRecord{}, fmt.Errorf("claude-code: %s is not a release manifest: %v", mURL, err)
@@ -350,7 +355,11 @@ func (s claudeSource) fetchRelease(ctx context.Context, version, plat, name stri
 	if err != nil {
 		return claudeRecord{}, err
 	}
-	return claudeRecord{URL: exeURL, SHA256: got}, nil
+	rec := claudeRecord{URL: exeURL, SHA256: got}
+	if sig != nil {
+		rec.Signer, rec.Manifest, rec.Signature = signer, data, sig
+	}
+	return rec, nil
 }
 
 // roomFor refuses, before anything is staged, an executable that declares

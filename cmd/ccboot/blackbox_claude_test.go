@@ -42,10 +42,14 @@ func TestBlackboxClaudeCodeNative(t *testing.T) {
 		srv.Add(v, "linux-x64", exe(v))
 	}
 	srv.Corrupt("1.0.1", "linux-x64", claudetest.Executable("tampered", 3<<20))
+	trustKey, err := srv.WriteKey(root)
+	if err != nil {
+		t.Fatal(err)
+	}
 	run := func(mode, source, version string, extra ...string) result {
 		args := []string{mode, "--root", root, "--only", "claude-code", "--imds-endpoint", imds,
 			"--set", "claude-code.source=" + source, "--set", "claude-code.version=" + version,
-			"--set", "claude-code.release_url=" + srv.ReleaseURL(), "--set", "claude-code.registry=" + srv.RegistryURL()}
+			"--set", "claude-code.release_url=" + srv.ReleaseURL(), "--set", "claude-code.registry=" + srv.RegistryURL(), "--set", trustKey}
 		return ccboot(t, append(args, extra...)...)
 	}
 	linked := func() []byte {

@@ -41,13 +41,17 @@ func claudeFaultRootOn(t *testing.T, size int, srv *claudetest.Server) (root str
 	exe = func(v string) []byte { return claudetest.Executable(v, size) }
 	srv.Add("1.0.0", "linux-x64", exe("1.0.0"))
 	srv.Add("1.0.1", "linux-x64", exe("1.0.1"))
+	if _, err := srv.WriteKey(root); err != nil {
+		t.Fatal(err)
+	}
 	return root, srv, exe
 }
 
 func claudeArgs(root, imds string, srv *claudetest.Server, version string, extra ...string) []string {
 	return append([]string{"repair", "--root", root, "--only", "claude-code", "--imds-endpoint", imds,
 		"--set", "claude-code.version=" + version, "--set", "claude-code.release_url=" + srv.ReleaseURL(),
-		"--set", "claude-code.registry=" + srv.RegistryURL(), "--set", "claude-code.stall_timeout=1s"}, extra...)
+		"--set", "claude-code.registry=" + srv.RegistryURL(), "--set", "claude-code.stall_timeout=1s",
+		"--set", "claude-code.signing_key=" + claudetest.KeyPath}, extra...)
 }
 
 // claudeIntact: PREFIX/bin/claude resolves to exactly want; no temp file
@@ -76,6 +80,8 @@ func TestReliabilityClaudeDownloadFaults(t *testing.T) {
 	t.Cleanup(func() { figure(t, "claude-download-faults", int(ok.Load()), int(total.Load())) })
 	const x64 = "linux-x64"
 	exePath := claudetest.ExePath("1.0.1", x64)
+	const signed = "2.1.332"
+	addSigned := func(s *claudetest.Server) { s.Add(signed, x64, claudetest.Executable(signed, 1<<20)) }
 	cases := []struct {
 		name    string
 		version string
@@ -93,6 +99,19 @@ func TestReliabilityClaudeDownloadFaults(t *testing.T) {
 		{"manifest without this platform", "1.0.1", nil, func(s *claudetest.Server) { s.HidePlatform("1.0.1", x64) }, 1, []string{"no build for linux-x64"}, 0},
 		{"stall past the timeout, every attempt", "1.0.1", []string{"--set", "claude-code.retries=2"},
 			func(s *claudetest.Server) { s.Fail(exePath, claudetest.Stall, claudetest.Stall) }, 1, []string{"no data for 1s", "stall_timeout", "attempt 2 of 2"}, 2},
+		// Signed releases (2.1.89 on): the signature is checked before the
+		// executable is requested. KEY and OTHER stand for the trusted and
+		// the other key's fingerprints.
+		{"unsigned manifest", signed, nil, func(s *claudetest.Server) { addSigned(s); s.Unsign(signed) },
+			1, []string{claudetest.SigPath(signed) + " is missing (404)", "expected a signature by key KEY, signer none"}, 0},
+		{"signature by another key", signed, nil, func(s *claudetest.Server) { addSigned(s); s.SignWithOtherKey(signed) },
+			1, []string{claudetest.SigPath(signed), "by another key", "expected key KEY, signer OTHER"}, 0},
+		{"manifest changed after signing", signed, nil, func(s *claudetest.Server) {
+			addSigned(s)
+			s.Forge(signed, x64, claudetest.Executable("tampered", 1<<20))
+		}, 1, []string{claudetest.SigPath(signed), "does not verify", "expected key KEY, signer KEY"}, 0},
+		{"signature over another version's manifest", signed, nil, func(s *claudetest.Server) { addSigned(s); s.ReplaySignature(signed, "1.0.1") },
+			1, []string{claudetest.SigPath(signed), "does not verify", "expected key KEY"}, 0},
 	}
 	for _, tc := range cases {
 		total.Add(1)
@@ -111,6 +130,7 @@ func TestReliabilityClaudeDownloadFaults(t *testing.T) {
 			}
 			line := stepLine(r.stdout, "claude-code")
 			for _, w := range tc.want {
+				w = strings.NewReplacer("KEY", srv.Signer().Fingerprint(), "OTHER", srv.OtherSigner().Fingerprint()).Replace(w)
 				if !strings.Contains(line, w) {
 					t.Errorf("claude-code line lacks %q:\n%s", w, line)
 				}
@@ -121,7 +141,7 @@ func TestReliabilityClaudeDownloadFaults(t *testing.T) {
 			}
 			claudeIntact(t, root, want, "after the fault")
 			if tc.reqs >= 0 {
-				if got := srv.Requests(exePath); got != tc.reqs {
+				if got := srv.Requests(claudetest.ExePath(tc.version, x64)); got != tc.reqs {
 					t.Errorf("requests for the executable: %d, want %d", got, tc.reqs)
 				}
 			}

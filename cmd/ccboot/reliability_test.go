@@ -351,7 +351,10 @@ func withFakePM(t *testing.T, root string) {
 	srv := claudetest.New()
 	t.Cleanup(srv.Close)
 	srv.Add(bootstrap.DefaultClaudeCodeVersion, "linux-x64", claudetest.Executable(bootstrap.DefaultClaudeCodeVersion, 1<<20))
-	mustWrite(t, filepath.Join(root, "etc/ccboot/ccboot.conf"), "[claude-code]\nrelease_url = "+srv.ReleaseURL()+"\n", 0o644)
+	if _, err := srv.WriteKey(root); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, filepath.Join(root, "etc/ccboot/ccboot.conf"), "[claude-code]\nrelease_url = "+srv.ReleaseURL()+"\nsigning_key = "+claudetest.KeyPath+"\n", 0o644)
 }
 
 func mustMkdir(t *testing.T, p string) {

@@ -40,6 +40,14 @@ mkdir -p "$rel/linux-x64"
 tar -xzf "$cacache/content-v2/sha512/${hex:0:2}/${hex:2:2}/${hex:4}" -O package/claude >"$rel/linux-x64/claude"
 printf '{"version":"%s","platforms":{"linux-x64":{"checksum":"%s","size":%s}}}\n' "$v" \
 	"$(sha256sum "$rel/linux-x64/claude" | cut -d' ' -f1)" "$(stat -c %s "$rel/linux-x64/claude")" >"$rel/manifest.json"
+# Signed like Anthropic's (VERSION/manifest.json.sig), by a throwaway key
+# the guest's ccboot trusts through [claude-code] signing_key.
+gnupg=$(mktemp -d)
+GNUPGHOME=$gnupg gpg --batch -q --passphrase '' --quick-gen-key 'ccboot bench <bench@example.invalid>' ed25519 sign never
+GNUPGHOME=$gnupg gpg --batch -q --armor --export >"$dist/release-key.asc"
+GNUPGHOME=$gnupg gpg --batch -q --yes --armor --detach-sign -o "$rel/manifest.json.sig" "$rel/manifest.json"
+rm -rf "$gnupg"
+chmod 0644 "$dist/release-key.asc"
 # BENCH_NPM=1: ccboot's package list includes npm, as the shell's does.
 printf 'BENCH_CLAUDE_VERSION=%s\nBENCH_NPM=%s\n' "$v" "${BENCH_NPM:-0}" >"$dist/bench.env"
 

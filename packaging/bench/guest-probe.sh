@@ -59,7 +59,7 @@ python3 -m http.server 8099 --bind 127.0.0.1 --directory /srv/dist >/dev/null 2>
 rel=http://127.0.0.1:8099/claude-code-releases
 for _ in $(seq 1 100); do curl -fs -o /dev/null "$rel/$BENCH_CLAUDE_VERSION/manifest.json" && break; sleep 0.1; done
 cc="/srv/dist/ccboot"
-ccset="--set claude-code.release_url=$rel"
+ccset="--set claude-code.release_url=$rel --set claude-code.signing_key=/srv/dist/release-key.asc"
 if [ "$BENCH_NPM" = 1 ]; then ccset="$ccset --set packages.install=unzip,git,jq,nodejs,npm,docker"; fi
 t0=$(now)
 $cc run --imds-endpoint $imds $ccset >"$E2E_OUT/ccboot-run.out" 2>&1

@@ -52,6 +52,7 @@ rung "4 + zap (JSON core)" "go.uber.org/zap go.uber.org/zap/zapcore" '	zap.New(z
 rung "5 + gopkg.in/ini.v1 (+regexp)" "gopkg.in/ini.v1" '	if f, e := ini.Load([]byte(args[0])); e == nil { fmt.Println(f.Section("a").Key("b").String()) }'
 rung "6 + go-systemd daemon, unit" "github.com/coreos/go-systemd/v22/daemon github.com/coreos/go-systemd/v22/unit" '	fmt.Println(daemon.SdNotify(false, args[0])); fmt.Println(unit.DeserializeOptions(os.Stdin))'
 rung "7 + encoding/json, os/exec, golang.org/x/sys/unix" "encoding/json os/exec golang.org/x/sys/unix" '	var v map[string]any; _ = json.Unmarshal([]byte(args[0]), &v); b, _ := json.MarshalIndent(v, "", " "); fmt.Println(string(b), exec.Command(args[0]).Run(), unix.Getpid())'
+rung "8 + ProtonMail/go-crypto openpgp (armored detached signature check)" "strings github.com/ProtonMail/go-crypto/openpgp" '	if k, e := openpgp.ReadArmoredKeyRing(os.Stdin); e == nil { _, err = openpgp.CheckArmoredDetachedSignature(k, strings.NewReader(args[0]), os.Stdin, nil) }'
 prev=0
 : >"$out/ladder.txt"
 for arch in arm64 amd64; do
@@ -64,5 +65,5 @@ for arch in arm64 amd64; do
 		prev=$s
 	done
 	s=$(grep "^size_$arch=" "$env_out" | cut -d= -f2)
-	printf '%s\t%s\t%d\t%+d\n' "$arch" "8 ccboot (own code on top of 7)" "$s" "$((s - prev))" >>"$out/ladder.txt"
+	printf '%s\t%s\t%d\t%+d\n' "$arch" "9 ccboot (own code on top of 8)" "$s" "$((s - prev))" >>"$out/ladder.txt"
 done

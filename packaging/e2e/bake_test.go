@@ -286,7 +286,9 @@ func (s *suite) bakeOffline(t *testing.T, dir, kind, src, add string) string {
 		t.Fatal(err)
 	}
 	// What the image's ccboot.conf holds (Packer's ccboot_config).
-	imageConf := "[claude-code]\nrelease_url = " + releaseURL + "\n"
+	// The key the channel's manifests are signed with goes into the image
+	// beside it, as a private mirror's would.
+	imageConf := "[claude-code]\nrelease_url = " + releaseURL + "\nsigning_key = /etc/ccboot/" + releaseKeyFile + "\n"
 	script := `set -eu
 b=$1 kind=$2 src=$3 repo=$4 dist=$5 port=$6 conf=$7 add=$8
 mkdir -p "$b/merged"
@@ -302,6 +304,7 @@ python3 -m http.server --bind 127.0.0.1 --directory "$dist" "$port" >"$b/http.lo
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 mkdir -p "$b/merged/etc/ccboot"
 printf '%s' "$conf" >"$b/merged/etc/ccboot/ccboot.conf"
+install -m 0644 "$dist/release-key.asc" "$b/merged/etc/ccboot/release-key.asc"
 rc=0
 "$dist/ccboot" bake --root "$b/merged" >"$b/bake.out" 2>&1 || rc=$?
 "$dist/ccboot" bake --check --root "$b/merged" >"$b/check.out" 2>&1 || echo "check exit $?" >>"$b/check.out"

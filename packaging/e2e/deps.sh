@@ -12,7 +12,7 @@ pkgs=(
 	qemu-system-x86 qemu-utils genisoimage busybox
 	dpkg-dev rpm createrepo-c dnf
 	e2fsprogs iproute2 util-linux curl jq
-	shellcheck
+	shellcheck gpg
 )
 aemm_version=v1.13.0
 

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ccboot/ccboot/steps/claudetest"
 )
 
 // The mock's identity for the main boot: a partition other than "aws", so a
@@ -31,8 +33,9 @@ const (
 
 // nspawnFlags: swapon is EPERM in a container, so nspawn guests run with
 // swap off; swap is proven in the QEMU scenario. Claude Code comes from the
-// release channel the harness serves from /srv/dist on the guest's loopback.
-var nspawnFlags = "--swap-size off --set claude-code.release_url=" + releaseURL
+// release channel the harness serves from /srv/dist on the guest's loopback,
+// its manifests checked against the harness's signing key.
+var nspawnFlags = "--swap-size off --set claude-code.release_url=" + releaseURL + " --set claude-code.signing_key=/srv/dist/" + releaseKeyFile
 
 func TestE2E(t *testing.T) {
 	s := newSuite(t)
@@ -304,10 +307,19 @@ func testClaudeVersions(t *testing.T, g guest) {
 	if got := strings.TrimSpace(g.file("claude-link-corrupt.txt")); got != link(e2eClaudeUpgrade) {
 		t.Errorf("after the failed upgrade the link is %q, want the previous %s", got, link(e2eClaudeUpgrade))
 	}
+	badSig := g.file("claude-badsig.out")
+	for _, w := range []string{"by another key", "expected key " + claudetest.NewSigner("e2e").Fingerprint(), "signer " + claudetest.NewSigner("e2e-other").Fingerprint(), e2eClaudeBadSig + "/manifest.json.sig", "nothing was installed"} {
+		if g.rc("claude-badsig") != 1 || !strings.Contains(badSig, w) {
+			t.Errorf("%s signed by another key: exit %d, want 1 with %q:\n%s", e2eClaudeBadSig, g.rc("claude-badsig"), w, g.out("claude-badsig"))
+		}
+	}
+	if got := strings.TrimSpace(g.file("claude-link-badsig.txt")); got != link(e2eClaudeUpgrade) {
+		t.Errorf("after the refused signature the link is %q, want the previous %s", got, link(e2eClaudeUpgrade))
+	}
 	if rc := g.rc("claude-version-corrupt"); rc != 0 || !strings.Contains(g.file("claude-version-corrupt.out"), "(Claude Code)") {
 		t.Errorf("the previous version does not run after the failed upgrade: exit %d: %s", rc, g.out("claude-version-corrupt"))
 	}
-	if v := g.file("claude-versions.txt"); strings.Contains(v, e2eClaudeBad) || strings.Contains(v, "ccboot-tmp") {
+	if v := g.file("claude-versions.txt"); strings.Contains(v, e2eClaudeBad) || strings.Contains(v, e2eClaudeBadSig) || strings.Contains(v, "ccboot-tmp") {
 		t.Errorf("the corrupted download left files:\n%s", v)
 	}
 	if !regexp.MustCompile(`(?m)^claude-code\s+drift\b`).MatchString(g.file("claude-migrate-check.out")) {

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ccboot/ccboot/steps/claudetest"
 )
 
 // e2eClaudeVersion is the Claude Code version cache.sh put into the npm
@@ -26,11 +28,18 @@ import (
 const e2eClaudeVersion = "2.1.332"
 
 // Versions the release channel also offers, made from the same executable:
-// an upgrade target, and one whose manifest does not match its bytes.
+// an upgrade target, one whose manifest does not match its bytes, and one
+// whose manifest is signed by a key ccboot does not trust.
 const (
 	e2eClaudeUpgrade = "2.1.333"
 	e2eClaudeBad     = "2.1.334"
+	e2eClaudeBadSig  = "2.1.335"
 )
+
+// releaseKeyFile is the public key of the channel's signing key in
+// /srv/dist (root-owned, 0644); guests trust it through
+// [claude-code] signing_key, as a private mirror that re-signs would.
+const releaseKeyFile = "release-key.asc"
 
 // releaseDir is the release channel's directory under /srv/dist, served
 // on the guest's loopback at releaseURL.
@@ -41,7 +50,8 @@ var releaseURL = fmt.Sprintf("http://127.0.0.1:%d/%s", distPort, releaseDir)
 // releaseChannel lays out, in dist, a release channel made from the real
 // platform package @anthropic-ai/claude-code-linux-x64 that cache.sh
 // fetched into the npm cache: VERSION/manifest.json, VERSION/linux-x64/claude
-// and stable. It reads npm's cache directly (index -> content by integrity),
+// with its signature VERSION/manifest.json.sig (by a test key, whose public
+// half is /srv/dist/release-key.asc), and stable. It reads npm's cache directly (index -> content by integrity),
 // so nothing is fetched and no npm runs.
 func (s *suite) releaseChannel(t *testing.T) {
 	t.Helper()
@@ -64,14 +74,21 @@ func (s *suite) releaseChannel(t *testing.T) {
 	tgz := filepath.Join(cacache, "content-v2", "sha512", h[:2], h[2:4], h[4:])
 	exe := filepath.Join(s.dist, releaseDir, e2eClaudeVersion, "linux-x64", "claude")
 	sum, size := extractClaude(t, tgz, exe)
+	signer, other := claudetest.NewSigner("e2e"), claudetest.NewSigner("e2e-other")
+	writeFile(t, filepath.Join(s.dist, releaseKeyFile), string(signer.PublicKey()))
 	manifest := func(version, checksum string) {
 		m := map[string]any{"version": version, "buildDate": "2026-11-01T00:00:00Z",
 			"platforms": map[string]any{"linux-x64": map[string]any{"checksum": checksum, "size": size}}}
 		b, _ := json.Marshal(m)
 		writeFile(t, filepath.Join(s.dist, releaseDir, version, "manifest.json"), string(b))
+		by := signer
+		if version == e2eClaudeBadSig {
+			by = other
+		}
+		writeFile(t, filepath.Join(s.dist, releaseDir, version, "manifest.json.sig"), string(by.Sign(b)))
 	}
 	manifest(e2eClaudeVersion, sum)
-	for _, v := range []string{e2eClaudeUpgrade, e2eClaudeBad} {
+	for _, v := range []string{e2eClaudeUpgrade, e2eClaudeBad, e2eClaudeBadSig} {
 		dst := filepath.Join(s.dist, releaseDir, v, "linux-x64", "claude")
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			t.Fatal(err)
@@ -83,6 +100,7 @@ func (s *suite) releaseChannel(t *testing.T) {
 	}
 	manifest(e2eClaudeUpgrade, sum)
 	manifest(e2eClaudeBad, strings.Repeat("0", 64))
+	manifest(e2eClaudeBadSig, sum)
 	writeFile(t, filepath.Join(s.dist, releaseDir, "stable"), e2eClaudeVersion+"\n")
 }
 

@@ -1,6 +1,7 @@
 // Package claudetest serves Claude Code the way its sources do, on
-// loopback: Anthropic's release channel (VERSION/manifest.json,
-// VERSION/PLATFORM/claude, stable, latest) and an npm registry (package
+// loopback: Anthropic's release channel (VERSION/manifest.json, its
+// detached signature VERSION/manifest.json.sig by a key the server
+// generates, VERSION/PLATFORM/claude, stable, latest) and an npm registry (package
 // document, tarball with dist.integrity). Tests add versions, corrupt them
 // and inject faults (5xx, truncated bodies, stalls).
 package claudetest
@@ -16,6 +17,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -69,7 +71,22 @@ type Server struct {
 	tarURLs   map[string]string // version/plat -> dist.tarball instead of ours
 	redirects map[string]string // path -> where a 302 sends it
 	sent      map[string]int64  // path -> body bytes written
+
+	signer  *Signer
+	other   *Signer             // a key ccboot does not trust
+	sigs    map[string]sigFault // version -> how its signature is served
+	forged  map[string]bool     // version -> the manifest describes the served bytes
+	sigFrom map[string]string   // version -> serve this other version's signature
 }
+
+// sigFault is how a version's manifest signature is served.
+type sigFault int
+
+const (
+	sigGood     sigFault = iota
+	sigMissing           // 404
+	sigOtherKey          // a valid signature by another key
+)
 
 func tarballKey(version, plat string, exe []byte) string {
 	return version + "/" + plat + "/" + SHA256(exe)
@@ -107,6 +124,7 @@ func newServer() *Server {
 		channels: map[string]string{}, faults: map[string][]Fault{}, requests: map[string]int{},
 		hidden: map[string]string{}, tarballs: map[string][]byte{},
 		published: map[string][]byte{}, tarURLs: map[string]string{}, redirects: map[string]string{}, sent: map[string]int64{},
+		signer: NewSigner("trusted"), other: NewSigner("other"), sigs: map[string]sigFault{}, forged: map[string]bool{}, sigFrom: map[string]string{},
 	}
 }
 
@@ -149,6 +167,62 @@ func (s *Server) Sent(path string) int64 {
 	defer s.mu.Unlock()
 	return s.sent[path]
 }
+
+// Signer is the key the server signs manifests with; ccboot trusts it
+// through [claude-code] signing_key (WriteKey).
+func (s *Server) Signer() *Signer { return s.signer }
+
+// OtherSigner is the untrusted key SignWithOtherKey signs with.
+func (s *Server) OtherSigner() *Signer { return s.other }
+
+// KeyPath is where WriteKey puts the server's public key in a root.
+const KeyPath = "/etc/ccboot/release-key.asc"
+
+// WriteKey writes the server's public key to root's KeyPath (mode 0644)
+// and returns the --set argument that makes ccboot trust it.
+func (s *Server) WriteKey(root string) (string, error) {
+	p := filepath.Join(root, KeyPath)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(p, s.signer.PublicKey(), 0o644); err != nil {
+		return "", err
+	}
+	return "claude-code.signing_key=" + KeyPath, nil
+}
+
+// Unsign makes version's manifest.json.sig answer 404.
+func (s *Server) Unsign(version string) { s.setSig(version, sigMissing) }
+
+// SignWithOtherKey serves a valid signature over version's manifest, made
+// by a key ccboot does not trust.
+func (s *Server) SignWithOtherKey(version string) { s.setSig(version, sigOtherKey) }
+
+func (s *Server) setSig(version string, f sigFault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sigs[version] = f
+}
+
+// Forge serves served for version/platform with a manifest that describes
+// it (checksum and size match), while the signature stays the one over the
+// genuine manifest: a channel that changed the manifest after signing.
+func (s *Server) Forge(version, platform string, served []byte) {
+	s.Corrupt(version, platform, served)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forged[version] = true
+}
+
+// ReplaySignature serves from's (valid) manifest signature as version's.
+func (s *Server) ReplaySignature(version, from string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sigFrom[version] = from
+}
+
+// SigPath is the release channel's path of a manifest signature.
+func SigPath(version string) string { return "/release/" + version + "/manifest.json.sig" }
 
 // Close stops the server.
 func (s *Server) Close() { s.srv.CloseClientConnections(); s.srv.Close() }
@@ -300,7 +374,9 @@ func (s *Server) body(p string) ([]byte, bool) {
 			v, ok := s.channels[parts[0]]
 			return []byte(v + "\n"), ok
 		case len(parts) == 2 && parts[1] == "manifest.json":
-			return s.manifest(parts[0])
+			return s.manifest(parts[0], s.forged[parts[0]])
+		case len(parts) == 2 && parts[1] == "manifest.json.sig":
+			return s.signature(parts[0])
 		case len(parts) == 3 && parts[2] == "claude":
 			return s.exe(parts[0], parts[1])
 		}
@@ -347,10 +423,35 @@ type platformSum struct {
 	Size     int    `json:"size"`
 }
 
-func (s *Server) manifest(version string) ([]byte, bool) {
+// signature is version's manifest.json.sig; s.mu is held.
+func (s *Server) signature(version string) ([]byte, bool) {
+	signed := version
+	if from, ok := s.sigFrom[version]; ok {
+		signed = from
+	}
+	m, ok := s.manifest(signed, false)
+	if !ok {
+		return nil, false
+	}
+	switch s.sigs[version] {
+	case sigMissing:
+		return nil, false
+	case sigOtherKey:
+		return s.other.Sign(m), true
+	}
+	return s.signer.Sign(m), true
+}
+
+// manifest is version's manifest.json: describing the published bytes, or
+// with served, the bytes served instead; s.mu is held.
+func (s *Server) manifest(version string, served bool) ([]byte, bool) {
 	exes, ok := s.exes[version]
 	if !ok {
 		return nil, false
+	}
+	if served {
+		exes = maps.Clone(exes)
+		maps.Copy(exes, s.served[version])
 	}
 	m := struct {
 		Version   string                 `json:"version"`

@@ -62,12 +62,15 @@ cp /etc/profile.d/claude-bedrock.sh "$o/profile-model-repaired.sh" 2>/dev/null
 temp_files temp-files-end.txt
 
 # --- 10. Claude Code: upgrade, a corrupted version, migration from npm
-# The channel offers 2.1.333 (same executable) and 2.1.334 (manifest
-# checksum that does not match its bytes).
+# The channel offers 2.1.333 (same executable), 2.1.334 (manifest
+# checksum that does not match its bytes) and 2.1.335 (signed by another key).
 capture claude-upgrade cc repair --set claude-code.version=2.1.333
 readlink /usr/local/bin/claude >"$o/claude-link-upgraded.txt" 2>&1
 capture claude-corrupt cc repair --set claude-code.version=2.1.334
 readlink /usr/local/bin/claude >"$o/claude-link-corrupt.txt" 2>&1
+# 2.1.335: its manifest is signed by a key ccboot does not trust.
+capture claude-badsig cc repair --set claude-code.version=2.1.335
+readlink /usr/local/bin/claude >"$o/claude-link-badsig.txt" 2>&1
 capture claude-version-corrupt runuser -u ec2-user -- bash -lc 'claude --version'
 ls -a /usr/local/lib/claude-code/versions /usr/local/lib/claude-code/versions/* >"$o/claude-versions.txt" 2>&1
 # The layout an older ccboot left: the npm package and its bin link.
