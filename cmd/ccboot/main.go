@@ -18,6 +18,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/steps"
 )
 
@@ -91,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return credentialsCmd(ctx, rest, stdout, stderr)
 	case "broker":
 		return brokerCmd(ctx, rest, stdout, stderr)
+	case doctor.ProbeCommand: // hidden: doctor's child as the target user
+		return doctor.ProbeMain(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "ccboot %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
