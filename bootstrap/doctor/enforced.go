@@ -177,6 +177,9 @@ func (s *state) noSudo(ctx context.Context) (outcome, bool) {
 	}
 	res, err := e.Run.Run(ctx, runner.Cmd{Name: "sudo", Args: []string{"-n", "-l", "-U", name}, Env: []string{"LC_ALL=C"}})
 	var exit *runner.ExitError
+	if errors.As(err, &exit) && exit.Code == 127 {
+		return outcome{}, true // chroot: the root has no sudo
+	}
 	if err != nil && !errors.As(err, &exit) {
 		if strings.Contains(err.Error(), "not found") {
 			return outcome{}, true // no sudo at all: nothing grants root through it

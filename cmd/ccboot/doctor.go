@@ -14,6 +14,7 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/bootstrap/metadata"
+	"github.com/ccboot/ccboot/bootstrap/runner"
 	"github.com/ccboot/ccboot/bootstrap/sysuser"
 	"github.com/ccboot/ccboot/steps"
 )
@@ -114,7 +115,7 @@ func enforcedEnv(env *bootstrap.Env) doctor.EnforcedEnv {
 		Probe:        []string{"/proc/self/exe", doctor.ProbeCommand},
 		BrokerSocket: env.Sys.Path(strings.TrimPrefix(broker.DefaultSocket, "/")),
 		DockerSocket: env.Sys.Path("var/run/docker.sock"),
-		Run:          env.Run,
+		Run:          inRoot{env},
 	}
 	e.User, e.UserErr = env.TargetUser()
 	if e.UserErr == nil {
@@ -123,6 +124,14 @@ func enforcedEnv(env *bootstrap.Env) doctor.EnforcedEnv {
 	store := broker.OpenApprovals(env.Sys, broker.DefaultApprovalsDir, env.Log)
 	e.Approvals, e.ApprovalsErr = store.Active(time.Now())
 	return e
+}
+
+// inRoot runs a command against the root (chroot under --root), so sudo is
+// the root's own, as for the steps.
+type inRoot struct{ env *bootstrap.Env }
+
+func (r inRoot) Run(ctx context.Context, c runner.Cmd) (runner.Result, error) {
+	return r.env.Run.Run(ctx, r.env.InRoot(c))
 }
 
 // printDoctor writes one line per check: name, ok, FAIL or skip, the detail
