@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -220,8 +221,7 @@ func checkBrokerReadOnly(ctx context.Context, s *state) outcome {
 		return fail(fmt.Sprintf("the broker refuses ReadOnly to %s: %s", userLabel(u), rep.Refusal),
 			"see why in `journalctl -u ccboot-broker`; [ccboot] user must be the user the broker serves (`sudo systemctl restart ccboot-broker.socket` after changing it)")
 	case rep.Error != "":
-		return fail(fmt.Sprintf("%s cannot get ReadOnly from the broker: %s", userLabel(u), rep.Error),
-			"run `sudo ccboot repair --only aws-config` (it installs the broker's units), then `sudo systemctl start ccboot-broker.socket`")
+		return fail(fmt.Sprintf("%s cannot get ReadOnly from the broker: %s", userLabel(u), rep.Error), s.brokerFix(rep.Error))
 	case rep.Credentials == nil:
 		return fail("the broker answered neither credentials nor a refusal", "see `journalctl -u ccboot-broker`")
 	}
@@ -254,8 +254,7 @@ func checkBrokerElevatedRefused(ctx context.Context, s *state) outcome {
 		return fail(fmt.Sprintf("the broker gave Elevated to a process of %s outside any approved session", userLabel(u)),
 			"end it now with `sudo ccboot elevate --revoke`, restart the broker (`sudo systemctl restart ccboot-broker.service`) and see `journalctl -u ccboot-broker`")
 	case rep.Error != "":
-		return fail(fmt.Sprintf("%s cannot reach the broker: %s", userLabel(u), rep.Error),
-			"run `sudo ccboot repair --only aws-config` (it installs the broker's units), then `sudo systemctl start ccboot-broker.socket`")
+		return fail(fmt.Sprintf("%s cannot reach the broker: %s", userLabel(u), rep.Error), s.brokerFix(rep.Error))
 	case rep.Refusal != broker.NotApproved:
 		return fail(fmt.Sprintf("the broker refuses Elevated to %s, but not for want of an approval: %s", userLabel(u), rep.Refusal),
 			"see `journalctl -u ccboot-broker`")
@@ -271,6 +270,22 @@ func checkBrokerElevatedRefused(ctx context.Context, s *state) outcome {
 		return pass("%s; outside it %s is refused: %q", strings.Join(open, ", "), userLabel(u), rep.Refusal)
 	}
 	return pass("no approval is active and the broker refuses Elevated to %s: %q", userLabel(u), rep.Refusal)
+}
+
+// brokerFix says how to let the user reach the broker. A directory on the
+// way the user cannot search (ccboot's lock directory /run/ccboot is
+// 0700) shows as "permission denied" with the socket's mode 0666.
+func (s *state) brokerFix(probeErr string) string {
+	const start = "run `sudo ccboot repair --only aws-config` (it installs the broker's units), then `sudo systemctl start ccboot-broker.socket`"
+	if !strings.Contains(probeErr, "permission denied") {
+		return start
+	}
+	dir := filepath.Dir(s.env.BrokerSocket)
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm()&0o001 != 0 {
+		return "the broker's socket " + s.env.BrokerSocket + " must be mode 0666 in directories everyone may search; " + start
+	}
+	return fmt.Sprintf("%s is mode %04o, so %s cannot reach the broker's socket in it: `sudo chmod 0755 %s`", dir, fi.Mode().Perm(), s.env.User.Name, dir)
 }
 
 // checkReadOnlyNoElevated: in enforced mode IAM must deny ReadOnly the

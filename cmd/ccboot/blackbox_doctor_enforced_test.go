@@ -191,7 +191,15 @@ func enforcedScenario(t *testing.T, root string, enforced []string) {
 	}
 	_ = os.RemoveAll(filepath.Join(root, "var/lib/ccboot/approvals"))
 
-	// 6. The broker is down: neither tier can be had, each says how to start it.
+	// 6. The broker's directory is closed to the user (ccboot's lock
+	// directory is the same /run/ccboot, and the lock makes it 0700).
+	brokerDir := filepath.Join(root, "run/ccboot")
+	if err := os.Chmod(brokerDir, 0o700); err == nil {
+		want("broker directory 0700", doctor.BrokerReadOnly, "FAIL", "permission denied; an admin starts it: sudo systemctl start ccboot-broker.socket; fix: "+brokerDir+" is mode 0700, so ec2-user cannot reach the broker's socket in it: `sudo chmod 0755 "+brokerDir+"`")
+		_ = os.Chmod(brokerDir, 0o755)
+	}
+
+	// 7. The broker is down: neither tier can be had, each says how to start it.
 	stopBroker()
 	stopBroker = func() {}
 	r = doctorRun()
