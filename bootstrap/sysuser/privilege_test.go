@@ -37,7 +37,7 @@ func TestGroupsOf(t *testing.T) {
 
 func TestParseSudoList(t *testing.T) {
 	for out, want := range map[string]SudoList{
-		"User ec2-user is not allowed to run sudo on ip-10-0-0-1.\n": {None: true},
+		"User ec2-user is not allowed to run sudo on ip-10-0-0-1.\n":                                                                                   {None: true},
 		"Matching Defaults entries for ec2-user on h:\n    env_reset\n\nUser ec2-user may run the following commands on h:\n    (ALL) NOPASSWD: ALL\n": {Rules: "(ALL) NOPASSWD: ALL"},
 	} {
 		if got, ok := ParseSudoList(out); !ok || got != want {
