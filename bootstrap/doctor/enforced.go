@@ -113,24 +113,44 @@ func checkUserNoIMDS(ctx context.Context, s *state) outcome {
 	u := s.env.User
 	// Root first: if root cannot connect either, IMDS is down, and a
 	// refused user proves nothing about the filter.
-	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, probeDialTimeout)
-	c, err := d.DialContext(dctx, "tcp", addr)
-	cancel()
-	if err != nil {
+	if err := rootDial(ctx, addr); err != nil {
 		return fail(fmt.Sprintf("IMDS at %s does not answer root either (%s), so the filter cannot be told from an outage", addr, oneLine(err)),
 			"enable the instance's metadata service (HttpEndpoint enabled), or set [ccboot] imds_endpoint to where it is, then run `sudo ccboot doctor` again")
 	}
-	c.Close()
-	rep, err := s.asUser(ctx, "connect", "tcp", addr)
-	if err != nil {
-		return fail(err.Error(), "check that "+u.Name+" can run ccboot's binary (its mode must be 0755)")
+	addrs := []string{addr}
+	// IMDS over IPv6 is on where root reaches it (Nitro, HttpProtocolIpv6
+	// enabled); the filter must cover it too.
+	if s.env.IMDSEndpoint == "" && rootDial(ctx, DefaultIMDSAddr6) == nil {
+		addrs = append(addrs, DefaultIMDSAddr6)
 	}
-	if rep.Connected {
-		return fail(fmt.Sprintf("%s reaches IMDS at %s, so it can take the instance role's credentials: the packet filter is not in place", userLabel(u), addr),
-			"run `sudo ccboot repair --only imds-filter`")
+	var refused []string
+	for _, a := range addrs {
+		rep, err := s.asUser(ctx, "connect", "tcp", a)
+		if err != nil {
+			return fail(err.Error(), "check that "+u.Name+" can run ccboot's binary (its mode must be 0755)")
+		}
+		if rep.Connected {
+			return fail(fmt.Sprintf("%s reaches IMDS at %s, so it can take the instance role's credentials: the packet filter is not in place", userLabel(u), a),
+				"run `sudo ccboot repair --only imds-filter`")
+		}
+		refused = append(refused, fmt.Sprintf("%s (%s)", a, rep.Error))
 	}
-	return pass("%s cannot reach IMDS at %s (%s); root can", userLabel(u), addr, rep.Error)
+	return pass("%s cannot reach IMDS at %s; root can", userLabel(u), strings.Join(refused, " or "))
+}
+
+// DefaultIMDSAddr6 is IMDS over IPv6, where the instance has it on.
+const DefaultIMDSAddr6 = "[fd00:ec2::254]:80"
+
+// rootDial is a bounded TCP connect as root (this process).
+func rootDial(ctx context.Context, addr string) error {
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, probeDialTimeout)
+	defer cancel()
+	c, err := d.DialContext(dctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }
 
 func checkUserNoRoot(ctx context.Context, s *state) outcome {

@@ -297,6 +297,72 @@ func TestEnforcedUserNoIMDSRealNft(t *testing.T) {
 	<-done
 }
 
+// TestEnforcedUserNoIMDSDefaultBothFamilies: with no imds_endpoint the
+// check covers 169.254.169.254 and, where root reaches it, fd00:ec2::254:
+// a filter of the IPv4 address alone fails naming the IPv6 one.
+func TestEnforcedUserNoIMDSDefaultBothFamilies(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft is not installed")
+	}
+	_, env, _ := enforcedSetup(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: see TestEnforcedUserNoIMDSRealNft
+		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
+			t.Errorf("unshare: %v", err)
+			return
+		}
+		sh := func(args ...string) bool {
+			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Errorf("%v: %v %s", args, err, out)
+				return false
+			}
+			return true
+		}
+		if !sh("ip", "link", "set", "lo", "up") || !sh("ip", "addr", "add", "169.254.169.254/32", "dev", "lo") {
+			return
+		}
+		if err := exec.Command("ip", "-6", "addr", "add", "fd00:ec2::254/128", "dev", "lo", "nodad").Run(); err != nil {
+			t.Logf("no IPv6 in the namespace, nothing to check: %v", err)
+			return
+		}
+		for _, a := range []string{DefaultIMDSAddr, DefaultIMDSAddr6} {
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				t.Errorf("listen %s: %v", a, err)
+				return
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+		}
+		env.IMDSEndpoint = ""
+		rules := filepath.Join(t.TempDir(), "imds.nft")
+		v4only := "table inet ccboot_imds {\n\tchain output {\n\t\ttype filter hook output priority 0; policy accept;\n\t\tip daddr 169.254.169.254 tcp dport 80 meta skuid != 0 reject with tcp reset\n\t}\n}\n"
+		both := strings.Replace(v4only, "\t}\n}", "\t\tip6 daddr fd00:ec2::254 tcp dport 80 meta skuid != 0 reject with tcp reset\n\t}\n}", 1)
+		check := []Check{{Name: UserNoIMDS, run: checkUserNoIMDS}}
+		if os.WriteFile(rules, []byte(v4only), 0o600) != nil || !sh("nft", "-f", rules) {
+			return
+		}
+		wantResult(t, RunChecks(context.Background(), env, check)[0], false, "reaches IMDS at [fd00:ec2::254]:80", "sudo ccboot repair --only imds-filter")
+		if !sh("nft", "delete", "table", "inet", "ccboot_imds") || os.WriteFile(rules, []byte(both), 0o600) != nil || !sh("nft", "-f", rules) {
+			return
+		}
+		wantResult(t, RunChecks(context.Background(), env, check)[0], true,
+			"cannot reach IMDS at 169.254.169.254:80 (connection refused) or [fd00:ec2::254]:80 (connection refused); root can", "")
+	}()
+	<-done
+}
+
 func TestEnforcedUserNoRoot(t *testing.T) {
 	_, env, _ := enforcedSetup(t)
 	// A root-granting group.
