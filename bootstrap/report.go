@@ -71,6 +71,18 @@ func PrintStatus(w io.Writer, r *Report) {
 	}
 }
 
+// TiersLine is status's line for [tiers] mode; mode is "" when the config
+// has errors (its defaults say nothing of this instance).
+func TiersLine(mode string) string {
+	switch mode {
+	case "":
+		return "tiers: unknown (the config has errors, listed below)"
+	case TierEnforced:
+		return "tiers: enforced (only root reaches IMDS; Elevated only in a session `sudo ccboot elevate` approved)"
+	}
+	return "tiers: " + Printable(mode)
+}
+
 // WriteJSON writes r as indented JSON.
 func WriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

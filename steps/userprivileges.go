@@ -18,15 +18,7 @@ import (
 )
 
 // rootGroups grant root, or what amounts to it, to their members.
-var rootGroups = []string{
-	"docker", // the daemon's socket runs containers as root
-	"wheel",  // Amazon Linux's and Fedora's sudo group (%wheel ALL=(ALL) ALL)
-	"sudo",   // Debian's and Ubuntu's sudo group
-	"admin",  // Ubuntu's sudo group before 12.04, still honoured by its sudoers
-	"adm",    // reads every log, cloud-init's with UserData and any secret in it
-	"lxd",    // the LXD socket starts privileged containers
-	"disk",   // raw block devices: read and write any file
-}
+var rootGroups = sysuser.RootGroups
 
 const (
 	// cloudInitSudoers is where cloud-init's default user gets
@@ -259,21 +251,18 @@ func proveNoSudo(ctx context.Context, env *bootstrap.Env, user string) error {
 	res, err := env.Run.Run(ctx, runner.Cmd{Name: "sudo", Args: []string{"-l", "-U", user}, Env: []string{"LC_ALL=C"}})
 	out := string(res.Stdout)
 	var exit *runner.ExitError
-	switch {
-	case err != nil && !errors.As(err, &exit):
+	if err != nil && !errors.As(err, &exit) {
 		if strings.Contains(err.Error(), "not found") {
 			return nil // no sudo at all: nothing grants root through it
 		}
 		return fmt.Errorf("user-privileges: sudo -l -U %s: %w", user, err)
-	case strings.Contains(out, "is not allowed to run sudo"):
+	}
+	switch list, ok := sysuser.ParseSudoList(out); {
+	case ok && list.None:
 		return nil
-	case strings.Contains(out, "may run the following commands"):
-		_, rules, _ := strings.Cut(out, "may run the following commands on ")
-		if _, after, ok := strings.Cut(rules, ":"); ok {
-			rules = after // past the host name
-		}
+	case ok:
 		return fmt.Errorf("user-privileges: %s still has sudo rules (sudo -l -U %s lists %s); remove them from /etc/sudoers or /etc/sudoers.d with visudo, then run ccboot repair",
-			user, user, cutText(strings.Join(strings.Fields(rules), " "), 200))
+			user, user, cutText(list.Rules, 200))
 	default:
 		return fmt.Errorf("user-privileges: cannot tell whether %s may use sudo: sudo -l -U %s printed %q (%v)", user, user, runner.Tail(res.Stdout, 2), err)
 	}

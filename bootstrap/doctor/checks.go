@@ -128,6 +128,11 @@ func (s *state) checkTier(ctx context.Context, t *Tier, source aws.Config, keep 
 	if err != nil {
 		return setupErr(err)
 	}
+	if t == &s.env.Elevated && s.env.Enforced {
+		// Enforced trust: Elevated trusts only the instance role (which
+		// only root, the broker, reaches); ReadOnly is to be denied it.
+		source = s.instanceCfg
+	}
 	cfg := source.Copy()
 	cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(source), t.RoleARN,
 		func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = t.Session }))
@@ -150,7 +155,10 @@ func (s *state) tierFix(t *Tier, err error) string {
 	switch {
 	case op == "AssumeRole" && isDenied(code):
 		from, stackRoles := "the instance role (claudecode-ec2-STACK)", "ReadOnlyRole and Ec2Role"
-		if t == &s.env.Elevated {
+		switch {
+		case t == &s.env.Elevated && s.env.Enforced:
+			stackRoles = "ElevatedRole and Ec2Role, deployed with TierMode=enforced"
+		case t == &s.env.Elevated:
 			from, stackRoles = "the ReadOnly role "+s.env.ReadOnly.RoleARN, "ElevatedRole and ReadOnlyRole"
 		}
 		return fmt.Sprintf("the trust policy of %s must let %s assume it, and %s must be allowed sts:AssumeRole on it: check the stack's %s (packaging/cloudformation/ccboot.yaml)",

@@ -52,6 +52,11 @@ type Env struct {
 	IMDSEndpoint string
 	// Timeout bounds each check.
 	Timeout time.Duration
+	// Enforced: [tiers] mode = enforced. Elevated is then assumed with the
+	// instance role, and the enforced checks run after the others, with
+	// what they need in EnforcedEnv.
+	Enforced bool
+	EnforcedEnv
 }
 
 // DefaultTimeout bounds one check when Env.Timeout is zero.
@@ -121,7 +126,11 @@ func Checks() []Check {
 
 // Run runs every check in order and returns one result per check.
 func Run(ctx context.Context, env *Env) []Result {
-	return RunChecks(ctx, env, Checks())
+	checks := Checks()
+	if env.Enforced {
+		checks = append(checks, enforcedChecks()...)
+	}
+	return RunChecks(ctx, env, checks)
 }
 
 // RunChecks runs the given checks in order.

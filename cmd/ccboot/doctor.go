@@ -7,11 +7,15 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/bootstrap/metadata"
+	"github.com/ccboot/ccboot/bootstrap/runner"
+	"github.com/ccboot/ccboot/bootstrap/sysuser"
 	"github.com/ccboot/ccboot/steps"
 )
 
@@ -70,6 +74,10 @@ func doctorEnv(ctx context.Context, env *bootstrap.Env, timeout time.Duration) *
 		Elevated:     doctor.Tier{Label: "Elevated", Profile: cfg.ElevatedProfile, Session: cfg.ElevatedSessionName},
 		IMDSEndpoint: cfg.IMDSEndpoint,
 		Timeout:      timeout,
+		Enforced:     cfg.Enforced(),
+	}
+	if d.Enforced {
+		d.EnforcedEnv = enforcedEnv(env)
 	}
 	d.Region, d.RegionErr = env.Region(ctx)
 	if d.RegionErr == nil {
@@ -96,6 +104,34 @@ func doctorEnv(ctx context.Context, env *bootstrap.Env, timeout time.Duration) *
 		d.AWSConfigVet = steps.VetAWSConfigFile(ctx, env, data)
 	}
 	return d
+}
+
+// enforcedEnv is what the enforced checks need, from the root's own
+// databases: the user and its groups, the sockets' places, the approvals.
+// The probe is this very binary (/proc/self/exe), never a path from the
+// user's side.
+func enforcedEnv(env *bootstrap.Env) doctor.EnforcedEnv {
+	e := doctor.EnforcedEnv{
+		Probe:        []string{"/proc/self/exe", doctor.ProbeCommand},
+		BrokerSocket: env.Sys.Path(strings.TrimPrefix(broker.DefaultSocket, "/")),
+		DockerSocket: env.Sys.Path("var/run/docker.sock"),
+		Run:          inRoot{env},
+	}
+	e.User, e.UserErr = env.TargetUser()
+	if e.UserErr == nil {
+		e.Groups, e.UserErr = sysuser.GroupsOf(env.Sys, e.User)
+	}
+	store := broker.OpenApprovals(env.Sys, broker.DefaultApprovalsDir, env.Log)
+	e.Approvals, e.ApprovalsErr = store.Active(time.Now())
+	return e
+}
+
+// inRoot runs a command against the root (chroot under --root), so sudo is
+// the root's own, as for the steps.
+type inRoot struct{ env *bootstrap.Env }
+
+func (r inRoot) Run(ctx context.Context, c runner.Cmd) (runner.Result, error) {
+	return r.env.Run.Run(ctx, r.env.InRoot(c))
 }
 
 // printDoctor writes one line per check: name, ok, FAIL or skip, the detail

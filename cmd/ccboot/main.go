@@ -14,10 +14,13 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/broker"
+	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/steps"
 )
 
@@ -91,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return credentialsCmd(ctx, rest, stdout, stderr)
 	case "broker":
 		return brokerCmd(ctx, rest, stdout, stderr)
+	case doctor.ProbeCommand: // hidden: doctor's child as the target user
+		return doctor.ProbeMain(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "ccboot %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -335,17 +340,29 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if configErrs == nil {
 		configErrs = []string{} // JSON: an empty list, never null
 	}
+	tiers := s.Env.Config.TierMode
+	if len(configErrs) > 0 {
+		tiers = "" // the defaults stand in for a broken config
+	}
 	switch {
 	case *format == "json" && report == nil:
-		_ = bootstrap.WriteJSON(stdout, map[string]any{"complete": false, "steps": []any{}, "config_errors": configErrs})
+		windows, werr := elevatedWindows(s.Env)
+		out := map[string]any{"complete": false, "steps": []any{}, "config_errors": configErrs, "tiers": tiers, "elevated_windows": windows}
+		if werr != "" {
+			out["elevated_error"] = werr
+		}
+		_ = bootstrap.WriteJSON(stdout, out)
 	case *format == "json":
-		_ = bootstrap.WriteJSON(stdout, statusOutput{report, configErrs})
+		out := statusOutput{Report: report, ConfigErrors: configErrs, Tiers: tiers}
+		out.ElevatedWindows, out.ElevatedError = elevatedWindows(s.Env)
+		_ = bootstrap.WriteJSON(stdout, out)
 	case report == nil:
 		fmt.Fprintln(stdout, "ccboot has not run on this machine yet (no state file); run `ccboot run` or check the ccboot.service unit")
 	default:
 		bootstrap.PrintStatus(stdout, report)
 	}
 	if *format == "text" {
+		fmt.Fprintln(stdout, bootstrap.TiersLine(tiers))
 		printElevatedWindows(stdout, s.Env)
 		for _, e := range configErrs {
 			fmt.Fprintf(stdout, "config error: %s\n", e)
@@ -368,4 +385,25 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type statusOutput struct {
 	*bootstrap.Report
 	ConfigErrors []string `json:"config_errors"`
+	// Tiers is [tiers] mode ("" with config errors); ElevatedWindows the
+	// active approvals (an empty list when none, or ElevatedError when
+	// they cannot be read: they are root's).
+	Tiers           string            `json:"tiers"`
+	ElevatedWindows []broker.Approval `json:"elevated_windows"`
+	ElevatedError   string            `json:"elevated_error,omitempty"`
+}
+
+// elevatedWindows are the active approvals for `status --format json`.
+func elevatedWindows(env *bootstrap.Env) ([]broker.Approval, string) {
+	store := broker.OpenApprovals(env.Sys, broker.DefaultApprovalsDir, env.Log)
+	active, err := store.Active(time.Now())
+	switch {
+	case err != nil && os.Geteuid() != 0:
+		return []broker.Approval{}, "approvals are root's; run `sudo ccboot status` to see them"
+	case err != nil:
+		return []broker.Approval{}, err.Error()
+	case active == nil:
+		return []broker.Approval{}, ""
+	}
+	return active, ""
 }
