@@ -18,8 +18,11 @@ const (
 	Elevated = "elevated"
 )
 
-// DefaultSocket is where ccboot-broker.socket listens.
-const DefaultSocket = "/run/ccboot/broker.sock"
+// DefaultSocket is where ccboot-broker.socket listens: a directory of its
+// own (systemd makes it 0755 from DirectoryMode), not ccboot's lock
+// directory /run/ccboot, which every run keeps at 0700 and so closed to the
+// user the broker serves.
+const DefaultSocket = "/run/ccboot-broker/broker.sock"
 
 // MaxRequest bounds a request line; {"tier":"readonly"} is 19 bytes.
 const MaxRequest = 256

@@ -293,8 +293,8 @@ func checkBrokerElevatedRefused(ctx context.Context, s *state) outcome {
 }
 
 // brokerFix says how to let the user reach the broker. A directory on the
-// way the user cannot search (ccboot's lock directory /run/ccboot is
-// 0700) shows as "permission denied" with the socket's mode 0666.
+// way the user cannot search (a /run/ccboot-broker someone made 0700)
+// shows as "permission denied" with the socket's mode 0666.
 func (s *state) brokerFix(probeErr string) string {
 	const start = "run `sudo ccboot repair --only aws-config` (it installs the broker's units), then `sudo systemctl start ccboot-broker.socket`"
 	if !strings.Contains(probeErr, "permission denied") {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccboot/ccboot/bootstrap"
 	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/bootstrap/doctor/doctortest"
@@ -114,6 +115,14 @@ func enforcedScenario(t *testing.T, root string, enforced []string) {
 		t.Errorf("doctor (enforced, all in place): exit %d, stderr %q\n%s", r.code, r.stderr, r.stdout)
 	}
 	checkGolden(t, "doctor-enforced.golden", r.stdout)
+	// Every run and repair keeps ccboot's lock directory at 0700 (the
+	// lock): the broker's socket must not live behind it.
+	lockDir := filepath.Join(root, strings.TrimPrefix(bootstrap.LockDir, "/"))
+	if err := os.MkdirAll(lockDir, 0o700); err == nil && os.Chmod(lockDir, 0o700) == nil {
+		want("lock directory 0700", doctor.BrokerReadOnly, "ok", "")
+	} else {
+		t.Error(err)
+	}
 	if strings.Contains(r.stdout, "ASIA") {
 		t.Errorf("doctor printed credentials:\n%s", r.stdout)
 	}
@@ -191,9 +200,8 @@ func enforcedScenario(t *testing.T, root string, enforced []string) {
 	}
 	_ = os.RemoveAll(filepath.Join(root, "var/lib/ccboot/approvals"))
 
-	// 6. The broker's directory is closed to the user (ccboot's lock
-	// directory is the same /run/ccboot, and the lock makes it 0700).
-	brokerDir := filepath.Join(root, "run/ccboot")
+	// 6. The broker's directory is closed to the user.
+	brokerDir := filepath.Join(root, strings.TrimPrefix(filepath.Dir(broker.DefaultSocket), "/"))
 	if err := os.Chmod(brokerDir, 0o700); err == nil {
 		want("broker directory 0700", doctor.BrokerReadOnly, "FAIL", "permission denied; an admin starts it: sudo systemctl start ccboot-broker.socket; fix: "+brokerDir+" is mode 0700, so ec2-user cannot reach the broker's socket in it: `sudo chmod 0755 "+brokerDir+"`")
 		_ = os.Chmod(brokerDir, 0o755)
@@ -302,7 +310,7 @@ func startAEMMHere(t *testing.T) bool {
 func startBrokerHere(t *testing.T, root, stsURL string, flags []string) func() {
 	sock := filepath.Join(root, strings.TrimPrefix(broker.DefaultSocket, "/"))
 	for _, d := range []string{filepath.Dir(filepath.Dir(sock)), filepath.Dir(sock)} {
-		// /run and /run/ccboot are 0755 on an instance (systemd makes them).
+		// /run and /run/ccboot-broker are 0755 on an instance (systemd makes them).
 		err := os.MkdirAll(d, 0o755)
 		if err == nil {
 			err = os.Chmod(d, 0o755)
