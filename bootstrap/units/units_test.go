@@ -131,6 +131,12 @@ func TestOfflineRefusesManagerVerbs(t *testing.T) {
 	if err := m.Start(ctx, "docker.service"); !errors.Is(err, ErrOffline) {
 		t.Fatalf("Start offline = %v, want ErrOffline", err)
 	}
+	if err := m.Stop(ctx, "docker.socket", "docker.service"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("Stop offline = %v, want ErrOffline", err)
+	}
+	if err := m.TryRestart(ctx, "docker.service"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("TryRestart offline = %v, want ErrOffline", err)
+	}
 	if err := m.DaemonReload(ctx); err != nil {
 		t.Fatalf("DaemonReload offline = %v, want no-op", err)
 	}
