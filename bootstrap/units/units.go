@@ -35,7 +35,8 @@ type Manager interface {
 	// ErrOffline.
 	Stop(ctx context.Context, units ...string) error
 	// TryRestart restarts the unit if it is running, so it picks up a
-	// changed unit file or binary; a stopped unit stays stopped. Offline
+	// changed unit file or binary; a stopped or unknown unit stays as it
+	// is. Offline
 	// it returns an error wrapping ErrOffline.
 	TryRestart(ctx context.Context, unit string) error
 	// DaemonReload makes the running manager re-read unit files. Offline
@@ -176,8 +177,7 @@ func (m *systemd) Stop(ctx context.Context, units ...string) error {
 		return fmt.Errorf("stop %s: %w", strings.Join(units, " "), ErrOffline)
 	}
 	res, err := m.run.Run(ctx, m.cmd(append([]string{"stop"}, units...)...))
-	var exit *runner.ExitError
-	if errors.As(err, &exit) && strings.Contains(string(res.Stderr)+exit.Stderr, "not loaded") {
+	if notLoaded(res, err) {
 		return nil // nothing of that name is running
 	}
 	return err
@@ -188,10 +188,24 @@ func (m *systemd) TryRestart(ctx context.Context, unit string) error {
 	if m.offline() {
 		return fmt.Errorf("restart %s: %w", unit, ErrOffline)
 	}
-	if _, err := m.run.Run(ctx, m.cmd("try-restart", unit)); err != nil {
+	res, err := m.run.Run(ctx, m.cmd("try-restart", unit))
+	if notLoaded(res, err) {
+		return nil // no such unit, so nothing running to restart
+	}
+	if err != nil {
 		return fmt.Errorf("%w; see journalctl -u %s", err, unit)
 	}
 	return nil
+}
+
+// notLoaded: systemctl's answer (exit 5) for a unit it has no file of.
+func notLoaded(res runner.Result, err error) bool {
+	var exit *runner.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	msg := string(res.Stderr) + exit.Stderr
+	return strings.Contains(msg, "not loaded") || strings.Contains(msg, "not found")
 }
 
 // DaemonReload runs systemctl daemon-reload; offline it is a no-op.

@@ -196,3 +196,24 @@ func TestRealSystemctlOffline(t *testing.T) {
 		t.Fatalf("after enable: IsEnabled = %v, %v; want true, nil", on, err)
 	}
 }
+
+// Stop and TryRestart of a unit systemd does not know are no error: there
+// is nothing running to stop or restart. Other failures are.
+func TestStopAndTryRestartOfAnUnknownUnit(t *testing.T) {
+	t.Parallel()
+	fake := &runner.Fake{}
+	fake.OnExit("systemctl stop gone.socket", 5, "Failed to stop gone.socket: Unit gone.socket not loaded.")
+	fake.OnExit("systemctl try-restart gone.service", 5, "Failed to try-restart gone.service: Unit gone.service not found.")
+	fake.OnExit("systemctl try-restart broken.service", 1, "Job for broken.service failed because the control process exited with error code.")
+	m := New("/", fake)
+	ctx := context.Background()
+	if err := m.Stop(ctx, "gone.socket"); err != nil {
+		t.Errorf("Stop of an unknown unit: %v", err)
+	}
+	if err := m.TryRestart(ctx, "gone.service"); err != nil {
+		t.Errorf("TryRestart of an unknown unit: %v", err)
+	}
+	if err := m.TryRestart(ctx, "broken.service"); err == nil || !strings.Contains(err.Error(), "journalctl -u broken.service") {
+		t.Errorf("TryRestart of a failing unit: %v, want the error and where to look", err)
+	}
+}
