@@ -32,10 +32,11 @@ const (
 // at every boot) like the IMDS filter, status reports a deleted or edited
 // unit as drift, and bake puts the enabled socket into an image.
 //
-// The socket is WantedBy=sockets.target, which sysinit pulls in before
-// basic.target, long before systemd-user-sessions.service lets anyone log
-// in: the broker listens before the user's first login, and systemd starts
-// the service on the first connection.
+// The socket is WantedBy=sockets.target, which basic.target pulls in and
+// is ordered after; every ordinary service, systemd-user-sessions.service
+// (which lets users log in) among them, is ordered after basic.target. So
+// the broker listens before the user's first login, and systemd starts the
+// service on the first connection.
 type CredentialBroker struct{}
 
 // Name implements bootstrap.Step.
