@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/doctor/doctortest"
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
 )
@@ -50,6 +52,55 @@ func binForOthers(t *testing.T) string {
 	}
 	p := filepath.Join(dir, "ccboot")
 	if err := os.WriteFile(p, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const brokerUser = 1000 // ec2-user in the test root
+
+// approvedScope makes system.slice/UNIT in the cgroup v2 hierarchy (as
+// systemd would for `systemd-run --scope`) and returns a descriptor of it
+// for CLONE_INTO_CGROUP, or -1 with the reason it cannot.
+func approvedScope(t *testing.T, unit string) (int, string) {
+	t.Helper()
+	mount, err := broker.CgroupMount()
+	if err != nil {
+		return -1, err.Error()
+	}
+	slice := filepath.Join(mount, "system.slice")
+	if _, err := os.Stat(slice); os.IsNotExist(err) {
+		if err := os.Mkdir(slice, 0o755); err != nil {
+			return -1, fmt.Sprintf("cannot make %s: %v", slice, err)
+		}
+		t.Cleanup(func() { _ = os.Remove(slice) })
+	}
+	dir := filepath.Join(slice, unit)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return -1, fmt.Sprintf("cannot make %s: %v", dir, err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return -1, err.Error()
+	}
+	t.Cleanup(func() {
+		f.Close()
+		for i := 0; i < 50 && os.Remove(dir) != nil; i++ {
+			time.Sleep(20 * time.Millisecond) // the last process is still leaving
+		}
+	})
+	return int(f.Fd()), ""
+}
+
+func writeApproval(t *testing.T, root, unit string, created, until time.Time) string {
+	t.Helper()
+	dir := filepath.Join(root, "var/lib/ccboot/approvals")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(broker.Approval{Unit: unit, UID: brokerUser, Approver: "alice (sudo)", Reason: "test", Created: created, Until: until})
+	p := filepath.Join(dir, unit+".json")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -190,16 +241,16 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	broker := exec.Command(ccbootBin, "broker", "--root", root, "--imds-endpoint", imds, "--socket", socket)
-	broker.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "INVOCATION_ID=", "NOTIFY_SOCKET=",
+	brokerProc := exec.Command(ccbootBin, "broker", "--root", root, "--imds-endpoint", imds, "--socket", socket)
+	brokerProc.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "INVOCATION_ID=", "NOTIFY_SOCKET=",
 		"AWS_ENDPOINT_URL_STS="+fake.URL, "AWS_ENDPOINT_URL=http://127.0.0.1:9")
-	broker.Stdout, broker.Stderr = logFile, logFile
-	if err := broker.Start(); err != nil {
+	brokerProc.Stdout, brokerProc.Stderr = logFile, logFile
+	if err := brokerProc.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = broker.Process.Signal(syscall.SIGTERM)
-		_ = broker.Wait()
+		_ = brokerProc.Process.Signal(syscall.SIGTERM)
+		_ = brokerProc.Wait()
 	})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if fi, err := os.Stat(socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
@@ -222,12 +273,16 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_STS=" + fake.URL,
 		brokerSocketEnv + "=" + socket,
 	}
-	asUser := func(name string, args ...string) result {
+	// asUserIn runs name as ec2-user, in cgroupFD's cgroup when >= 0.
+	asUserIn := func(cgroupFD int, name string, args ...string) result {
 		t.Helper()
 		cmd := exec.Command(name, args...)
 		cmd.Env = userEnv
 		cmd.Dir = "/"
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: brokerUser, Gid: brokerUser}}
+		if cgroupFD >= 0 {
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cgroupFD
+		}
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		if err := withInstalledBinary(installed, cmd.Start); err != nil {
@@ -240,6 +295,10 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		return result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+	}
+	asUser := func(name string, args ...string) result {
+		t.Helper()
+		return asUserIn(-1, name, args...)
 	}
 
 	ro := asUser(helper, "claudecode-readonly")
@@ -285,5 +344,31 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 	}
 	if calls := strings.Join(fake.Calls(), "\n"); !strings.Contains(calls, "sts AssumeRole claudecode-ec2-demo") || !strings.Contains(calls, "sts GetCallerIdentity claudecode-readonly-demo") {
 		t.Errorf("STS calls:\n%s\nwant ReadOnly assumed by the instance role, then used", calls)
+	}
+
+	// Approved, as `sudo ccboot elevate` does it: root's approval for a
+	// scope of root's, and a process of the user inside it. The same
+	// profile then gives Elevated, assumed with the instance role's
+	// credentials; the user's other processes are still refused.
+	unit := "ccboot-elevated-951.scope"
+	fd, why := approvedScope(t, unit)
+	if fd < 0 {
+		t.Logf("the approved session not run: %s", why)
+		return
+	}
+	now := time.Now()
+	writeApproval(t, root, unit, now.Add(-time.Minute), now.Add(30*time.Minute))
+	in := asUserIn(fd, helper, "claudecode-elevated")
+	got.Arn = ""
+	if in.code != 0 || json.Unmarshal([]byte(in.stdout), &got) != nil || !got.CanExpire ||
+		!strings.HasPrefix(got.Arn, "arn:aws:sts::111122223333:assumed-role/claudecode-elevated-demo/") {
+		log, _ := os.ReadFile(brokerLog)
+		t.Errorf("SDK, profile claudecode-elevated in %s: exit %d\n%s%s\nbroker:\n%s", unit, in.code, in.stdout, in.stderr, log)
+	}
+	if beside := asUser(helper, "claudecode-elevated"); beside.code != 1 || !strings.Contains(beside.stderr, refusal) {
+		t.Errorf("SDK, profile claudecode-elevated beside the approved session: exit %d\n%s%s", beside.code, beside.stdout, beside.stderr)
+	}
+	if calls := strings.Join(fake.Calls(), "\n"); strings.Contains(calls, "sts AssumeRole claudecode-readonly-demo") {
+		t.Errorf("Elevated was assumed from ReadOnly, not from the instance role:\n%s", calls)
 	}
 }
