@@ -21,6 +21,10 @@ const (
 	InstalledBinary = "/usr/local/bin/ccboot"
 	UnitName        = "ccboot.service"
 	UnitPath        = "/etc/systemd/system/" + UnitName
+	// BrokerServiceUnit serves the enforced tiers' credentials with the
+	// installed binary (the credential-broker step installs it).
+	BrokerServiceUnit = "ccboot-broker.service"
+	brokerServicePath = "/etc/systemd/system/" + BrokerServiceUnit
 )
 
 // UnitFile renders ccboot.service.
@@ -92,9 +96,18 @@ func (s *Session) Install(ctx context.Context, self string) (InstallResult, erro
 	if err != nil || !env.Live() {
 		return res, err
 	}
+	mgr := units.New(env.Root, env.Run)
+	if _, err := env.Sys.Lstat(brokerServicePath); err == nil && res.BinaryChanged {
+		// A broker already serving runs the old binary until restarted
+		// (its clients run the new one); a stopped one starts the new
+		// binary on its next connection, and none is started here.
+		if err := mgr.TryRestart(ctx, BrokerServiceUnit); err != nil {
+			return res, fmt.Errorf("install: %w", err)
+		}
+	}
 	// start blocks until the oneshot run has finished (or failed).
 	res.Started = true
-	if err := units.New(env.Root, env.Run).Start(ctx, UnitName); err != nil {
+	if err := mgr.Start(ctx, UnitName); err != nil {
 		return res, fmt.Errorf("ccboot.service failed: %w", err)
 	}
 	return res, nil

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` drive for real, when missing (needs
 # root for apt-get): shadow's groupadd/usermod, systemctl --root, mkswap and
-# fallocate, dpkg-deb, npm, curl, nft and visudo (the enforced tiers). Checked by command, not package name: a
+# fallocate, dpkg-deb, npm, curl, nft and visudo (the enforced tiers), the AWS
+# CLI (Debian's 2.9, which TestBlackboxEnforcedCredentialPath runs as the user
+# on the enforced profiles). Checked by command, not package name: a
 # machine may carry e.g. npm from another Node.js distribution. packer
 # (Debian's 1.6, MPL-2.0) only validates packaging/packer; a test tool.
 # Test tools only, never linked into or shipped with ccboot (GPL among them:
@@ -30,6 +32,7 @@ declare -A package_of=(
   [dpkg-deb]=dpkg [npm]=npm [update-ca-certificates]=ca-certificates
   [qemu-aarch64-static]=qemu-user-static [rpm]=rpm [shellcheck]=shellcheck
   [packer]=packer [nft]=nftables [visudo]=sudo [gpasswd]=passwd
+  [aws]=awscli
 )
 missing=()
 for cmd in "${!package_of[@]}"; do

@@ -68,6 +68,8 @@ for arch in $ARCHES; do
   mkdir -p "$dir"
   install -m 0755 "$DIST_DIR/$bin" "$dir/ccboot"
   install -m 0644 packaging/systemd/ccboot.service "$dir/ccboot.service"
+  install -m 0644 packaging/systemd/ccboot-broker.socket "$dir/ccboot-broker.socket"
+  install -m 0644 packaging/systemd/ccboot-broker.service "$dir/ccboot-broker.service"
   if [ -f README.md ]; then install -m 0644 README.md "$dir/README.md"; fi
   install -m 0644 LICENSE "$dir/LICENSE"
   install -m 0644 THIRD_PARTY_LICENSES "$dir/THIRD_PARTY_LICENSES"

@@ -233,6 +233,7 @@ func checkTarball(t *testing.T, path, top string, bin []byte) {
 	var names []string
 	found := false
 	licenses := map[string]bool{}
+	units := map[string]bool{}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -255,10 +256,13 @@ func checkTarball(t *testing.T, path, top string, bin []byte) {
 				t.Errorf("%s: ccboot differs from the released binary or mode %o != 0755", path, h.Mode)
 			}
 		}
-		if h.Name == top+"/ccboot.service" {
-			got, _ := io.ReadAll(tr)
-			if !bytes.Equal(got, readFile(t, unitPath)) {
-				t.Errorf("%s: ccboot.service differs from %s", path, unitPath)
+		for _, unit := range []string{"ccboot.service", "ccboot-broker.socket", "ccboot-broker.service"} {
+			if h.Name == top+"/"+unit {
+				units[unit] = true
+				got, _ := io.ReadAll(tr)
+				if !bytes.Equal(got, readFile(t, "systemd/"+unit)) {
+					t.Errorf("%s: %s differs from systemd/%s", path, unit, unit)
+				}
 			}
 		}
 		for _, doc := range []string{"LICENSE", "THIRD_PARTY_LICENSES"} {
@@ -273,6 +277,9 @@ func checkTarball(t *testing.T, path, top string, bin []byte) {
 	}
 	if !found {
 		t.Errorf("%s has no %s/ccboot: %v", path, top, names)
+	}
+	if len(units) != 3 {
+		t.Errorf("%s lacks a unit (has %v): %v", path, units, names)
 	}
 	if !licenses["LICENSE"] || !licenses["THIRD_PARTY_LICENSES"] {
 		t.Errorf("%s lacks LICENSE or THIRD_PARTY_LICENSES: %v", path, names)
@@ -299,6 +306,7 @@ func checkPackages(t *testing.T, dir string) {
 		}
 		out, err = exec.Command("dpkg-deb", "-c", deb).CombinedOutput()
 		for _, p := range []string{" ./usr/local/bin/ccboot\n", " ./usr/lib/systemd/system/ccboot.service\n",
+			" ./usr/lib/systemd/system/ccboot-broker.socket\n", " ./usr/lib/systemd/system/ccboot-broker.service\n",
 			" ./usr/share/doc/ccboot/LICENSE\n", " ./usr/share/doc/ccboot/THIRD_PARTY_LICENSES\n"} {
 			if err != nil || !strings.Contains(string(out), p) || !strings.Contains(string(out), "-rwxr-xr-x root/root") {
 				t.Errorf("%s lacks%s: %v\n%s", deb, strings.TrimSpace(p), err, out)
@@ -312,7 +320,8 @@ func checkPackages(t *testing.T, dir string) {
 		out, err := exec.Command("rpm", "-qp", "--qf", "%{VERSION}-%{RELEASE} %{ARCH}\n", "-l", rpm).CombinedOutput()
 		got := string(out)
 		if err != nil || !strings.HasPrefix(got, "0.3.1~test-1 aarch64\n") || !strings.Contains(got, "\n/usr/local/bin/ccboot\n") ||
-			!strings.Contains(got, "\n/usr/lib/systemd/system/ccboot.service\n") {
+			!strings.Contains(got, "\n/usr/lib/systemd/system/ccboot.service\n") || !strings.Contains(got, "\n/usr/lib/systemd/system/ccboot-broker.socket\n") ||
+			!strings.Contains(got, "\n/usr/lib/systemd/system/ccboot-broker.service\n") {
 			t.Errorf("rpm -qpl %s: %v\n%s", rpm, err, got)
 		}
 		out, err = exec.Command("rpm", "-qp", "--qf", "%{LICENSE}\n", "--licensefiles", rpm).CombinedOutput()

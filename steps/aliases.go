@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 )
 
@@ -98,17 +99,39 @@ func (Aliases) file(env *bootstrap.Env) (managedFile, error) {
 func renderAliasBlock(c *bootstrap.Config) (string, error) {
 	var b strings.Builder
 	b.WriteString(blockBegin + " (managed by ccboot; edit " + bootstrap.DefaultConfigPath + " instead)\n")
-	for _, a := range []struct{ name, profile string }{
-		{c.AliasReadOnly, c.ReadOnlyProfile},
-		{c.AliasElevated, c.ElevatedProfile},
+	for _, a := range []struct {
+		name, profile string
+		probe         string // enforced: a command that must succeed first
+	}{
+		{c.AliasReadOnly, c.ReadOnlyProfile, ""},
+		{c.AliasElevated, c.ElevatedProfile, elevatedProbe(c)},
 	} {
 		if !aliasNamePattern.MatchString(a.name) {
 			return "", fmt.Errorf("aliases: %q is not a usable alias name (letters, digits, _ -); fix [aliases] in %s", a.name, bootstrap.DefaultConfigPath)
 		}
-		fmt.Fprintf(&b, "alias %s=%s\n", a.name, shellQuote("AWS_PROFILE="+shellWord(a.profile)+" claude"))
+		body := "AWS_PROFILE=" + shellWord(a.profile) + " claude"
+		if a.probe != "" {
+			body = a.probe + " && " + body
+		}
+		fmt.Fprintf(&b, "alias %s=%s\n", a.name, shellQuote(body))
 	}
 	b.WriteString(blockEnd + "\n")
 	return b.String(), nil
+}
+
+// elevatedProbe is what claude-el runs before Claude Code in enforced mode:
+// it asks the broker for Elevated once, output discarded. Outside an
+// approved session the broker's one-line refusal ("Elevated access is not
+// approved: an admin runs `sudo ccboot elevate --for 30m`") is printed and
+// the alias exits 1 before Claude Code starts, instead of Claude Code
+// starting and failing at its first request. Inside a session `ccboot
+// elevate` started, the same alias works, and the credentials it fetched
+// are the broker's cached ones Claude Code then gets.
+func elevatedProbe(c *bootstrap.Config) string {
+	if !c.Enforced() {
+		return ""
+	}
+	return BrokerCredentialProcess(broker.Elevated) + " >/dev/null"
 }
 
 // editManagedBlock puts block (marker lines included, ending in a newline)

@@ -13,6 +13,7 @@ import (
 	"gopkg.in/ini.v1"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 	"github.com/ccboot/ccboot/bootstrap/metadata"
 	"github.com/ccboot/ccboot/bootstrap/sysuser"
@@ -185,6 +186,22 @@ func awsSections(ctx context.Context, env *bootstrap.Env) ([]awsSection, error) 
 	if err != nil {
 		return nil, fmt.Errorf("aws-config: region: %w", err)
 	}
+	if c.Enforced() {
+		// The broker assumes the roles (only root reaches IMDS): the
+		// profiles name no role, source or chain, only the program the
+		// SDKs ask, and refresh through, by its Expiration.
+		return []awsSection{
+			{"default", [][2]string{{"region", region}}},
+			{"profile " + c.ReadOnlyProfile, [][2]string{
+				{"credential_process", BrokerCredentialProcess(broker.ReadOnly)},
+				{"region", region},
+			}},
+			{"profile " + c.ElevatedProfile, [][2]string{
+				{"credential_process", BrokerCredentialProcess(broker.Elevated)},
+				{"region", region},
+			}},
+		}, nil
+	}
 	ro, el, err := roleARNs(ctx, env)
 	if err != nil {
 		return nil, err
@@ -204,6 +221,20 @@ func awsSections(ctx context.Context, env *bootstrap.Env) ([]awsSection, error) 
 			{"region", region},
 		}},
 	}, nil
+}
+
+// BrokerCredentialProcess is the credential_process of tier's profile in
+// enforced mode: the installed binary by its absolute path (the user's
+// PATH is the user's to change), asking the broker for tier.
+func BrokerCredentialProcess(tier string) string {
+	return bootstrap.InstalledBinary + " credentials " + tier
+}
+
+// isBrokerCredentialProcess: the one value with a space ccboot writes. It
+// is ccboot's own constant, never configuration, so it cannot change the
+// file's structure either.
+func isBrokerCredentialProcess(key, value string) bool {
+	return key == "credential_process" && (value == BrokerCredentialProcess(broker.ReadOnly) || value == BrokerCredentialProcess(broker.Elevated))
 }
 
 // instanceProfilePattern is the CloudFormation template's naming convention:
@@ -316,7 +347,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 			return nil, fmt.Errorf("refusing to write section [%s]: not a plain profile name", s.name)
 		}
 		for _, kv := range s.keys {
-			if !safeINIValue.MatchString(kv[1]) || !safeINIValue.MatchString(kv[0]) {
+			if !safeINIValue.MatchString(kv[0]) || !safeINIValue.MatchString(kv[1]) && !isBrokerCredentialProcess(kv[0], kv[1]) {
 				return nil, fmt.Errorf("refusing to write [%s] %s = %q: not a plain value", s.name, kv[0], kv[1])
 			}
 		}
@@ -340,6 +371,7 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	replace := map[int]string{}
 	drop := map[int]bool{}
 	insertAfter := map[int][]string{}
+	insertBefore := map[int][]string{}
 	var appendSections []awsSection
 	for _, s := range sections {
 		start, end, err := findSection(lines, s.name)
@@ -363,10 +395,17 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 				last = i
 			}
 		}
-		for _, kv := range s.keys {
+		for k, kv := range s.keys {
 			at, ok := found[kv[0]]
 			if !ok {
-				insertAfter[last] = append(insertAfter[last], kv[0]+" = "+kv[1])
+				// Before the next of ccboot's keys the section keeps, so
+				// the keys stand in ccboot's order and switching
+				// [tiers] mode there and back gives the same bytes.
+				if next, ok := nextFoundKey(s.keys[k+1:], found); ok {
+					insertBefore[next] = append(insertBefore[next], kv[0]+" = "+kv[1])
+				} else {
+					insertAfter[last] = append(insertAfter[last], kv[0]+" = "+kv[1])
+				}
 				continue
 			}
 			l := lines[at]
@@ -395,6 +434,9 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 	for i, l := range lines {
 		if drop[i] {
 			continue
+		}
+		for _, s := range insertBefore[i] {
+			b.WriteString(s + eol)
 		}
 		text, ok := replace[i]
 		if !ok {
@@ -442,6 +484,16 @@ func mergeAWSConfig(content []byte, sections []awsSection) ([]byte, error) {
 		return nil, fmt.Errorf("cannot edit it safely (the edited file would still read differently in the AWS tools, at its %s); fix or move it away and rerun", msg)
 	}
 	return out, nil
+}
+
+// nextFoundKey is the line of the first of keys that found holds.
+func nextFoundKey(keys [][2]string, found map[string]int) (int, bool) {
+	for _, kv := range keys {
+		if at, ok := found[kv[0]]; ok {
+			return at, true
+		}
+	}
+	return 0, false
 }
 
 // editSectionBody walks the body of managed section s (lines start+1 to

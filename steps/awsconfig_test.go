@@ -536,22 +536,24 @@ func cliValues(kv map[string]string) string {
 	return fmt.Sprint(out)
 }
 
-// FuzzMergeAWSConfig: for any file the merge accepts, merging is
-// idempotent, the result parses and holds every managed value, every
-// section ccboot does not manage reads back with the same keys and values
-// and its lines are unchanged, and (the differential oracle) aws-sdk-go-v2's
-// own loader reads the managed profiles as exactly ccboot's values, nothing
-// else. Whenever VetAWSConfigFile's check passes a file, the SDK must read
-// it that way too.
+// FuzzMergeAWSConfig: for any file the merge accepts, in either [tiers]
+// mode's shape, merging is idempotent, the result parses and holds every
+// managed value, every section ccboot does not manage reads back with the
+// same keys and values and its lines are unchanged, and (the differential
+// oracle) aws-sdk-go-v2's own loader reads the managed profiles as exactly
+// ccboot's values, nothing else. Whenever VetAWSConfigFile's check passes a
+// file, the SDK must read it that way too. Switching the shape of an
+// accepted file and back gives the same bytes.
 func FuzzMergeAWSConfig(f *testing.F) {
 	seed, err := os.ReadFile("testdata/golden/aws-config-existing.in")
 	if err != nil {
 		f.Fatal(err)
 	}
 	for _, s := range []string{
-		string(seed), "", mergedTestConfig, "[default]\r\nregion=x\r\n", "[profile a]\nk\n  nested = 1\n",
+		string(seed), "", mergedTestConfig, enforcedTestConfig, "[default]\r\nregion=x\r\n", "[profile a]\nk\n  nested = 1\n",
 		"# c\n; d\n[default]\nregion = us-east-1 # not a comment\nx = a=b\n", "key = before any section\n[default]",
 		"[profile claudecode-readonly]\nrole_arn = x\n\n[profile claudecode-elevated]\nregion=\n",
+		"[profile claudecode-readonly]\ncredential_process = /home/ec2-user/x.sh\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -567,49 +569,73 @@ func FuzzMergeAWSConfig(f *testing.F) {
 		}
 		return false
 	}
+	shapes := []struct {
+		name     string
+		sections []awsSection
+		sdkSees  func(testing.TB, []byte)
+	}{
+		{"advisory", testSections(), assertSDKSeesCCBoot},
+		{"enforced", enforcedTestSections(), assertSDKSeesEnforced},
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if vetAWSConfig(in, managedProfiles()) == nil {
-			assertSDKSeesCCBoot(t, in)
-		}
-		out, err := mergeAWSConfig(in, testSections())
-		if err != nil {
-			return // refused: the file is left alone
-		}
-		again, err := mergeAWSConfig(out, testSections())
-		if err != nil {
-			t.Fatalf("merge of the merged file failed: %v\ninput %q\nfirst %q", err, in, out)
-		}
-		if string(again) != string(out) {
-			t.Fatalf("not idempotent:\ninput %q\nfirst %q\nagain %q", in, out, again)
-		}
-		if err := verifyAWSConfig(out, testSections()); err != nil {
-			t.Fatalf("result does not hold the managed values: %v", err)
-		}
-		if err := vetAWSConfig(out, testSections()); err != nil {
-			t.Fatalf("result fails the vet: %v\ninput %q\nout %q", err, in, out)
-		}
-		assertSDKSeesCCBoot(t, out)
-		if a, b := userPart(t, in), userPart(t, out); a != b {
-			t.Fatalf("lines outside the managed sections changed:\ninput %q\nout %q", in, out)
-		}
-		before, err := ini.LoadSources(iniLoadOptions, in)
-		if err != nil {
-			t.Fatalf("accepted an input ini.v1 cannot parse: %v", err)
-		}
-		after, err := ini.LoadSources(iniLoadOptions, out)
-		if err != nil {
-			t.Fatalf("result does not parse: %v", err)
-		}
-		for _, sec := range before.Sections() {
-			if managed[sec.Name()] || namesManaged(sec.Name()) {
-				continue
+		for i, shape := range shapes {
+			if vetAWSConfig(in, profilesOf(shape.sections)) == nil {
+				shape.sdkSees(t, in)
 			}
-			got, err := after.GetSection(sec.Name())
+			out, err := mergeAWSConfig(in, shape.sections)
 			if err != nil {
-				t.Fatalf("section [%s] lost:\ninput %q\nout %q", sec.Name(), in, out)
+				continue // refused: the file is left alone
 			}
-			if a, b := cliValues(sec.KeysHash()), cliValues(got.KeysHash()); a != b {
-				t.Fatalf("section [%s] changed: %s -> %s\ninput %q\nout %q", sec.Name(), a, b, in, out)
+			again, err := mergeAWSConfig(out, shape.sections)
+			if err != nil {
+				t.Fatalf("%s: merge of the merged file failed: %v\ninput %q\nfirst %q", shape.name, err, in, out)
+			}
+			if string(again) != string(out) {
+				t.Fatalf("%s: not idempotent:\ninput %q\nfirst %q\nagain %q", shape.name, in, out, again)
+			}
+			if err := verifyAWSConfig(out, shape.sections); err != nil {
+				t.Fatalf("%s: result does not hold the managed values: %v", shape.name, err)
+			}
+			if err := vetAWSConfig(out, shape.sections); err != nil {
+				t.Fatalf("%s: result fails the vet: %v\ninput %q\nout %q", shape.name, err, in, out)
+			}
+			shape.sdkSees(t, out)
+			if a, b := userPart(t, in), userPart(t, out); a != b {
+				t.Fatalf("%s: lines outside the managed sections changed:\ninput %q\nout %q", shape.name, in, out)
+			}
+			// The mode switch: the other shape takes over the merged file,
+			// and switching back reads as ccboot's again, the user's lines
+			// untouched. (Byte-identical only when ccboot's keys stood in
+			// its order: TestAWSConfigModeSwitchBothWays.)
+			switched, err := mergeAWSConfig(out, shapes[1-i].sections)
+			if err != nil {
+				t.Fatalf("%s: switching the merged file's mode failed: %v\nout %q", shape.name, err, out)
+			}
+			shapes[1-i].sdkSees(t, switched)
+			back, err := mergeAWSConfig(switched, shape.sections)
+			if err != nil || vetAWSConfig(back, shape.sections) != nil || userPart(t, back) != userPart(t, in) {
+				t.Fatalf("%s: switching the mode there and back: %v\nout  %q\nback %q", shape.name, err, out, back)
+			}
+			shape.sdkSees(t, back)
+			before, err := ini.LoadSources(iniLoadOptions, in)
+			if err != nil {
+				t.Fatalf("accepted an input ini.v1 cannot parse: %v", err)
+			}
+			after, err := ini.LoadSources(iniLoadOptions, out)
+			if err != nil {
+				t.Fatalf("result does not parse: %v", err)
+			}
+			for _, sec := range before.Sections() {
+				if managed[sec.Name()] || namesManaged(sec.Name()) {
+					continue
+				}
+				got, err := after.GetSection(sec.Name())
+				if err != nil {
+					t.Fatalf("%s: section [%s] lost:\ninput %q\nout %q", shape.name, sec.Name(), in, out)
+				}
+				if a, b := cliValues(sec.KeysHash()), cliValues(got.KeysHash()); a != b {
+					t.Fatalf("%s: section [%s] changed: %s -> %s\ninput %q\nout %q", shape.name, sec.Name(), a, b, in, out)
+				}
 			}
 		}
 	})

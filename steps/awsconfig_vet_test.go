@@ -16,9 +16,11 @@ import (
 
 // managedProfiles are testSections without [default]: what
 // VetAWSConfigFile checks.
-func managedProfiles() []awsSection {
+func managedProfiles() []awsSection { return profilesOf(testSections()) }
+
+func profilesOf(sections []awsSection) []awsSection {
 	var out []awsSection
-	for _, s := range testSections() {
+	for _, s := range sections {
 		if strings.HasPrefix(s.name, "profile ") {
 			out = append(out, s)
 		}
@@ -46,26 +48,36 @@ func loadSDKProfile(path, profile string) (config.SharedConfig, error) {
 
 // canonicalSDKProfiles is how the SDK reads the managed profiles of the
 // file ccboot writes (mergedTestConfig), loaded once: the fuzz target's
-// oracle compares every merge with it.
-var canonicalSDKProfiles = sync.OnceValues(func() (map[string]config.SharedConfig, error) {
+// oracle compares every merge with it. canonicalEnforcedSDKProfiles is the
+// same for the enforced shape (enforcedTestConfig).
+var (
+	canonicalSDKProfiles = sync.OnceValues(func() (map[string]config.SharedConfig, error) {
+		return loadCanonicalProfiles(mergedTestConfig, managedProfiles())
+	})
+	canonicalEnforcedSDKProfiles = sync.OnceValues(func() (map[string]config.SharedConfig, error) {
+		return loadCanonicalProfiles(enforcedTestConfig, profilesOf(enforcedTestSections()))
+	})
+)
+
+func loadCanonicalProfiles(file string, profiles []awsSection) (map[string]config.SharedConfig, error) {
 	dir, err := os.MkdirTemp("", "ccboot-sdk-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	p := filepath.Join(dir, "config")
-	if err := os.WriteFile(p, []byte(mergedTestConfig), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(file), 0o600); err != nil {
 		return nil, err
 	}
 	out := map[string]config.SharedConfig{}
-	for _, s := range managedProfiles() {
+	for _, s := range profiles {
 		profile := strings.TrimPrefix(s.name, "profile ")
 		if out[profile], err = loadSDKProfile(p, profile); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
-})
+}
 
 // assertSDKSeesCCBoot fails unless the SDK reads both managed profiles from
 // data exactly as from the file ccboot writes: the same role, session,
@@ -73,7 +85,19 @@ var canonicalSDKProfiles = sync.OnceValues(func() (map[string]config.SharedConfi
 // credential_process, web identity, SSO, services, endpoints, CA bundle...).
 func assertSDKSeesCCBoot(t testing.TB, data []byte) {
 	t.Helper()
-	canonical, err := canonicalSDKProfiles()
+	assertSDKSees(t, data, canonicalSDKProfiles)
+}
+
+// assertSDKSeesEnforced is assertSDKSeesCCBoot for enforced mode: only
+// ccboot's credential_process and the Region, no role or source.
+func assertSDKSeesEnforced(t testing.TB, data []byte) {
+	t.Helper()
+	assertSDKSees(t, data, canonicalEnforcedSDKProfiles)
+}
+
+func assertSDKSees(t testing.TB, data []byte, canonicalProfiles func() (map[string]config.SharedConfig, error)) {
+	t.Helper()
+	canonical, err := canonicalProfiles()
 	if err != nil {
 		t.Fatalf("canonical file: %v", err)
 	}

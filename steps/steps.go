@@ -25,7 +25,9 @@ func All() []bootstrap.Step {
 		// shell; it needs nothing (Claude Code reads the file whenever it
 		// starts), so it runs alongside the others.
 		ClaudeSettings{}, // /etc/claude-code/managed-settings.json (or its drop-in)
-		AWSConfig{},      // ~/.aws/config with the two role profiles
-		Aliases{},        // claude-ro / claude-el in ~/.bashrc
+		// Before aws-config, whose enforced profiles ask the broker.
+		CredentialBroker{}, // enforced: ccboot-broker.socket installed, enabled, listening
+		AWSConfig{},        // ~/.aws/config with the two role profiles
+		Aliases{},          // claude-ro / claude-el in ~/.bashrc
 	}
 }

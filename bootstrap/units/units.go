@@ -30,6 +30,15 @@ type Manager interface {
 	// Start starts the unit and waits for systemd's start job. Offline it
 	// returns an error wrapping ErrOffline.
 	Start(ctx context.Context, unit string) error
+	// Stop stops the units and waits for the stop jobs; units that are
+	// not loaded are no error. Offline it returns an error wrapping
+	// ErrOffline.
+	Stop(ctx context.Context, units ...string) error
+	// TryRestart restarts the unit if it is running, so it picks up a
+	// changed unit file or binary; a stopped or unknown unit stays as it
+	// is. Offline
+	// it returns an error wrapping ErrOffline.
+	TryRestart(ctx context.Context, unit string) error
 	// DaemonReload makes the running manager re-read unit files. Offline
 	// it does nothing and returns nil: there is no manager to tell, and
 	// install code can call it unconditionally after writing a unit.
@@ -160,6 +169,43 @@ func (m *systemd) Start(ctx context.Context, unit string) error {
 		return fmt.Errorf("%w; see journalctl -u %s", err, unit)
 	}
 	return nil
+}
+
+// Stop runs systemctl stop, which waits for the units to stop.
+func (m *systemd) Stop(ctx context.Context, units ...string) error {
+	if m.offline() {
+		return fmt.Errorf("stop %s: %w", strings.Join(units, " "), ErrOffline)
+	}
+	res, err := m.run.Run(ctx, m.cmd(append([]string{"stop"}, units...)...))
+	if notLoaded(res, err) {
+		return nil // nothing of that name is running
+	}
+	return err
+}
+
+// TryRestart runs systemctl try-restart.
+func (m *systemd) TryRestart(ctx context.Context, unit string) error {
+	if m.offline() {
+		return fmt.Errorf("restart %s: %w", unit, ErrOffline)
+	}
+	res, err := m.run.Run(ctx, m.cmd("try-restart", unit))
+	if notLoaded(res, err) {
+		return nil // no such unit, so nothing running to restart
+	}
+	if err != nil {
+		return fmt.Errorf("%w; see journalctl -u %s", err, unit)
+	}
+	return nil
+}
+
+// notLoaded: systemctl's answer (exit 5) for a unit it has no file of.
+func notLoaded(res runner.Result, err error) bool {
+	var exit *runner.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	msg := string(res.Stderr) + exit.Stderr
+	return strings.Contains(msg, "not loaded") || strings.Contains(msg, "not found")
 }
 
 // DaemonReload runs systemctl daemon-reload; offline it is a no-op.

@@ -131,6 +131,12 @@ func TestOfflineRefusesManagerVerbs(t *testing.T) {
 	if err := m.Start(ctx, "docker.service"); !errors.Is(err, ErrOffline) {
 		t.Fatalf("Start offline = %v, want ErrOffline", err)
 	}
+	if err := m.Stop(ctx, "docker.socket", "docker.service"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("Stop offline = %v, want ErrOffline", err)
+	}
+	if err := m.TryRestart(ctx, "docker.service"); !errors.Is(err, ErrOffline) {
+		t.Fatalf("TryRestart offline = %v, want ErrOffline", err)
+	}
 	if err := m.DaemonReload(ctx); err != nil {
 		t.Fatalf("DaemonReload offline = %v, want no-op", err)
 	}
@@ -188,5 +194,26 @@ func TestRealSystemctlOffline(t *testing.T) {
 	}
 	if on, err := m.IsEnabled(ctx, "foo.service"); err != nil || !on {
 		t.Fatalf("after enable: IsEnabled = %v, %v; want true, nil", on, err)
+	}
+}
+
+// Stop and TryRestart of a unit systemd does not know are no error: there
+// is nothing running to stop or restart. Other failures are.
+func TestStopAndTryRestartOfAnUnknownUnit(t *testing.T) {
+	t.Parallel()
+	fake := &runner.Fake{}
+	fake.OnExit("systemctl stop gone.socket", 5, "Failed to stop gone.socket: Unit gone.socket not loaded.")
+	fake.OnExit("systemctl try-restart gone.service", 5, "Failed to try-restart gone.service: Unit gone.service not found.")
+	fake.OnExit("systemctl try-restart broken.service", 1, "Job for broken.service failed because the control process exited with error code.")
+	m := New("/", fake)
+	ctx := context.Background()
+	if err := m.Stop(ctx, "gone.socket"); err != nil {
+		t.Errorf("Stop of an unknown unit: %v", err)
+	}
+	if err := m.TryRestart(ctx, "gone.service"); err != nil {
+		t.Errorf("TryRestart of an unknown unit: %v", err)
+	}
+	if err := m.TryRestart(ctx, "broken.service"); err == nil || !strings.Contains(err.Error(), "journalctl -u broken.service") {
+		t.Errorf("TryRestart of a failing unit: %v, want the error and where to look", err)
 	}
 }

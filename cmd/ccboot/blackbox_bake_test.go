@@ -106,7 +106,7 @@ func TestBlackboxBakeThenBootAsNewInstances(t *testing.T) {
 		t.Errorf("ccboot.service not enabled in the image: %v", err)
 	}
 	var rec bootstrap.BakeRecord
-	if data, err := os.ReadFile(filepath.Join(root, bootstrap.BakeRecordPath)); err != nil || json.Unmarshal(data, &rec) != nil || len(rec.Steps) != 4 {
+	if data, err := os.ReadFile(filepath.Join(root, bootstrap.BakeRecordPath)); err != nil || json.Unmarshal(data, &rec) != nil || len(rec.Steps) != 5 {
 		t.Errorf("bake record %s: %v %+v", bootstrap.BakeRecordPath, err, rec)
 	}
 	// Nothing of an instance: not the builder's, not a new one's.

@@ -6,10 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap/broker"
 )
+
+// brokerSocketEnv names the client's socket override (tests).
+const brokerSocketEnv = "CCBOOT_BROKER_SOCKET"
 
 // credentialsCmd is the credential_process of the enforced tiers' profiles:
 // it asks the broker and prints its credential_process JSON, or the
@@ -22,7 +26,15 @@ func credentialsCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprint(stderr, "Usage: ccboot credentials [flags] readonly|elevated\n\nPrint the tier's credentials from the credential broker as credential_process JSON\n(used by ~/.aws/config in enforced mode). Exit 0 ok, 1 refused or unreachable.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	socket := fs.String("socket", broker.DefaultSocket, "the broker's unix socket `path`")
+	// CCBOOT_BROKER_SOCKET lets a test point the exact credential_process
+	// line ~/.aws/config holds at a broker of its own. Only this client
+	// reads it: it runs as the user, with the user's rights, and the
+	// broker decides by SO_PEERCRED whichever socket it listens on.
+	defaultSocket := broker.DefaultSocket
+	if env := os.Getenv(brokerSocketEnv); env != "" {
+		defaultSocket = env
+	}
+	socket := fs.String("socket", defaultSocket, "the broker's unix socket `path`; $"+brokerSocketEnv+" overrides the default")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this `duration`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -27,8 +27,6 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
 )
 
-const brokerUser = 1000 // ec2-user in the test root
-
 type brokerBed struct {
 	root, socket   string
 	bin, rawClient string // runnable by other uids
@@ -147,53 +145,6 @@ func validCreds(r binRun) error {
 		return fmt.Errorf("Expiration %q: %v", c.Expiration, err)
 	}
 	return nil
-}
-
-// approvedScope makes system.slice/UNIT in the cgroup v2 hierarchy (as
-// systemd would for `systemd-run --scope`) and returns a descriptor of it
-// for CLONE_INTO_CGROUP, or -1 with the reason it cannot.
-func approvedScope(t *testing.T, unit string) (int, string) {
-	t.Helper()
-	mount, err := broker.CgroupMount()
-	if err != nil {
-		return -1, err.Error()
-	}
-	slice := filepath.Join(mount, "system.slice")
-	if _, err := os.Stat(slice); os.IsNotExist(err) {
-		if err := os.Mkdir(slice, 0o755); err != nil {
-			return -1, fmt.Sprintf("cannot make %s: %v", slice, err)
-		}
-		t.Cleanup(func() { _ = os.Remove(slice) })
-	}
-	dir := filepath.Join(slice, unit)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return -1, fmt.Sprintf("cannot make %s: %v", dir, err)
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return -1, err.Error()
-	}
-	t.Cleanup(func() {
-		f.Close()
-		for i := 0; i < 50 && os.Remove(dir) != nil; i++ {
-			time.Sleep(20 * time.Millisecond) // the last process is still leaving
-		}
-	})
-	return int(f.Fd()), ""
-}
-
-func writeApproval(t *testing.T, root, unit string, created, until time.Time) string {
-	t.Helper()
-	dir := filepath.Join(root, "var/lib/ccboot/approvals")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := json.Marshal(broker.Approval{Unit: unit, UID: brokerUser, Approver: "alice (sudo)", Reason: "test", Created: created, Until: until})
-	p := filepath.Join(dir, unit+".json")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func TestReliabilityBrokerFaults(t *testing.T) {

@@ -33,34 +33,6 @@ import (
 
 const nobody = 65534
 
-// openToOthers makes root reachable by other users (t.TempDir's parent is
-// 0700), so a check run as nobody is stopped only by the modes ccboot
-// sets, not by the test's own directory.
-func openToOthers(t *testing.T, root string) {
-	t.Helper()
-	for d := root; d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// binForOthers is a copy of the binary that nobody may run.
-func binForOthers(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	openToOthers(t, dir)
-	data, err := os.ReadFile(ccbootBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "ccboot")
-	if err := os.WriteFile(p, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // runAs runs name as uid:gid with a deadline, so a hang is a failure.
 func runAs(t *testing.T, uid int, limit time.Duration, name string, args ...string) binRun {
 	t.Helper()
