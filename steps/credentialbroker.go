@@ -7,6 +7,7 @@ import (
 	"io/fs"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
 	"github.com/ccboot/ccboot/bootstrap/units"
 )
@@ -207,7 +208,7 @@ Description=ccboot credential broker socket (enforced tiers)
 Documentation=https://github.com/ccboot/ccboot
 
 [Socket]
-ListenStream=/run/ccboot/broker.sock
+ListenStream=` + broker.DefaultSocket + `
 SocketUser=root
 SocketGroup=root
 SocketMode=0666

@@ -296,7 +296,7 @@ func checkBrokerElevatedRefused(ctx context.Context, s *state) outcome {
 // way the user cannot search (a /run/ccboot-broker someone made 0700)
 // shows as "permission denied" with the socket's mode 0666.
 func (s *state) brokerFix(probeErr string) string {
-	const start = "run `sudo ccboot repair --only aws-config` (it installs the broker's units), then `sudo systemctl start ccboot-broker.socket`"
+	const start = "run `sudo ccboot repair --only credential-broker` (it installs and starts the broker's units), then `sudo systemctl start ccboot-broker.socket`"
 	if !strings.Contains(probeErr, "permission denied") {
 		return start
 	}
