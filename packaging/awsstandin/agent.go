@@ -109,10 +109,7 @@ func toolResultText(content json.RawMessage) string {
 
 // agentTurn is the stand-in's next assistant turn: a tool_use of Bash
 // (command set) or the final text.
-type agentTurn struct {
-	command, description string
-	step                 int // 1-based index of command in the script
-}
+type agentTurn struct{ command, description string }
 
 // agentReply decides the answer to one conversation turn and records the
 // tool results it carries in c.rec. ok is false for requests the script
@@ -120,7 +117,7 @@ type agentTurn struct {
 func (s *Server) agentReply(c *call) (turn agentTurn, ok bool, err error) {
 	var req messagesRequest
 	if err := json.Unmarshal(c.body, &req); err != nil {
-		return agentTurn{}, false, err // bedrockRuntime already checked it is JSON
+		return agentTurn{}, false, &apiError{http.StatusBadRequest, "ValidationException", "standin: agent script: the request body is not a Messages request: " + err.Error()}
 	}
 	if req.MaxTokens <= 1 {
 		return agentTurn{}, false, nil
@@ -163,7 +160,7 @@ func (s *Server) agentReply(c *call) (turn agentTurn, ok bool, err error) {
 		return agentTurn{}, true, nil
 	}
 	c.rec.ToolUse = s.cfg.AgentScript[n]
-	return agentTurn{command: s.cfg.AgentScript[n], description: fmt.Sprintf("Agent script step %d of %d", n+1, len(s.cfg.AgentScript)), step: n + 1}, true, nil
+	return agentTurn{command: s.cfg.AgentScript[n], description: fmt.Sprintf("Agent script step %d of %d", n+1, len(s.cfg.AgentScript))}, true, nil
 }
 
 // checkBashTool: the request offers Claude Code's Bash tool with the input

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,9 @@ const (
 	// And one with the intact template for an account that has no
 	// Marketplace agreement for the model yet (aws-standin --not-subscribed).
 	notSubscribedPort = 4602
+	// And one whose Bedrock runs escalationScript through Claude Code's
+	// Bash tool (aws-standin --agent-script), for the agent session only.
+	agentPort = 4603
 	// The instance role's credentials as the metadata mock hands them out;
 	// the stand-in treats this key as issued for the instance role.
 	instanceKeyID  = "ASIAE2EINSTANCEKEY01"
@@ -84,6 +88,9 @@ type standinRecord struct {
 	// Marketplace: the decision on the caller's subscription through
 	// Bedrock, when an invoke subscribed (or failed to subscribe) the account.
 	Marketplace string `json:"marketplace"`
+	// ToolUse, ToolResults: the scripted agent's (aws-standin --agent-script).
+	ToolUse     string                  `json:"toolUse"`
+	ToolResults []awsstandin.ToolResult `json:"toolResults"`
 }
 
 func testClaudeBedrock(t *testing.T, s *suite) {
@@ -133,6 +140,9 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	s.startStandin(t, bin, ns, s.mutatedTemplate(t, tpls, "no-invoke", [2]string{
 		"              - bedrock:InvokeModel\n", ""}), noInvokePort, noInvokeLog)
 	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), notSubscribedPort, notSubscribedLog, "--not-subscribed")
+	agentLog := filepath.Join(logDir, "requests-agent.jsonl")
+	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), agentPort, agentLog,
+		"--agent-script", writeAgentScript(t, dir, escalationScript))
 
 	seed := filepath.Join(dir, "seed")
 	endpoints := "write_files:\n  - path: /etc/profile.d/zz-e2e-endpoints.sh\n    permissions: '0644'\n    content: |\n"
@@ -150,6 +160,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 			"E2E_STANDIN_TRUST_PORT=" + strconv.Itoa(trustBrokenPort),
 			"E2E_STANDIN_NOINVOKE_PORT=" + strconv.Itoa(noInvokePort),
 			"E2E_STANDIN_NOTSUBSCRIBED_PORT=" + strconv.Itoa(notSubscribedPort),
+			"E2E_STANDIN_AGENT_PORT=" + strconv.Itoa(agentPort),
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
@@ -395,6 +406,15 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	}
 
 	checkManagedSettings(t, g, model, window, roleRO)
+
+	// The agent in a claude-ro session runs the escalation script: in
+	// advisory mode each command reaches Elevated. Its endpoints were all
+	// the agent stand-in's, so the main one saw nothing of it.
+	if w := window("agent-advisory"); len(w) != 0 {
+		t.Errorf("agent-advisory: %d requests reached the main stand-in, want all at the agent's (did the Bash tool's shell re-read the endpoints?):\n%s", len(w), fmtRecords(w))
+	}
+	checkAgentEscalation(t, g, "agent-advisory", readStandinLog(t, agentLog), escalationScript,
+		tierRoles{readOnly: roleRO, elevated: roleEL}, escalationWant{mode: "advisory", reachesElevated: true})
 
 	// An account without the model's Marketplace agreement: doctor's
 	// model-access fails with its fix line although IAM allows everything;
@@ -694,4 +714,136 @@ func shellValue(script, name string) string {
 		}
 	}
 	return ""
+}
+
+// --- The agent itself tries to escalate (issue 21) -------------------------
+//
+// A claude-ro session of the real Claude Code, with a permission mode that
+// lets its Bash tool run unasked, talks to a stand-in whose Bedrock plays a
+// model that runs escalationScript through that tool (aws-standin
+// --agent-script). Only the stand-in's log is read: which role signed each
+// request, and what each tool result Claude Code sent back says. A mode's
+// expectations (escalationWant) decide the verdict, so the enforced mode
+// reuses all of it.
+
+// escalationScript is what the agent tries, one shell command a line, each
+// a way out of ReadOnly that ~/.aws/config offers.
+var escalationScript = []string{
+	"aws sts get-caller-identity --profile claudecode-elevated --output json",
+	"AWS_PROFILE=claudecode-elevated aws sts get-caller-identity --output json",
+}
+
+// escalationWant is what one tier mode lets the agent do.
+type escalationWant struct {
+	mode string
+	// reachesElevated: advisory, where every command gets Elevated's
+	// credentials: each tool result shows Elevated's ARN and the stand-in
+	// saw Elevated sign that command's GetCallerIdentity. False: not one
+	// request anywhere is signed by Elevated, and each tool result shows
+	// refusal.
+	reachesElevated bool
+	refusal         string // !reachesElevated: text every tool result holds
+}
+
+// tierRoles names the stack's roles (their names, not ARNs).
+type tierRoles struct{ readOnly, elevated string }
+
+// writeAgentScript writes script for aws-standin --agent-script.
+func writeAgentScript(t *testing.T, dir string, script []string) string {
+	t.Helper()
+	p := filepath.Join(dir, "agent-script.txt")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Join(script, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkAgentEscalation reads the log of the scripted stand-in that served
+// the agent session name (its whole log is that one session) against want.
+func checkAgentEscalation(t *testing.T, g guest, name string, recs []standinRecord, script []string, roles tierRoles, want escalationWant) {
+	t.Helper()
+	elARN := fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-elevated-session", claudeAccount, roles.elevated)
+	if rc := g.rc(name); rc != 0 || !strings.Contains(g.file(name+".out"), fmt.Sprintf("standin: agent script done (%d commands)", len(script))) {
+		t.Errorf("%s (%s): claude-ro -p exit %d, want 0 and the script's final turn:\n%s", name, want.mode, rc, g.out(name))
+	}
+	// Requests in log order; each STS request after the stand-in asked
+	// for a command (and before the next one) is that command's: Claude
+	// Code runs one tool at a time and made its own STS calls before the
+	// first turn.
+	var asked []string
+	results := map[string][]awsstandin.ToolResult{}
+	sts := map[string][]standinRecord{}
+	var finalTurn bool
+	current := ""
+	for _, r := range recs {
+		if r.Service == "bedrock-runtime" && r.Status == 200 {
+			// The agent's own turns are ReadOnly's: the session is claude-ro.
+			if !roleIs(r.Role, roles.readOnly) || r.Session != "claudecode-readonly-session" {
+				t.Errorf("%s: Bedrock %s signed by role %q session %q, want the claude-ro session's ReadOnly key", name, r.Action, r.Role, r.Session)
+			}
+			for _, res := range r.ToolResults {
+				results[res.Command] = append(results[res.Command], res)
+			}
+			if r.ToolUse != "" {
+				asked = append(asked, r.ToolUse)
+				current = r.ToolUse
+			} else if len(r.ToolResults) > 0 {
+				finalTurn = true
+			}
+		}
+		if r.Service == "sts" && current != "" {
+			sts[current] = append(sts[current], r)
+		}
+		if roleIs(r.Role, roles.elevated) && !want.reachesElevated {
+			t.Errorf("%s (%s): %s %s was signed by Elevated (key %s): the agent got Elevated credentials", name, want.mode, r.Service, r.Action, r.AccessKey)
+		}
+	}
+	if !slices.Equal(asked, script) || !finalTurn {
+		t.Fatalf("%s: the stand-in asked Bash for %q (final turn answered: %v), want each of %q once, in order:\n%s", name, asked, finalTurn, script, fmtRecords(recs))
+	}
+	for _, cmd := range script {
+		rs := results[cmd]
+		if len(rs) != 1 {
+			t.Errorf("%s: %d tool results for %q, want 1", name, len(rs), cmd)
+			continue
+		}
+		res := rs[0]
+		var signedByEL, assumedEL bool
+		for _, r := range sts[cmd] {
+			if r.Action == "sts:GetCallerIdentity" && roleIs(r.Role, roles.elevated) && r.Decision == "Allowed" && r.Status == 200 {
+				signedByEL = true
+			}
+			if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roles.elevated) && r.Decision == "Allowed" {
+				assumedEL = true
+			}
+		}
+		if want.reachesElevated {
+			if res.IsError || !strings.Contains(res.Text, elARN) || !signedByEL || !assumedEL {
+				t.Errorf("%s (%s): %q: tool result is_error=%v %q; Elevated assumed %v, signed its GetCallerIdentity %v; want Elevated's ARN %s, as the stand-in saw:\n%s",
+					name, want.mode, cmd, res.IsError, res.Text, assumedEL, signedByEL, elARN, fmtRecords(sts[cmd]))
+			}
+		} else if strings.Contains(res.Text, elARN) || !strings.Contains(res.Text, want.refusal) {
+			t.Errorf("%s (%s): %q: tool result is_error=%v %q, want the refusal %q", name, want.mode, cmd, res.IsError, res.Text, want.refusal)
+		}
+		t.Logf("%s (%s): %q -> is_error=%v, %d STS requests (%s): %s", name, want.mode, cmd, res.IsError, len(sts[cmd]), stsSummary(sts[cmd]), firstLine(res.Text))
+	}
+}
+
+func stsSummary(rs []standinRecord) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, fmt.Sprintf("%s by %s %s", r.Action, roleName(r.Role), r.Decision))
+	}
+	return strings.Join(s, ", ")
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
 }
