@@ -413,8 +413,26 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	if w := window("agent-advisory"); len(w) != 0 {
 		t.Errorf("agent-advisory: %d requests reached the main stand-in, want all at the agent's (did the Bash tool's shell re-read the endpoints?):\n%s", len(w), fmtRecords(w))
 	}
-	checkAgentEscalation(t, g, "agent-advisory", readStandinLog(t, agentLog), escalationScript,
-		tierRoles{readOnly: roleRO, elevated: roleEL}, escalationWant{mode: "advisory", reachesElevated: true})
+	agentRecs := readStandinLog(t, agentLog)
+	roles := tierRoles{readOnly: roleRO, elevated: roleEL}
+	problems, notes := agentEscalation(g, "agent-advisory", agentRecs, escalationScript, roles, escalationWant{mode: "advisory", reachesElevated: true})
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("agent-advisory: the agent's escalation attempts (%d ms):\n  %s", g.ms("agent-advisory"), strings.Join(notes, "\n  "))
+	// The same log judged by the enforced mode's expectations fails on
+	// every command: the harness tells the modes apart, so its pass in
+	// enforced mode will mean something.
+	refused, _ := agentEscalation(g, "agent-advisory", agentRecs, escalationScript, roles, escalationWant{mode: "enforced", refusal: "Elevated access is not approved"})
+	for _, cmd := range escalationScript {
+		var caught bool
+		for _, p := range refused {
+			caught = caught || strings.Contains(p, fmt.Sprintf("%q: tool result", cmd))
+		}
+		if !caught {
+			t.Errorf("the enforced expectations accept the advisory result of %q, so they prove nothing: %q", cmd, refused)
+		}
+	}
 
 	// An account without the model's Marketplace agreement: doctor's
 	// model-access fails with its fix line although IAM allows everything;
@@ -761,13 +779,16 @@ func writeAgentScript(t *testing.T, dir string, script []string) string {
 	return p
 }
 
-// checkAgentEscalation reads the log of the scripted stand-in that served
-// the agent session name (its whole log is that one session) against want.
-func checkAgentEscalation(t *testing.T, g guest, name string, recs []standinRecord, script []string, roles tierRoles, want escalationWant) {
-	t.Helper()
+// agentEscalation judges the log of the scripted stand-in that served the
+// agent session name (its whole log is that one session) against want:
+// what broke the expectation, if anything, and one note per command.
+func agentEscalation(g guest, name string, recs []standinRecord, script []string, roles tierRoles, want escalationWant) (problems, notes []string) {
+	fail := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s (%s): ", name, want.mode)+fmt.Sprintf(format, args...))
+	}
 	elARN := fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-elevated-session", claudeAccount, roles.elevated)
 	if rc := g.rc(name); rc != 0 || !strings.Contains(g.file(name+".out"), fmt.Sprintf("standin: agent script done (%d commands)", len(script))) {
-		t.Errorf("%s (%s): claude-ro -p exit %d, want 0 and the script's final turn:\n%s", name, want.mode, rc, g.out(name))
+		fail("claude-ro -p exit %d, want 0 and the script's final turn:\n%s", rc, g.out(name))
 	}
 	// Requests in log order; each STS request after the stand-in asked
 	// for a command (and before the next one) is that command's: Claude
@@ -782,7 +803,7 @@ func checkAgentEscalation(t *testing.T, g guest, name string, recs []standinReco
 		if r.Service == "bedrock-runtime" && r.Status == 200 {
 			// The agent's own turns are ReadOnly's: the session is claude-ro.
 			if !roleIs(r.Role, roles.readOnly) || r.Session != "claudecode-readonly-session" {
-				t.Errorf("%s: Bedrock %s signed by role %q session %q, want the claude-ro session's ReadOnly key", name, r.Action, r.Role, r.Session)
+				fail("Bedrock %s signed by role %q session %q, want the claude-ro session's ReadOnly key", r.Action, r.Role, r.Session)
 			}
 			for _, res := range r.ToolResults {
 				results[res.Command] = append(results[res.Command], res)
@@ -798,16 +819,17 @@ func checkAgentEscalation(t *testing.T, g guest, name string, recs []standinReco
 			sts[current] = append(sts[current], r)
 		}
 		if roleIs(r.Role, roles.elevated) && !want.reachesElevated {
-			t.Errorf("%s (%s): %s %s was signed by Elevated (key %s): the agent got Elevated credentials", name, want.mode, r.Service, r.Action, r.AccessKey)
+			fail("%s %s was signed by Elevated (key %s): the agent got Elevated credentials", r.Service, r.Action, r.AccessKey)
 		}
 	}
 	if !slices.Equal(asked, script) || !finalTurn {
-		t.Fatalf("%s: the stand-in asked Bash for %q (final turn answered: %v), want each of %q once, in order:\n%s", name, asked, finalTurn, script, fmtRecords(recs))
+		fail("the stand-in asked Bash for %q (final turn answered: %v), want each of %q once, in order:\n%s", asked, finalTurn, script, fmtRecords(recs))
+		return problems, notes
 	}
 	for _, cmd := range script {
 		rs := results[cmd]
 		if len(rs) != 1 {
-			t.Errorf("%s: %d tool results for %q, want 1", name, len(rs), cmd)
+			fail("%d tool results for %q, want 1", len(rs), cmd)
 			continue
 		}
 		res := rs[0]
@@ -822,14 +844,15 @@ func checkAgentEscalation(t *testing.T, g guest, name string, recs []standinReco
 		}
 		if want.reachesElevated {
 			if res.IsError || !strings.Contains(res.Text, elARN) || !signedByEL || !assumedEL {
-				t.Errorf("%s (%s): %q: tool result is_error=%v %q; Elevated assumed %v, signed its GetCallerIdentity %v; want Elevated's ARN %s, as the stand-in saw:\n%s",
-					name, want.mode, cmd, res.IsError, res.Text, assumedEL, signedByEL, elARN, fmtRecords(sts[cmd]))
+				fail("%q: tool result is_error=%v %q; Elevated assumed %v, signed its GetCallerIdentity %v; want Elevated's ARN %s, as the stand-in saw:\n%s",
+					cmd, res.IsError, res.Text, assumedEL, signedByEL, elARN, fmtRecords(sts[cmd]))
 			}
 		} else if strings.Contains(res.Text, elARN) || !strings.Contains(res.Text, want.refusal) {
-			t.Errorf("%s (%s): %q: tool result is_error=%v %q, want the refusal %q", name, want.mode, cmd, res.IsError, res.Text, want.refusal)
+			fail("%q: tool result is_error=%v %q, want the refusal %q", cmd, res.IsError, res.Text, want.refusal)
 		}
-		t.Logf("%s (%s): %q -> is_error=%v, %d STS requests (%s): %s", name, want.mode, cmd, res.IsError, len(sts[cmd]), stsSummary(sts[cmd]), firstLine(res.Text))
+		notes = append(notes, fmt.Sprintf("%q -> is_error=%v, %d STS requests (%s): %s", cmd, res.IsError, len(sts[cmd]), stsSummary(sts[cmd]), firstLine(res.Text)))
 	}
+	return problems, notes
 }
 
 func stsSummary(rs []standinRecord) string {
