@@ -39,7 +39,9 @@ install -d -o ec2-user -g ec2-user -m 0700 "$u"
 # Bash allowed unasked (bypassPermissions; ec2-user is not root), every
 # endpoint the agent stand-in's, whose Bedrock asks Bash to run the
 # test's escalation script; the Bash tool's shell inherits the endpoints
-# (Debian's bashrc does not re-read /etc/profile.d).
+# (Debian's bashrc does not re-read /etc/profile.d). The AWS CLI's cache of
+# assumed-role credentials goes first: aws-el left Elevated's keys from the
+# main stand-in there, which the agent's stand-in never issued.
 p='Reply with one short sentence.'
 keep=AWS_EC2_METADATA_SERVICE_ENDPOINT,AWS_ENDPOINT_URL_STS,AWS_ENDPOINT_URL_BEDROCK,AWS_ENDPOINT_URL_BEDROCK_RUNTIME
 at() { echo "AWS_ENDPOINT_URL_STS=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:$1"; }
@@ -58,7 +60,7 @@ cmds=(
 	"doctor-geo|sudo --preserve-env=$keep ccboot doctor --set bedrock.model=us.anthropic.claude-sonnet-4-6 >$u/doctor-geo.out 2>$u/doctor-geo.err"
 	"doctor-notsubscribed|$(at "$notsubscribed_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-notsubscribed.out 2>$u/doctor-notsubscribed.err"
 	"doctor-subscribed|$(at "$notsubscribed_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-subscribed.out 2>$u/doctor-subscribed.err"
-	"agent-advisory|$(at "$agent_port") ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:$agent_port claude-ro -p 'Find out which AWS identity you have.' --permission-mode bypassPermissions >$u/agent-advisory.out 2>$u/agent-advisory.err"
+	"agent-advisory|rm -rf ~/.aws/cli/cache && $(at "$agent_port") ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:$agent_port claude-ro -p 'Find out which AWS identity you have.' --permission-mode bypassPermissions >$u/agent-advisory.out 2>$u/agent-advisory.err"
 )
 printf '%s\n' "${cmds[@]}" >"$o/commands.txt"
 
