@@ -826,6 +826,20 @@ func agentEscalation(g guest, name string, recs []standinRecord, script []string
 		fail("the stand-in asked Bash for %q (final turn answered: %v), want each of %q once, in order:\n%s", asked, finalTurn, script, fmtRecords(recs))
 		return problems, notes
 	}
+	// The AWS CLI caches assumed-role keys (~/.aws/cli/cache), so only the
+	// first command that reaches Elevated assumes it; each one after signs
+	// with the cached key.
+	var assumedEL bool
+	for _, cmd := range script {
+		for _, r := range sts[cmd] {
+			if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roles.elevated) && roleIs(r.Role, roles.readOnly) && r.Decision == "Allowed" && r.Status == 200 {
+				assumedEL = true
+			}
+		}
+	}
+	if want.reachesElevated && !assumedEL {
+		fail("no allowed AssumeRole of %s signed by ReadOnly among the agent's requests:\n%s", roles.elevated, fmtRecords(recs))
+	}
 	for _, cmd := range script {
 		rs := results[cmd]
 		if len(rs) != 1 {
@@ -833,19 +847,17 @@ func agentEscalation(g guest, name string, recs []standinRecord, script []string
 			continue
 		}
 		res := rs[0]
-		var signedByEL, assumedEL bool
+		var signedByEL bool
 		for _, r := range sts[cmd] {
-			if r.Action == "sts:GetCallerIdentity" && roleIs(r.Role, roles.elevated) && r.Decision == "Allowed" && r.Status == 200 {
+			// GetCallerIdentity needs no permission: no IAM decision.
+			if r.Action == "sts:GetCallerIdentity" && roleIs(r.Role, roles.elevated) && r.Status == 200 {
 				signedByEL = true
-			}
-			if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roles.elevated) && r.Decision == "Allowed" {
-				assumedEL = true
 			}
 		}
 		if want.reachesElevated {
-			if res.IsError || !strings.Contains(res.Text, elARN) || !signedByEL || !assumedEL {
-				fail("%q: tool result is_error=%v %q; Elevated assumed %v, signed its GetCallerIdentity %v; want Elevated's ARN %s, as the stand-in saw:\n%s",
-					cmd, res.IsError, res.Text, assumedEL, signedByEL, elARN, fmtRecords(sts[cmd]))
+			if res.IsError || !strings.Contains(res.Text, elARN) || !signedByEL {
+				fail("%q: tool result is_error=%v %q; the stand-in saw Elevated sign its GetCallerIdentity: %v; want Elevated's ARN %s, signed by Elevated:\n%s",
+					cmd, res.IsError, res.Text, signedByEL, elARN, fmtRecords(sts[cmd]))
 			}
 		} else if strings.Contains(res.Text, elARN) || !strings.Contains(res.Text, want.refusal) {
 			fail("%q: tool result is_error=%v %q, want the refusal %q", cmd, res.IsError, res.Text, want.refusal)
@@ -869,4 +881,41 @@ func firstLine(s string) string {
 		return s[:i] + " …"
 	}
 	return s
+}
+
+// The escalation verdict itself, on a recorded run: the stand-in's log and
+// Claude Code's output from the real Claude Code 2.1.332 and AWS CLI 2.17.3
+// (the e2e rootfs's) running escalationScript in a claude-ro session
+// against `aws-standin --agent-script` in advisory mode (issued keys
+// redacted). Advisory's expectations hold; the enforced mode's fail on
+// every command and on every Elevated signature, so a pass in enforced
+// mode will mean the agent was stopped.
+func TestAgentEscalationVerdict(t *testing.T) {
+	dir := filepath.Join("testdata", "agent-advisory")
+	g := guest{t: t, dir: dir}
+	recs := readStandinLog(t, filepath.Join(dir, "requests.jsonl"))
+	roles := tierRoles{readOnly: "claudecode-readonly-" + claudeStack, elevated: "claudecode-elevated-" + claudeStack}
+	if problems, notes := agentEscalation(g, "agent-advisory", recs, escalationScript, roles, escalationWant{mode: "advisory", reachesElevated: true}); len(problems) != 0 || len(notes) != len(escalationScript) {
+		t.Errorf("advisory expectations on the advisory run: %q (notes %q), want none", problems, notes)
+	}
+	refused, _ := agentEscalation(g, "agent-advisory", recs, escalationScript, roles, escalationWant{mode: "enforced", refusal: "Elevated access is not approved"})
+	for _, want := range append(escalationScript, "sts:GetCallerIdentity was signed by Elevated") {
+		var caught bool
+		for _, p := range refused {
+			caught = caught || strings.Contains(p, want)
+		}
+		if !caught {
+			t.Errorf("enforced expectations on the advisory run: nothing about %q in %q", want, refused)
+		}
+	}
+	// A run where a command never reached Elevated fails advisory's too.
+	var cut []standinRecord
+	for _, r := range recs {
+		if !(r.Action == "sts:GetCallerIdentity" && roleIs(r.Role, roles.elevated)) {
+			cut = append(cut, r)
+		}
+	}
+	if problems, _ := agentEscalation(g, "agent-advisory", cut, escalationScript, roles, escalationWant{mode: "advisory", reachesElevated: true}); len(problems) != len(escalationScript) {
+		t.Errorf("advisory expectations without Elevated's signatures: %q, want one problem per command", problems)
+	}
 }
