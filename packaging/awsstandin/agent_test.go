@@ -17,13 +17,21 @@ import (
 	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
-// The request bodies in testdata are Claude Code 2.1.332's own, captured
-// from `claude -p 'Check who you are' --permission-mode bypassPermissions`
-// against this stand-in with the script below, then trimmed (long texts
-// cut, only the Bash and Read tools kept, IDs zeroed; shapes unchanged):
-// the first turn, the turn carrying the first tool_result, the turn
-// carrying the second, and an availability probe.
-var capturedScript = []string{"id -un", "echo to-stderr >&2; exit 3"}
+// The request bodies in testdata are Claude Code 2.1.332's own, trimmed
+// (long texts cut, only the Bash and Read tools kept, IDs zeroed; shapes
+// unchanged). The three turns come from e2e scenario 12's agent session
+// (claude-ro -p --permission-mode bypassPermissions as ec2-user, against
+// aws-standin --agent-script with the script below): the first turn, the
+// turn carrying the first tool_result, the turn carrying the second. The
+// availability probe (max_tokens 1) is from a run of the same binary on
+// the host; with the models pinned the guest sends none to this stand-in.
+var capturedScript = []string{
+	"aws sts get-caller-identity --profile claudecode-elevated --output json",
+	"AWS_PROFILE=claudecode-elevated aws sts get-caller-identity --output json",
+}
+
+// capturedResult is how each tool result of the capture starts.
+const capturedResult = "{\n    \"UserId\": \"AROAGQMXDTWLV2JGYGD6W:claudecode-elevated-session\",\n    \"Account\": \"246813579135\",\n    \"Arn\": \"arn:aws:sts::246813579135:assumed-role/claudecode-elevated-cce2e/claudecode-elevated-session\"\n}\n"
 
 func captured(t *testing.T, name string) []byte {
 	t.Helper()
@@ -187,8 +195,8 @@ func TestAgentScriptConversation(t *testing.T) {
 	}{
 		{capturedScript[0], nil},
 		{capturedScript[0], nil},
-		{capturedScript[1], []ToolResult{{Command: capturedScript[0], Text: "nobody\n"}}},
-		{"", []ToolResult{{Command: capturedScript[1], Text: "Exit code 3\nto-stderr\n", IsError: true}}},
+		{capturedScript[1], []ToolResult{{Command: capturedScript[0], Text: capturedResult}}},
+		{"", []ToolResult{{Command: capturedScript[1], Text: capturedResult}}},
 		{"", nil},
 	} {
 		r := reqs[i]
@@ -205,8 +213,28 @@ func TestAgentScriptConversation(t *testing.T) {
 	}
 	// The log line carries them as the e2e reads them.
 	b, _ := json.Marshal(reqs[3])
-	if !strings.Contains(string(b), `"toolResults":[{"toolUseId":"toolu_bdrk_`) || !strings.Contains(string(b), `"isError":true`) {
+	if !strings.Contains(string(b), `"toolResults":[{"toolUseId":"toolu_bdrk_`) || !strings.Contains(string(b), `"isError":false`) {
 		t.Errorf("log line %s", b)
+	}
+
+	// A failed command (what a refusal looks like: Claude Code sends
+	// "Exit code N" and the output as text blocks, is_error true) is
+	// recorded as such.
+	var last map[string]any
+	if err := json.Unmarshal(captured(t, "last-tool-result-turn"), &last); err != nil {
+		t.Fatal(err)
+	}
+	msgs := last["messages"].([]any)
+	res := msgs[len(msgs)-1].(map[string]any)["content"].([]any)[0].(map[string]any)
+	res["is_error"] = true
+	res["content"] = []map[string]string{{"type": "text", "text": "Exit code 254\n\nAn error occurred (AccessDenied)"}, {"type": "image"}, {"type": "text", "text": "second block"}}
+	b, _ = json.Marshal(last)
+	if _, err := streamTurn(url, ro, b); err != nil {
+		t.Fatal(err)
+	}
+	rs := s.Requests()[len(s.Requests())-1].ToolResults
+	if len(rs) != 1 || !rs[0].IsError || rs[0].Command != capturedScript[1] || rs[0].Text != "Exit code 254\n\nAn error occurred (AccessDenied)\nsecond block" {
+		t.Errorf("failed command recorded as %+v", rs)
 	}
 }
 
