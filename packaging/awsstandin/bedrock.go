@@ -274,24 +274,54 @@ func (s *Server) bedrockRuntime(c *call) error {
 		return &apiError{http.StatusBadRequest, "ValidationException", "Malformed input request: #: required key [messages] not found, please reformat your input and try again."}
 	}
 	text := fmt.Sprintf("standin: role=%s session=%s model=%s", c.id.role.Name, c.id.session, id)
+	stop := "end_turn"
+	var tool *agentTurn
+	if len(s.cfg.AgentScript) > 0 {
+		turn, scripted, err := s.agentReply(c)
+		if err != nil {
+			return err
+		}
+		switch {
+		case scripted && turn.command != "":
+			tool, stop = &turn, "tool_use"
+		case scripted:
+			text = fmt.Sprintf("standin: agent script done (%d commands): role=%s session=%s model=%s", len(s.cfg.AgentScript), c.id.role.Name, c.id.session, id)
+		}
+	}
 	in, outTokens := len(c.body)/4+1, len(strings.Fields(text))+1
 	msgID := "msg_bdrk_" + randomString(24, secretChars[:62])
 	model := strings.TrimPrefix(p.Model.ID, "anthropic.")
+	// The one content block: the text, or the tool_use with its input
+	// (whole here, streamed as one input_json_delta).
+	block := map[string]any{"type": "text", "text": text}
+	start := map[string]any{"type": "text", "text": ""}
+	delta := map[string]any{"type": "text_delta", "text": text}
+	if tool != nil {
+		input, err := json.Marshal(map[string]string{"command": tool.command, "description": tool.description})
+		if err != nil {
+			return err
+		}
+		toolID := toolUseID()
+		block = map[string]any{"type": "tool_use", "id": toolID, "name": bashTool, "input": json.RawMessage(input)}
+		start = map[string]any{"type": "tool_use", "id": toolID, "name": bashTool, "input": map[string]any{}}
+		delta = map[string]any{"type": "input_json_delta", "partial_json": string(input)}
+		outTokens = len(input)/4 + 1
+	}
 	if op == "invoke" {
 		return writeJSON(c, map[string]any{
 			"id": msgID, "type": "message", "role": "assistant", "model": model,
-			"content":     []map[string]string{{"type": "text", "text": text}},
-			"stop_reason": "end_turn", "stop_sequence": nil,
+			"content":     []map[string]any{block},
+			"stop_reason": stop, "stop_sequence": nil,
 			"usage": map[string]int{"input_tokens": in, "output_tokens": outTokens},
 		})
 	}
 	events := []map[string]any{
 		{"type": "message_start", "message": map[string]any{"id": msgID, "type": "message", "role": "assistant", "model": model,
 			"content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": map[string]int{"input_tokens": in, "output_tokens": 1}}},
-		{"type": "content_block_start", "index": 0, "content_block": map[string]string{"type": "text", "text": ""}},
-		{"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "text_delta", "text": text}},
+		{"type": "content_block_start", "index": 0, "content_block": start},
+		{"type": "content_block_delta", "index": 0, "delta": delta},
 		{"type": "content_block_stop", "index": 0},
-		{"type": "message_delta", "delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil}, "usage": map[string]int{"output_tokens": outTokens}},
+		{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]int{"output_tokens": outTokens}},
 		{"type": "message_stop", "amazon-bedrock-invocationMetrics": map[string]int{"inputTokenCount": in, "outputTokenCount": outTokens,
 			"invocationLatency": 1, "firstByteLatency": 1}},
 	}

@@ -41,6 +41,10 @@ type Config struct {
 	// ModelAccess: the account's use-case form, Marketplace agreement and
 	// Region availability (zero: all in place).
 	ModelAccess ModelAccess
+	// AgentScript: shell commands Bedrock asks Claude Code's Bash tool to
+	// run, one tool_use per turn, before it ends the conversation with
+	// text (agent.go). Empty: every turn is answered with text.
+	AgentScript []string
 }
 
 // Request is one request the stand-in answered.
@@ -58,6 +62,10 @@ type Request struct {
 	// Marketplace: the decision on the caller's Marketplace subscription
 	// through Bedrock, when an invoke had to subscribe the account.
 	Marketplace string `json:"marketplace,omitempty"`
+	// ToolUse: the script's command this answer asked Bash to run;
+	// ToolResults: what Claude Code sent back for the commands before.
+	ToolUse     string       `json:"toolUse,omitempty"`
+	ToolResults []ToolResult `json:"toolResults,omitempty"`
 }
 
 // identity is who a key was issued to.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,9 @@ const (
 	// And one with the intact template for an account that has no
 	// Marketplace agreement for the model yet (aws-standin --not-subscribed).
 	notSubscribedPort = 4602
+	// And one whose Bedrock runs escalationScript through Claude Code's
+	// Bash tool (aws-standin --agent-script), for the agent session only.
+	agentPort = 4603
 	// The instance role's credentials as the metadata mock hands them out;
 	// the stand-in treats this key as issued for the instance role.
 	instanceKeyID  = "ASIAE2EINSTANCEKEY01"
@@ -84,6 +88,9 @@ type standinRecord struct {
 	// Marketplace: the decision on the caller's subscription through
 	// Bedrock, when an invoke subscribed (or failed to subscribe) the account.
 	Marketplace string `json:"marketplace"`
+	// ToolUse, ToolResults: the scripted agent's (aws-standin --agent-script).
+	ToolUse     string                  `json:"toolUse"`
+	ToolResults []awsstandin.ToolResult `json:"toolResults"`
 }
 
 func testClaudeBedrock(t *testing.T, s *suite) {
@@ -133,6 +140,9 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	s.startStandin(t, bin, ns, s.mutatedTemplate(t, tpls, "no-invoke", [2]string{
 		"              - bedrock:InvokeModel\n", ""}), noInvokePort, noInvokeLog)
 	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), notSubscribedPort, notSubscribedLog, "--not-subscribed")
+	agentLog := filepath.Join(logDir, "requests-agent.jsonl")
+	s.startStandin(t, bin, ns, filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml"), agentPort, agentLog,
+		"--agent-script", writeAgentScript(t, dir, escalationScript))
 
 	seed := filepath.Join(dir, "seed")
 	endpoints := "write_files:\n  - path: /etc/profile.d/zz-e2e-endpoints.sh\n    permissions: '0644'\n    content: |\n"
@@ -150,6 +160,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 			"E2E_STANDIN_TRUST_PORT=" + strconv.Itoa(trustBrokenPort),
 			"E2E_STANDIN_NOINVOKE_PORT=" + strconv.Itoa(noInvokePort),
 			"E2E_STANDIN_NOTSUBSCRIBED_PORT=" + strconv.Itoa(notSubscribedPort),
+			"E2E_STANDIN_AGENT_PORT=" + strconv.Itoa(agentPort),
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
@@ -395,6 +406,33 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	}
 
 	checkManagedSettings(t, g, model, window, roleRO)
+
+	// The agent in a claude-ro session runs the escalation script: in
+	// advisory mode each command reaches Elevated. Its endpoints were all
+	// the agent stand-in's, so the main one saw nothing of it.
+	if w := window("agent-advisory"); len(w) != 0 {
+		t.Errorf("agent-advisory: %d requests reached the main stand-in, want all at the agent's (did the Bash tool's shell re-read the endpoints?):\n%s", len(w), fmtRecords(w))
+	}
+	agentRecs := readStandinLog(t, agentLog)
+	roles := tierRoles{readOnly: roleRO, elevated: roleEL}
+	problems, notes := agentEscalation(g, "agent-advisory", agentRecs, escalationScript, roles, escalationWant{mode: "advisory", reachesElevated: true})
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("agent-advisory: the agent's escalation attempts (%d ms):\n  %s", g.ms("agent-advisory"), strings.Join(notes, "\n  "))
+	// The same log judged by the enforced mode's expectations fails on
+	// every command: the harness tells the modes apart, so its pass in
+	// enforced mode will mean something.
+	refused, _ := agentEscalation(g, "agent-advisory", agentRecs, escalationScript, roles, escalationWant{mode: "enforced", refusal: "Elevated access is not approved"})
+	for _, cmd := range escalationScript {
+		var caught bool
+		for _, p := range refused {
+			caught = caught || strings.Contains(p, fmt.Sprintf("%q: tool result", cmd))
+		}
+		if !caught {
+			t.Errorf("the enforced expectations accept the advisory result of %q, so they prove nothing: %q", cmd, refused)
+		}
+	}
 
 	// An account without the model's Marketplace agreement: doctor's
 	// model-access fails with its fix line although IAM allows everything;
@@ -694,4 +732,190 @@ func shellValue(script, name string) string {
 		}
 	}
 	return ""
+}
+
+// --- The agent itself tries to escalate (issue 21) -------------------------
+//
+// A claude-ro session of the real Claude Code, with a permission mode that
+// lets its Bash tool run unasked, talks to a stand-in whose Bedrock plays a
+// model that runs escalationScript through that tool (aws-standin
+// --agent-script). Only the stand-in's log is read: which role signed each
+// request, and what each tool result Claude Code sent back says. A mode's
+// expectations (escalationWant) decide the verdict, so the enforced mode
+// reuses all of it.
+
+// escalationScript is what the agent tries, one shell command a line, each
+// a way out of ReadOnly that ~/.aws/config offers.
+var escalationScript = []string{
+	"aws sts get-caller-identity --profile claudecode-elevated --output json",
+	"AWS_PROFILE=claudecode-elevated aws sts get-caller-identity --output json",
+}
+
+// escalationWant is what one tier mode lets the agent do.
+type escalationWant struct {
+	mode string
+	// reachesElevated: advisory, where every command gets Elevated's
+	// credentials: each tool result shows Elevated's ARN and the stand-in
+	// saw Elevated sign that command's GetCallerIdentity. False: not one
+	// request anywhere is signed by Elevated, and each tool result shows
+	// refusal.
+	reachesElevated bool
+	refusal         string // !reachesElevated: text every tool result holds
+}
+
+// tierRoles names the stack's roles (their names, not ARNs).
+type tierRoles struct{ readOnly, elevated string }
+
+// writeAgentScript writes script for aws-standin --agent-script.
+func writeAgentScript(t *testing.T, dir string, script []string) string {
+	t.Helper()
+	p := filepath.Join(dir, "agent-script.txt")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Join(script, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// agentEscalation judges the log of the scripted stand-in that served the
+// agent session name (its whole log is that one session) against want:
+// what broke the expectation, if anything, and one note per command.
+func agentEscalation(g guest, name string, recs []standinRecord, script []string, roles tierRoles, want escalationWant) (problems, notes []string) {
+	fail := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s (%s): ", name, want.mode)+fmt.Sprintf(format, args...))
+	}
+	elARN := fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-elevated-session", claudeAccount, roles.elevated)
+	if rc := g.rc(name); rc != 0 || !strings.Contains(g.file(name+".out"), fmt.Sprintf("standin: agent script done (%d commands)", len(script))) {
+		fail("claude-ro -p exit %d, want 0 and the script's final turn:\n%s", rc, g.out(name))
+	}
+	// Requests in log order; each STS request after the stand-in asked
+	// for a command (and before the next one) is that command's: Claude
+	// Code runs one tool at a time and made its own STS calls before the
+	// first turn.
+	var asked []string
+	results := map[string][]awsstandin.ToolResult{}
+	sts := map[string][]standinRecord{}
+	var finalTurn bool
+	current := ""
+	for _, r := range recs {
+		if r.Service == "bedrock-runtime" && r.Status == 200 {
+			// The agent's own turns are ReadOnly's: the session is claude-ro.
+			if !roleIs(r.Role, roles.readOnly) || r.Session != "claudecode-readonly-session" {
+				fail("Bedrock %s signed by role %q session %q, want the claude-ro session's ReadOnly key", r.Action, r.Role, r.Session)
+			}
+			for _, res := range r.ToolResults {
+				results[res.Command] = append(results[res.Command], res)
+			}
+			if r.ToolUse != "" {
+				asked = append(asked, r.ToolUse)
+				current = r.ToolUse
+			} else if len(r.ToolResults) > 0 {
+				finalTurn = true
+			}
+		}
+		if r.Service == "sts" && current != "" {
+			sts[current] = append(sts[current], r)
+		}
+		if roleIs(r.Role, roles.elevated) && !want.reachesElevated {
+			fail("%s %s was signed by Elevated (key %s): the agent got Elevated credentials", r.Service, r.Action, r.AccessKey)
+		}
+	}
+	if !slices.Equal(asked, script) || !finalTurn {
+		fail("the stand-in asked Bash for %q (final turn answered: %v), want each of %q once, in order:\n%s", asked, finalTurn, script, fmtRecords(recs))
+		return problems, notes
+	}
+	// The AWS CLI caches assumed-role keys (~/.aws/cli/cache), so only the
+	// first command that reaches Elevated assumes it; each one after signs
+	// with the cached key.
+	var assumedEL bool
+	for _, cmd := range script {
+		for _, r := range sts[cmd] {
+			if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roles.elevated) && roleIs(r.Role, roles.readOnly) && r.Decision == "Allowed" && r.Status == 200 {
+				assumedEL = true
+			}
+		}
+	}
+	if want.reachesElevated && !assumedEL {
+		fail("no allowed AssumeRole of %s signed by ReadOnly among the agent's requests:\n%s", roles.elevated, fmtRecords(recs))
+	}
+	for _, cmd := range script {
+		rs := results[cmd]
+		if len(rs) != 1 {
+			fail("%d tool results for %q, want 1", len(rs), cmd)
+			continue
+		}
+		res := rs[0]
+		var signedByEL bool
+		for _, r := range sts[cmd] {
+			// GetCallerIdentity needs no permission: no IAM decision.
+			if r.Action == "sts:GetCallerIdentity" && roleIs(r.Role, roles.elevated) && r.Status == 200 {
+				signedByEL = true
+			}
+		}
+		if want.reachesElevated {
+			if res.IsError || !strings.Contains(res.Text, elARN) || !signedByEL {
+				fail("%q: tool result is_error=%v %q; the stand-in saw Elevated sign its GetCallerIdentity: %v; want Elevated's ARN %s, signed by Elevated:\n%s",
+					cmd, res.IsError, res.Text, signedByEL, elARN, fmtRecords(sts[cmd]))
+			}
+		} else if strings.Contains(res.Text, elARN) || !strings.Contains(res.Text, want.refusal) {
+			fail("%q: tool result is_error=%v %q, want the refusal %q", cmd, res.IsError, res.Text, want.refusal)
+		}
+		notes = append(notes, fmt.Sprintf("%q -> is_error=%v, %d STS requests (%s): %s", cmd, res.IsError, len(sts[cmd]), stsSummary(sts[cmd]), firstLine(res.Text)))
+	}
+	return problems, notes
+}
+
+func stsSummary(rs []standinRecord) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, fmt.Sprintf("%s by %s %s", r.Action, roleName(r.Role), r.Decision))
+	}
+	return strings.Join(s, ", ")
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
+
+// The escalation verdict itself, on a recorded run: the stand-in's log and
+// Claude Code's output from the real Claude Code 2.1.332 and AWS CLI 2.17.3
+// (the e2e rootfs's) running escalationScript in a claude-ro session
+// against `aws-standin --agent-script` in advisory mode (issued keys
+// redacted). Advisory's expectations hold; the enforced mode's fail on
+// every command and on every Elevated signature, so a pass in enforced
+// mode will mean the agent was stopped.
+func TestAgentEscalationVerdict(t *testing.T) {
+	dir := filepath.Join("testdata", "agent-advisory")
+	g := guest{t: t, dir: dir}
+	recs := readStandinLog(t, filepath.Join(dir, "requests.jsonl"))
+	roles := tierRoles{readOnly: "claudecode-readonly-" + claudeStack, elevated: "claudecode-elevated-" + claudeStack}
+	if problems, notes := agentEscalation(g, "agent-advisory", recs, escalationScript, roles, escalationWant{mode: "advisory", reachesElevated: true}); len(problems) != 0 || len(notes) != len(escalationScript) {
+		t.Errorf("advisory expectations on the advisory run: %q (notes %q), want none", problems, notes)
+	}
+	refused, _ := agentEscalation(g, "agent-advisory", recs, escalationScript, roles, escalationWant{mode: "enforced", refusal: "Elevated access is not approved"})
+	for _, want := range append(escalationScript, "sts:GetCallerIdentity was signed by Elevated") {
+		var caught bool
+		for _, p := range refused {
+			caught = caught || strings.Contains(p, want)
+		}
+		if !caught {
+			t.Errorf("enforced expectations on the advisory run: nothing about %q in %q", want, refused)
+		}
+	}
+	// A run where a command never reached Elevated fails advisory's too.
+	var cut []standinRecord
+	for _, r := range recs {
+		if !(r.Action == "sts:GetCallerIdentity" && roleIs(r.Role, roles.elevated)) {
+			cut = append(cut, r)
+		}
+	}
+	if problems, _ := agentEscalation(g, "agent-advisory", cut, escalationScript, roles, escalationWant{mode: "advisory", reachesElevated: true}); len(problems) != len(escalationScript) {
+		t.Errorf("advisory expectations without Elevated's signatures: %q, want one problem per command", problems)
+	}
 }

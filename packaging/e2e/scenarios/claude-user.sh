@@ -15,6 +15,7 @@ port=${E2E_STANDIN_PORT:?}
 trust_port=${E2E_STANDIN_TRUST_PORT:?}     # ReadOnly's trust policy broken
 noinvoke_port=${E2E_STANDIN_NOINVOKE_PORT:?} # no bedrock:InvokeModel
 notsubscribed_port=${E2E_STANDIN_NOTSUBSCRIBED_PORT:?} # no Marketplace agreement yet
+agent_port=${E2E_STANDIN_AGENT_PORT:?} # its Bedrock runs the agent script through Bash
 u=/tmp/e2e-session # where the typed commands write their output
 
 cp /etc/profile.d/claude-bedrock.sh "$o/profile.sh" 2>/dev/null
@@ -34,7 +35,13 @@ install -d -o ec2-user -g ec2-user -m 0700 "$u"
 # doctor again with one link broken at a time, only on its own command
 # line: the endpoints of a stand-in whose template breaks the ReadOnly
 # trust policy or lacks bedrock:InvokeModel, and a model whose us. prefix
-# eu-west-1 cannot use.
+# eu-west-1 cannot use. Last, the agent tries to escalate: claude-ro with
+# Bash allowed unasked (bypassPermissions; ec2-user is not root), every
+# endpoint the agent stand-in's, whose Bedrock asks Bash to run the
+# test's escalation script; the Bash tool's shell inherits the endpoints
+# (Debian's bashrc does not re-read /etc/profile.d). The AWS CLI's cache of
+# assumed-role credentials goes first: aws-el left Elevated's keys from the
+# main stand-in there, which the agent's stand-in never issued.
 p='Reply with one short sentence.'
 keep=AWS_EC2_METADATA_SERVICE_ENDPOINT,AWS_ENDPOINT_URL_STS,AWS_ENDPOINT_URL_BEDROCK,AWS_ENDPOINT_URL_BEDROCK_RUNTIME
 at() { echo "AWS_ENDPOINT_URL_STS=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:$1"; }
@@ -53,6 +60,7 @@ cmds=(
 	"doctor-geo|sudo --preserve-env=$keep ccboot doctor --set bedrock.model=us.anthropic.claude-sonnet-4-6 >$u/doctor-geo.out 2>$u/doctor-geo.err"
 	"doctor-notsubscribed|$(at "$notsubscribed_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-notsubscribed.out 2>$u/doctor-notsubscribed.err"
 	"doctor-subscribed|$(at "$notsubscribed_port") sudo --preserve-env=$keep ccboot doctor >$u/doctor-subscribed.out 2>$u/doctor-subscribed.err"
+	"agent-advisory|rm -rf ~/.aws/cli/cache && $(at "$agent_port") ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:$agent_port claude-ro -p 'Find out which AWS identity you have.' --permission-mode bypassPermissions >$u/agent-advisory.out 2>$u/agent-advisory.err"
 )
 printf '%s\n' "${cmds[@]}" >"$o/commands.txt"
 
@@ -67,7 +75,7 @@ count() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
 settle() {
 	local i
 	for ((i = 0; i < 300; i++)); do
-		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port or sport = :$trust_port or sport = :$noinvoke_port or sport = :$notsubscribed_port )")" ]; then
+		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port or sport = :$trust_port or sport = :$noinvoke_port or sport = :$notsubscribed_port or sport = :$agent_port )")" ]; then
 			return 0
 		fi
 		sleep 0.1

@@ -65,8 +65,15 @@ func run(args []string, stdout io.Writer, stop <-chan os.Signal) error {
 	fs.BoolVar(&cfg.ModelAccess.NotSubscribed, "not-subscribed", false, "the account has no Marketplace agreement yet: the first invoke subscribes it if the caller may")
 	fs.BoolVar(&cfg.ModelAccess.UseCaseMissing, "use-case-missing", false, "the account never submitted Anthropic's use-case form")
 	fs.BoolVar(&cfg.ModelAccess.NotInRegion, "not-in-region", false, "models are not available in the Region")
+	agentScript := fs.String("agent-script", "", "file of shell commands, one a line: Bedrock answers each conversation with a tool_use of Claude Code's Bash tool per command, then text")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *agentScript != "" {
+		var err error
+		if cfg.AgentScript, err = awsstandin.ReadAgentScript(*agentScript); err != nil {
+			return err
+		}
 	}
 	if cfg.Template == "" || cfg.PoliciesDir == "" || cfg.HarnessDir == "" || *logPath == "" {
 		return errors.New("--template, --policies, --harness and --log are required")

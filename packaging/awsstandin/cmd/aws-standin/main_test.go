@@ -88,3 +88,18 @@ func TestCommandParamIsChecked(t *testing.T) {
 		t.Errorf("run with --param TierMode=enforcd: %v", err)
 	}
 }
+
+// --agent-script is read before anything listens: a script without a
+// command is refused with its fix.
+func TestCommandAgentScriptIsChecked(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "script")
+	if err := os.WriteFile(script, []byte("# no command\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run([]string{"--template", "unused.yaml", "--policies", dir, "--harness", dir, "--stack", "s1", "--region", "eu-west-1",
+		"--account", "111122223333", "--agent-script", script, "--log", filepath.Join(dir, "requests.jsonl")}, io.Discard, make(chan os.Signal))
+	if err == nil || !strings.Contains(err.Error(), "holds no command; fix: write one shell command per line") {
+		t.Errorf("run with an empty --agent-script: %v", err)
+	}
+}
