@@ -68,7 +68,21 @@ type Config struct {
 
 	AliasReadOnly string
 	AliasElevated string
+
+	TierMode string // TierAdvisory or TierEnforced
 }
+
+// The [tiers] modes. Advisory is today's behaviour: the tiers guard against
+// the agent's mistakes. Enforced turns on what makes them hold against the
+// agent itself (issue 21): only root reaches IMDS, the user has no path to root.
+const (
+	TierAdvisory = "advisory"
+	TierEnforced = "enforced"
+)
+
+// Enforced reports whether [tiers] mode = enforced; every enforced-only
+// behaviour asks this, so advisory stays unchanged.
+func (c *Config) Enforced() bool { return c.TierMode == TierEnforced }
 
 // ConfigError is one piece of bad input in the config file or a flag. The
 // message is one line naming where (file and key, or flag), the value as
@@ -132,6 +146,7 @@ var (
 	profilePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 	sessionPattern = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 	aliasPattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
+	tierPattern    = regexp.MustCompile(`^(` + TierAdvisory + `|` + TierEnforced + `)$`)
 	// packagePattern is a name apt and dnf both read as one package and
 	// nothing else: Debian's grammar (a-z 0-9 + . -) joined with RPM's (also
 	// upper case and _), starting with a letter or digit (a leading - is an
@@ -273,6 +288,7 @@ func keys(c *Config) []configKey {
 		{"aws", "elevated_session_name", "claudecode-elevated-session", "role_session_name of the Elevated profile.", str(&c.ElevatedSessionName, sessionPattern, "2-64 characters of letters, digits and + = , . @ _ -")},
 		{"aliases", "readonly", "claude-ro", "Alias that starts Claude Code with the ReadOnly profile.", str(&c.AliasReadOnly, aliasPattern, "a shell alias name (letters, digits, _ -)")},
 		{"aliases", "elevated", "claude-el", "Alias that starts Claude Code with the Elevated profile.", str(&c.AliasElevated, aliasPattern, "a shell alias name (letters, digits, _ -)")},
+		{"tiers", "mode", TierAdvisory, "advisory (the tiers guard against the agent's mistakes) or enforced (only root reaches IMDS; the user has no path to root).", str(&c.TierMode, tierPattern, "advisory or enforced")},
 	}
 }
 

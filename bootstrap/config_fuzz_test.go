@@ -93,6 +93,8 @@ func configValue(c *Config, id string) string {
 		return c.AliasReadOnly
 	case "aliases.elevated":
 		return c.AliasElevated
+	case "tiers.mode":
+		return c.TierMode
 	}
 	panic("configValue: no getter for " + id)
 }

@@ -29,7 +29,7 @@ declare -A package_of=(
   [systemctl]=systemd [mkswap]=util-linux [fallocate]=util-linux
   [dpkg-deb]=dpkg [npm]=npm [update-ca-certificates]=ca-certificates
   [qemu-aarch64-static]=qemu-user-static [rpm]=rpm [shellcheck]=shellcheck
-  [packer]=packer
+  [packer]=packer [nft]=nftables
 )
 missing=()
 for cmd in "${!package_of[@]}"; do
