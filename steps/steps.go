@@ -9,11 +9,12 @@ import "github.com/ccboot/ccboot/bootstrap"
 // All returns every step in report order.
 func All() []bootstrap.Step {
 	return []bootstrap.Step{
-		Packages{},    // unzip git jq nodejs docker, one transaction
-		ClaudeCode{},  // npm install -g @anthropic-ai/claude-code (needs packages: npm)
-		DockerGroup{}, // user in group docker, docker.service on (needs packages: docker)
-		Swap{},        // swap file, mkswap, swapon, one fstab line
-		ProfileEnv{},  // /etc/profile.d/claude-bedrock.sh
+		Packages{},       // unzip git jq nodejs docker, one transaction
+		ClaudeCode{},     // npm install -g @anthropic-ai/claude-code (needs packages: npm)
+		DockerGroup{},    // user in group docker, docker.service on (needs packages: docker)
+		RootlessDocker{}, // enforced tiers: the user's own rootless dockerd or Podman (needs packages, docker-group)
+		Swap{},           // swap file, mkswap, swapon, one fstab line
+		ProfileEnv{},     // /etc/profile.d/claude-bedrock.sh
 		// Beside profile-env because it writes the same values
 		// (claudeCodeEnv) where Claude Code reads them from any kind of
 		// shell; it needs nothing (Claude Code reads the file whenever it
