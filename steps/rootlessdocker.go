@@ -371,34 +371,43 @@ fi
 }
 
 // rootSocketReach returns, as one line with its fix, why the user could
-// reach the root daemon's socket, or "" when they cannot (or it is absent).
-// It is the second line of proof behind the docker-group step.
+// reach the root daemon's socket, or "" when they cannot. It is the second
+// line of proof behind the docker-group step: membership in group docker
+// counts even while the socket is absent (docker makes it root:docker when
+// it starts), and a socket that exists must not be open to the user by its
+// owner, its mode or its group.
 func rootSocketReach(env *bootstrap.Env, u sysuser.User) (string, error) {
-	fi, err := env.Sys.Lstat(rootDockerSocket)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("rootless-docker: %w", err)
-	}
-	display := env.Sys.Path(rootDockerSocket)
-	uid, gid := fsroot.Owner(fi)
-	switch {
-	case uid == u.UID:
-		return fmt.Sprintf("%s belongs to %s: the root daemon's socket must be root's; fix docker's config and restart docker", display, u.Name), nil
-	case fi.Mode().Perm()&0o002 != 0: // connect(2) needs write permission
-		return fmt.Sprintf("%s is mode %04o, so every user drives the root daemon: run `chmod 0660 %s` and remove what set it (a -H or \"hosts\" in docker's config)", display, fi.Mode().Perm(), display), nil
-	case fi.Mode().Perm()&0o020 == 0 || gid == 0:
-		return "", nil
-	case gid == u.GID:
-		return fmt.Sprintf("%s is group %d, %s's own group, so %s drives the root daemon: set group docker in docker's config", display, gid, u.Name, u.Name), nil
-	}
 	g, found, err := sysuser.LookupGroup(env.Sys, dockerGroupName)
 	if err != nil {
 		return "", fmt.Errorf("rootless-docker: %w", err)
 	}
-	if found && g.GID == gid && g.HasMember(u.Name) {
-		return fmt.Sprintf("%s is in group %s, which opens %s (the root daemon): run `gpasswd -d %s %s`", u.Name, dockerGroupName, display, u.Name, dockerGroupName), nil
+	if found && (g.HasMember(u.Name) || g.GID == u.GID) {
+		return fmt.Sprintf("%s is in group %s, which opens the root daemon's socket: run `gpasswd -d %s %s` (enforced mode keeps the user out of it)", u.Name, dockerGroupName, u.Name, dockerGroupName), nil
+	}
+	sockets := []string{rootDockerSocket}
+	// /var/run is a link to /run on both distributions; where it is a
+	// directory of its own, docker's default socket is there.
+	if fi, err := env.Sys.Lstat("var/run"); err == nil && fi.IsDir() {
+		sockets = append(sockets, "var/"+rootDockerSocket)
+	}
+	for _, name := range sockets {
+		fi, err := env.Sys.Lstat(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("rootless-docker: %w", err)
+		}
+		display := env.Sys.Path(name)
+		uid, gid := fsroot.Owner(fi)
+		switch {
+		case uid == u.UID:
+			return fmt.Sprintf("%s belongs to %s: the root daemon's socket must be root's; fix docker's config and restart docker", display, u.Name), nil
+		case fi.Mode().Perm()&0o002 != 0: // connect(2) needs write permission
+			return fmt.Sprintf("%s is mode %04o, so every user drives the root daemon: run `chmod 0660 %s` and remove what set it (a -H or \"hosts\" in docker's config)", display, fi.Mode().Perm(), display), nil
+		case fi.Mode().Perm()&0o020 != 0 && gid == u.GID:
+			return fmt.Sprintf("%s is group %d, %s's own group, so %s drives the root daemon: set group docker in docker's config", display, gid, u.Name, u.Name), nil
+		}
 	}
 	return "", nil
 }

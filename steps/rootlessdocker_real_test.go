@@ -112,9 +112,16 @@ exec runuser -u nobody -- env -i HOME="$HOME_DIR" XDG_RUNTIME_DIR="$XDG" PATH="$
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- daemon.Wait() }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-daemon.Process.Pid, syscall.SIGTERM)
-		_ = daemon.Wait()
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-daemon.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
 	})
 	sock := filepath.Join(xdg, "docker.sock")
 	docker := func(args ...string) (string, error) {
@@ -130,7 +137,12 @@ exec runuser -u nobody -- env -i HOME="$HOME_DIR" XDG_RUNTIME_DIR="$XDG" PATH="$
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("the rootless daemon did not answer in 60 s; its log:\n%s", tail(log.String(), 30))
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case err := <-exited:
+			exited <- err // for the cleanup
+			t.Fatalf("the rootless daemon exited (%v); its log:\n%s", err, tail(log.String(), 30))
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	t.Logf("rootless dockerd answered after %v", time.Since(start).Round(10*time.Millisecond))
 

@@ -302,17 +302,19 @@ func TestSubIDFileIsNotFollowed(t *testing.T) {
 func TestRootDockerSocketUnreachable(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		mode    os.FileMode
+		mode    os.FileMode // 0: no socket
 		gid     int
 		members string // of group docker (gid 990)
 		want    string // "" in sync, else a substring of the one change
 	}{
 		{"root:docker 0660, user not a member", 0o660, 990, "", ""},
-		{"root:root 0660", 0o660, 0, "ec2-user", ""},
-		{"root:docker 0600, user a member", 0o600, 990, "ec2-user", ""},
+		{"root:root 0660", 0o660, 0, "", ""},
+		{"root:docker 0600, user a member", 0o600, 990, "ec2-user", "run `gpasswd -d ec2-user docker`"},
 		{"root:docker 0660, user a member", 0o660, 990, "ec2-user", "run `gpasswd -d ec2-user docker`"},
+		{"no socket, user a member", 0, 990, "ec2-user", "run `gpasswd -d ec2-user docker`"},
 		{"world-writable", 0o666, 990, "", "is mode 0666, so every user drives the root daemon"},
 		{"user's own group", 0o660, 1000, "", "ec2-user's own group"},
+		{"user's own group, no group bits", 0o600, 1000, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env, _ := enforcedEnv(t, "usr/bin/podman", "usr/bin/newuidmap", "usr/bin/newgidmap")
@@ -324,16 +326,18 @@ func TestRootDockerSocketUnreachable(t *testing.T) {
 			if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			l, err := net.Listen("unix", sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			if err := os.Chown(sock, 0, tc.gid); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(sock, tc.mode); err != nil {
-				t.Fatal(err)
+			if tc.mode != 0 {
+				l, err := net.Listen("unix", sock)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				if err := os.Chown(sock, 0, tc.gid); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(sock, tc.mode); err != nil {
+					t.Fatal(err)
+				}
 			}
 			ctx := context.Background()
 			d, err := RootlessDocker{}.Check(ctx, env)
