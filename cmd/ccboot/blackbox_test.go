@@ -184,7 +184,7 @@ func TestBlackboxRunTwiceSecondChangesNothing(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // an mtime change would be visible
 
 	second := ccboot(t, append([]string{"repair"}, flags...)...)
-	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 8 ok") {
+	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 9 ok") {
 		t.Fatalf("second run exit %d, want 0 changes:\n%s%s", second.code, second.stdout, second.stderr)
 	}
 	after := stamps(t, root)
@@ -197,7 +197,7 @@ func TestBlackboxRunTwiceSecondChangesNothing(t *testing.T) {
 		t.Errorf("plan after convergence exit %d:\n%s", plan.code, plan.stdout)
 	}
 	rep, code := statusJSON(t, flags...)
-	if code != 0 || !rep.Complete || rep.InstanceID != "i-0123456789abcdef0" || len(rep.Steps) != 8 {
+	if code != 0 || !rep.Complete || rep.InstanceID != "i-0123456789abcdef0" || len(rep.Steps) != 9 {
 		t.Fatalf("status exit %d: %+v", code, rep)
 	}
 	for _, s := range rep.Steps {

@@ -115,7 +115,7 @@ func testFirstBoot(t *testing.T, g guest) {
 		t.Errorf("ccboot status --format json exited %d: %s", rc, g.out("status-json"))
 	}
 	r := g.report("status-json.out")
-	want := []string{"packages", "claude-code", "docker-group", "swap", "profile-env", "claude-settings", "aws-config", "aliases"}
+	want := []string{"packages", "claude-code", "docker-group", "rootless-docker", "swap", "profile-env", "claude-settings", "aws-config", "aliases"}
 	res := r.results()
 	for _, name := range want {
 		if res[name] != "ok" && res[name] != "changed" {
