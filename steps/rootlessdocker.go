@@ -203,7 +203,7 @@ func (s RootlessDocker) check(ctx context.Context, env *bootstrap.Env, h host) (
 	switch st.engine {
 	case engineNone:
 		// Not a failure: the user simply has no docker (issue 21).
-		d.Note("enforced: docker is not given to %s: no rootless Docker (missing %s) and no Podman here; on Debian install %s, then run `ccboot repair`",
+		d.Note("enforced: docker is not given to %s: no rootless Docker (missing %s) and no usable Podman here; on Debian install %s, then run `ccboot repair`",
 			st.user.Name, strings.Join(st.missing, ", "), strings.Join(rootlessAptPackages, " "))
 		return d, nil
 	case enginePodman:

@@ -208,7 +208,7 @@ func TestRootlessDockerWithoutToolsWithholdsDocker(t *testing.T) {
 	if !d.InSync() {
 		t.Fatalf("the install must not fail for it: %v", d.Changes)
 	}
-	want := "enforced: docker is not given to ec2-user: no rootless Docker (missing rootlesskit, slirp4netns, newuidmap, newgidmap) and no Podman here; on Debian install rootlesskit slirp4netns uidmap dbus-user-session, then run `ccboot repair`"
+	want := "enforced: docker is not given to ec2-user: no rootless Docker (missing rootlesskit, slirp4netns, newuidmap, newgidmap) and no usable Podman here; on Debian install rootlesskit slirp4netns uidmap dbus-user-session, then run `ccboot repair`"
 	if len(d.Notes) != 1 || d.Notes[0] != want {
 		t.Errorf("notes = %q\nwant %q", d.Notes, want)
 	}
