@@ -297,7 +297,7 @@ func (s RootlessDocker) apply(ctx context.Context, env *bootstrap.Env, h host) e
 			userSystemctl(st.user, "start", rootlessUnit),
 		} {
 			if _, err := env.Run.Run(ctx, c); err != nil {
-				return fmt.Errorf("rootless-docker: %s: %w; see `journalctl --user -M %s@ -u %s`", c, err, st.user.Name, rootlessUnit)
+				return fmt.Errorf("rootless-docker: %s: %w; see `journalctl _UID=%d --user-unit=%s`", c, err, st.user.UID, rootlessUnit)
 			}
 		}
 	}
