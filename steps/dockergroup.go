@@ -147,7 +147,7 @@ func (s DockerGroup) check(ctx context.Context, env *bootstrap.Env, h host) (boo
 		// Group docker is root-equivalent (the daemon's socket runs
 		// containers as root): in enforced mode the user never joins it.
 		if !env.Baking {
-			d.Note("enforced tiers: %s is not added to group %s, which grants root (rootless docker is still to come)", st.user.Name, dockerGroupName)
+			d.Note("enforced tiers: %s is not added to group %s, which grants root (the rootless-docker step gives a Docker of its own)", st.user.Name, dockerGroupName)
 		}
 	case st.member && st.shadowLacksUser(env):
 		d.Differ("add %s to group %s in /etc/gshadow", st.user.Name, dockerGroupName)

@@ -314,6 +314,13 @@ func planApt(ctx context.Context, env *bootstrap.Env) (pkgPlan, error) {
 		if seed == "nodejs" {
 			pl.notes = append(pl.notes, aptNodeNote(ctx, env, db)...)
 		}
+		if seed == "docker" && env.Config.Enforced() {
+			for _, n := range rootlessAptPackages { // the rootless-docker step's tools
+				if !db.has(n) {
+					pl.add(n)
+				}
+			}
+		}
 	}
 	return pl, nil
 }

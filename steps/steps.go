@@ -18,6 +18,9 @@ func All() []bootstrap.Step {
 		DockerGroup{}, // user in group docker, docker.service on (needs packages: docker)
 		// After docker-group, which makes the group it then judges.
 		UserPrivileges{}, // enforced: no root group, no sudo rule, ptrace_scope >= 1
+		// After user-privileges, which takes the user out of group docker: its
+		// Check refuses a user who can still drive the root daemon.
+		RootlessDocker{}, // enforced tiers: the user's own rootless dockerd or Podman
 		Swap{},           // swap file, mkswap, swapon, one fstab line
 		ProfileEnv{},     // /etc/profile.d/claude-bedrock.sh
 		// Beside profile-env because it writes the same values

@@ -98,7 +98,7 @@ func TestBlackboxEnforcedTiersUnderRoot(t *testing.T) {
 	}
 
 	second := ccboot(t, append([]string{"repair"}, enforced...)...)
-	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 11 ok") {
+	if second.code != 0 || !strings.Contains(second.stdout, "done: 0 changed, 12 ok") {
 		t.Fatalf("second enforced run exit %d, want no changes:\n%s%s", second.code, second.stdout, second.stderr)
 	}
 

@@ -118,7 +118,7 @@ func testFirstBoot(t *testing.T, g guest) {
 		t.Errorf("ccboot status --format json exited %d: %s", rc, g.out("status-json"))
 	}
 	r := g.report("status-json.out")
-	want := []string{"packages", "imds-filter", "claude-code", "docker-group", "user-privileges", "swap", "profile-env", "claude-settings", "credential-broker", "aws-config", "aliases"}
+	want := []string{"packages", "imds-filter", "claude-code", "docker-group", "user-privileges", "rootless-docker", "swap", "profile-env", "claude-settings", "credential-broker", "aws-config", "aliases"}
 	res := r.results()
 	for _, name := range want {
 		if res[name] != "ok" && res[name] != "changed" {
