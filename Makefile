@@ -78,7 +78,7 @@ demo: tools
 # CI shows only this output.
 RELIABILITY_FUZZTIME ?= 15s
 reliability: tools
-	AEMM=$(GOBIN)/ec2-metadata-mock CCBOOT_FUZZTIME=$(RELIABILITY_FUZZTIME) $(GO) test -tags reliability -count=1 -timeout 20m -run Reliability -v ./cmd/ccboot/ 2>&1 | tee .reliability.log | grep -E '^(crash-consistency|imds-faults|hostile-home|hostile-home-races|bad-config|concurrency|disk-full|pkg-faults|claude-download-faults|doctor-hostile-config|broker-faults|fuzz|lock-perms|secret-leak|waitcondition):|^(---|FAIL|ok|PASS)'; \
+	AEMM=$(GOBIN)/ec2-metadata-mock CCBOOT_FUZZTIME=$(RELIABILITY_FUZZTIME) $(GO) test -tags reliability -count=1 -timeout 20m -run Reliability -v ./cmd/ccboot/ 2>&1 | tee .reliability.log | grep -E '^(crash-consistency|imds-faults|hostile-home|hostile-home-races|bad-config|concurrency|disk-full|pkg-faults|claude-download-faults|doctor-hostile-config|broker-faults|elevate-session|fuzz|lock-perms|secret-leak|waitcondition):|^(---|FAIL|ok|PASS)'; \
 	  test $${PIPESTATUS[0]} -eq 0 || { echo "failure details (from .reliability.log):"; grep -E -A 40 '_test\.go:[0-9]+:' .reliability.log | head -n 300; exit 1; }
 	bash packaging/govulncheck.sh
 
