@@ -98,8 +98,21 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
-	if st, rc := g.cloudInit(); st != "done" || rc != 0 {
+	// An nspawn guest runs on the host's kernel. Without Yama there,
+	// enforced mode must refuse (user-privileges: any process of the user
+	// could ptrace the approved session), and the install fails: then the
+	// lines that need user-privileges (sudo, groups, doctor's user-no-root)
+	// show that refusal instead, and everything else is still checked.
+	_, err := os.Stat("/proc/sys/kernel/yama/ptrace_scope")
+	yama := err == nil
+	if st, rc := g.cloudInit(); yama && (st != "done" || rc != 0) {
 		t.Fatalf("cloud-init: %q exit %d, want done/0\n%s", st, rc, g.file("cloud-init-status.txt"))
+	}
+	if !yama {
+		t.Logf("NOT PROVEN HERE: this host's kernel has no Yama LSM, so user-privileges refuses enforced mode; sudo, groups and doctor's user-no-root need a kernel with Yama (a real instance, or QEMU)")
+		if st := g.out("status"); !regexp.MustCompile(`user-privileges +failed .*no Yama LSM`).MatchString(st) {
+			t.Errorf("the host kernel has no Yama, want user-privileges failed for it in ccboot status:\n%s", st)
+		}
 	}
 	if e := g.file("session.rc"); strings.TrimSpace(e) != "0" {
 		t.Errorf("the login session exited %s; transcript:\n%s", strings.TrimSpace(e), tail(g.file("transcript.txt"), 40))
@@ -121,11 +134,17 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 		t.Errorf("ccboot status --format json: tiers %q (%v), want enforced", sj.Tiers, err)
 	}
 	doctor := g.out("doctor")
-	if rc := g.rc("doctor"); rc != 0 || !regexp.MustCompile(`doctor: all \d+ checks passed`).MatchString(doctor) {
+	if rc := g.rc("doctor"); yama && (rc != 0 || !regexp.MustCompile(`doctor: all \d+ checks passed`).MatchString(doctor)) {
 		t.Errorf("ccboot doctor as root: exit %d, want 0 with all checks passed:\n%s", rc, doctor)
 	}
 	lines := doctorLines(doctor)
-	for _, name := range []string{"readonly-no-elevated", "user-no-imds", "user-no-root", "broker-readonly", "broker-elevated-refused"} {
+	enforcedChecks := []string{"readonly-no-elevated", "user-no-imds", "broker-readonly", "broker-elevated-refused"}
+	if yama {
+		enforcedChecks = append(enforcedChecks, "user-no-root")
+	} else if lines["user-no-root"].mark != "FAIL" {
+		t.Errorf("doctor's user-no-root with user-privileges failed: %q, want FAIL", lines["user-no-root"])
+	}
+	for _, name := range enforcedChecks {
 		if lines[name].mark != "ok" {
 			t.Errorf("doctor's enforced check %s: %q, want ok:\n%s", name, lines[name], doctor)
 		}
@@ -142,12 +161,14 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 	t.Logf("IMDS as ec2-user: exit %d: %s", g.rc("imds-user"), strings.TrimSpace(g.file("imds-user.err")))
 
 	// No root: no sudo, no root-granting group.
-	if rc := g.rc("sudo"); rc == 0 {
+	if rc := g.rc("sudo"); yama && rc == 0 {
 		t.Errorf("sudo -n true as ec2-user exited 0")
 	}
 	id := g.file("id.out")
+	_, groups, _ := strings.Cut(id, "groups=")
 	for _, grp := range []string{"docker", "wheel", "sudo", "adm", "root"} {
-		if regexp.MustCompile(`[(,]` + grp + `\)`).MatchString(strings.SplitN(id, "groups=", 2)[len(strings.SplitN(id, "groups=", 2))-1]) {
+		// docker: the docker-group step, which needs no Yama.
+		if (yama || grp == "docker") && regexp.MustCompile(`\(`+grp+`\)`).MatchString(groups) {
 			t.Errorf("id as ec2-user shows group %s: %s", grp, id)
 		}
 	}

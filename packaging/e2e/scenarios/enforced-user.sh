@@ -57,13 +57,20 @@ printf '%s\n' "${cmds[@]}" >"$o/commands.txt"
 
 count() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
 
-# settle: as claude-user.sh's, for this scenario's two stand-ins.
+# settle: as claude-user.sh's, for this scenario's two stand-ins, except
+# for the broker's connections: it keeps them open to STS between
+# requests, so they are no command's. ports FILTER prints each matching
+# connection's local and peer port (the two addr:port fields, whatever
+# columns ss shows).
+ports() { ss -Htnp "$@" | awk '{n = 0; for (i = 1; i <= NF; i++) if ($i ~ /:[0-9]+$/) { k = split($i, a, ":"); p[++n] = a[k] } print p[1], p[2], ($0 ~ /"ccboot"/) }'; }
 settle() {
-	local i
+	local i broker open
 	for ((i = 0; i < 300; i++)); do
-		if [ -z "$(ss -Htn state established state close-wait "( sport = :$port or sport = :$agent_port )")" ]; then
-			return 0
-		fi
+		broker=" $(ports state established "( dport = :$port or dport = :$agent_port )" | awk '$3 == 1 {print $1}' | tr '\n' ' ') "
+		open=$(ports state established state close-wait "( sport = :$port or sport = :$agent_port )" | while read -r _ peer _; do
+			[[ $broker == *" $peer "* ]] || echo "$peer"
+		done)
+		[ -z "$open" ] && return 0
 		sleep 0.1
 	done
 	return 1
