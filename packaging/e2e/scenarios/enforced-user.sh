@@ -100,7 +100,7 @@ cat /proc/self/cgroup >$u/el-cgroup.out"
 el_pid=""
 before_beside() {
 	count >"$o/el-session.log-from"
-	(cd /home/ec2-user && exec ccboot elevate --for 15m -- env -i HOME=/home/ec2-user USER=ec2-user LOGNAME=ec2-user \
+	(cd /home/ec2-user && ccboot elevate --for 15m -- env -i HOME=/home/ec2-user USER=ec2-user LOGNAME=ec2-user \
 		PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb /bin/bash -lc "$el_script" >"$o/elevate.out" 2>"$o/elevate.err" </dev/null
 	echo $? >"$o/elevate.rc") &
 	el_pid=$!
