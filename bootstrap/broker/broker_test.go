@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -391,6 +393,52 @@ func TestPeerPidfdNoticesExit(t *testing.T) {
 	_ = cmd.Wait()
 	if p.sameProcess() {
 		t.Error("a reaped caller still counts: its pid could belong to another process by now")
+	}
+}
+
+// Security (issue 21's e2e found it): the broker's unit has no
+// capabilities, so signalling a caller of another uid is EPERM; a live
+// caller must still count as itself there, or every approved session is
+// refused Elevated. Without CAP_KILL, only an exited caller is refused.
+func TestPeerPidfdWithoutCapKill(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the caller runs as another uid")
+	}
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Skipf("no pidfd on this kernel: %v", err)
+	}
+	p := peer{UID: 65534, PID: cmd.Process.Pid, pidfd: pidfd}
+	defer p.close()
+	// sameProcess on a thread with no capabilities, as in the unit. The
+	// thread stays locked, so it ends with the goroutine and no other
+	// code runs capless.
+	capless := func() bool {
+		got := make(chan bool)
+		go func() {
+			runtime.LockOSThread()
+			var none [2]unix.CapUserData // version 3 takes two
+			if err := unix.Capset(&unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}, &none[0]); err != nil {
+				t.Errorf("capset: %v", err)
+			}
+			got <- p.sameProcess()
+		}()
+		return <-got
+	}
+	if !capless() {
+		t.Error("a live caller of another uid does not count as itself without CAP_KILL: the broker refuses every approved session")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if capless() {
+		t.Error("a reaped caller still counts without CAP_KILL")
 	}
 }
 

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -61,7 +62,11 @@ func (p peer) sameProcess() bool {
 	if p.pidfd < 0 {
 		return true // older kernel: the pid alone
 	}
-	return unix.PidfdSendSignal(p.pidfd, 0, nil, 0) == nil
+	// EPERM: the process is there but not ours to signal (the broker's
+	// unit has no CAP_KILL, and callers are another uid); only ESRCH says
+	// it has exited.
+	err := unix.PidfdSendSignal(p.pidfd, 0, nil, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 // cgroupOf reads the process's cgroup v2 path from /proc/PID/cgroup.

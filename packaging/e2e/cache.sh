@@ -45,6 +45,9 @@ apt_targets=(unzip git jq nodejs npm docker.io)
 # the loopback stand-in; bookworm's 2.9.19 is older. Its python3-awscrt
 # must come from backports too.
 awscli_pkgs=(awscli=2.17.3-1~bpo12+1 python3-awscrt=0.20.4+dfsg-1~bpo12+1)
+# nftables: Debian 12's cloud images have it (Priority: important), and
+# enforced tiers load ccboot's IMDS filter with nft (scenario 13).
+image_pkgs=(nftables)
 mapfile -t rootfs_include < <(grep -v '^#' "$here/image/debootstrap.list" | grep .)
 masked_units=(
 	apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer
@@ -267,7 +270,7 @@ step_configure_debian() {
 step_awscli() {
 	local t r=$work/rootfs/debian debs=$work/awscli-debs v
 	t=$(e2e_now)
-	APT_BACKPORTS=1 apt_download "$r/var/lib/dpkg/status" "$debs" "${awscli_pkgs[@]}"
+	APT_BACKPORTS=1 apt_download "$r/var/lib/dpkg/status" "$debs" "${awscli_pkgs[@]}" "${image_pkgs[@]}"
 	in_chroot "$r" --bind "$debs" /tmp/awscli-debs -- bash -euc '
 		printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
 		dpkg -i /tmp/awscli-debs/*.deb >/dev/null
@@ -276,6 +279,7 @@ step_awscli() {
 	rm -rf "$debs"
 	v=$(in_chroot "$r" -- aws --version)
 	[[ $v == aws-cli/2.17.3\ * ]] || e2e_die "awscli in the rootfs: $v, want aws-cli/2.17.3"
+	in_chroot "$r" -- nft --version >/dev/null || e2e_die "nft is missing from the rootfs (image_pkgs)"
 	echo "awscli: $v (bookworm-backports, Apache-2.0)" >>"$work/NOTES"
 	e2e_timing awscli "$t"
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,23 +100,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 	roleEL := "claudecode-elevated-" + claudeStack
 	roleEC2 := "claudecode-ec2-" + claudeStack
 
-	// The metadata mock: an instance in eu-west-1 with instance profile
-	// claudecode-ec2-STACK (ccboot derives the two roles from it) and
-	// credentials that are valid for the whole run.
-	mock := s.mockConfig(t, "claude", claudeRegion, claudeAccount, roleEC2, "aws", func(m map[string]any) {
-		md := m["metadata"].(map[string]any)
-		paths, _ := md["paths"].(map[string]any)
-		if paths == nil {
-			paths = map[string]any{}
-		}
-		paths["iam-security-credentials"] = "/latest/meta-data/iam/security-credentials/" + roleEC2
-		md["paths"] = paths
-		md["values"].(map[string]any)["iam-security-credentials"] = map[string]any{
-			"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
-			"AccessKeyId": instanceKeyID, "SecretAccessKey": instanceSecret, "Token": "e2e-instance-session-token",
-			"Expiration": time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339),
-		}
-	})
+	mock := s.instanceRoleMock(t, "claude")
 	ns := fmt.Sprintf("ccboot-e2e-claude-%d", os.Getpid())
 	netns := filepath.Join(s.e2eDir, "netns.sh")
 	if b, err := exec.Command(netns, "up", ns, mock).CombinedOutput(); err != nil {
@@ -570,6 +555,29 @@ func checkManagedSettings(t *testing.T, g guest, model string, window func(strin
 	t.Logf("claude update as ec2-user: exit %d: %s", g.rc("claude-update"), strings.TrimSpace(g.out("claude-update")))
 }
 
+// instanceRoleMock is the metadata mock's config for scenario name: an
+// instance in eu-west-1 with instance profile claudecode-ec2-STACK (ccboot
+// derives the two roles from it) and credentials that are valid for the
+// whole run.
+func (s *suite) instanceRoleMock(t *testing.T, name string) string {
+	t.Helper()
+	roleEC2 := "claudecode-ec2-" + claudeStack
+	return s.mockConfig(t, name, claudeRegion, claudeAccount, roleEC2, "aws", func(m map[string]any) {
+		md := m["metadata"].(map[string]any)
+		paths, _ := md["paths"].(map[string]any)
+		if paths == nil {
+			paths = map[string]any{}
+		}
+		paths["iam-security-credentials"] = "/latest/meta-data/iam/security-credentials/" + roleEC2
+		md["paths"] = paths
+		md["values"].(map[string]any)["iam-security-credentials"] = map[string]any{
+			"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
+			"AccessKeyId": instanceKeyID, "SecretAccessKey": instanceSecret, "Token": "e2e-instance-session-token",
+			"Expiration": time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339),
+		}
+	})
+}
+
 // buildStandin builds the STS + Bedrock stand-in once for the test.
 func (s *suite) buildStandin(t *testing.T) string {
 	t.Helper()
@@ -761,6 +769,9 @@ type escalationWant struct {
 	// refusal.
 	reachesElevated bool
 	refusal         string // !reachesElevated: text every tool result holds
+	// refusals: a command's own refusal text in place of refusal (a
+	// command that is refused by something other than the broker).
+	refusals map[string]string
 }
 
 // tierRoles names the stack's roles (their names, not ARNs).
@@ -859,8 +870,8 @@ func agentEscalation(g guest, name string, recs []standinRecord, script []string
 				fail("%q: tool result is_error=%v %q; the stand-in saw Elevated sign its GetCallerIdentity: %v; want Elevated's ARN %s, signed by Elevated:\n%s",
 					cmd, res.IsError, res.Text, signedByEL, elARN, fmtRecords(sts[cmd]))
 			}
-		} else if strings.Contains(res.Text, elARN) || !strings.Contains(res.Text, want.refusal) {
-			fail("%q: tool result is_error=%v %q, want the refusal %q", cmd, res.IsError, res.Text, want.refusal)
+		} else if refusal := cmp.Or(want.refusals[cmd], want.refusal); strings.Contains(res.Text, elARN) || !strings.Contains(res.Text, refusal) {
+			fail("%q: tool result is_error=%v %q, want the refusal %q", cmd, res.IsError, res.Text, refusal)
 		}
 		notes = append(notes, fmt.Sprintf("%q -> is_error=%v, %d STS requests (%s): %s", cmd, res.IsError, len(sts[cmd]), stsSummary(sts[cmd]), firstLine(res.Text)))
 	}

@@ -121,6 +121,7 @@ type seedOpts struct {
 	instanceID string
 	sum        string // SHA-256 given to UserData (default: the real one)
 	model      string
+	tierMode   string // UserData's CCBOOT_TIER_MODE (the stack's TierMode); empty: unset
 	// dropIn is the body of /etc/systemd/system/ccboot.service.d/e2e.conf:
 	// what only a test needs (IMDS endpoint, offline npm, the flags of a
 	// scenario). Empty: none.
@@ -239,6 +240,9 @@ func (s *suite) userData(t *testing.T, o seedOpts) string {
 		fmt.Sprintf("CCBOOT_URL_AMD64='%s'\nCCBOOT_SHA256_AMD64='%s'\n", url, sum) +
 		"CCBOOT_URL_ARM64=''\nCCBOOT_SHA256_ARM64=''\n" +
 		fmt.Sprintf("CCBOOT_MODEL='%s'\n", o.model)
+	if o.tierMode != "" {
+		settings += fmt.Sprintf("CCBOOT_TIER_MODE='%s'\n", o.tierMode)
+	}
 	return strings.Replace(string(b), marker, settings, 1)
 }
 

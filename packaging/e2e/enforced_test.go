@@ -1,0 +1,316 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ccboot/ccboot/bootstrap/broker"
+)
+
+// --- 13. Enforced tiers (issue 21) ------------------------------------------
+//
+// A guest boots through the shipped UserData with the stack's TierMode =
+// enforced ([tiers] mode = enforced), against stand-ins that decide with the
+// template deployed with TierMode=enforced. Then, as ec2-user in a login
+// shell on a pty (enforced-user.sh): no IMDS, no root, ReadOnly through the
+// broker, Elevated refused until root approves one session with `ccboot
+// elevate`, and refused again after `--revoke`; a session of the same user
+// beside the approved one stays refused. Last, the real Claude Code in
+// claude-ro runs the agent's escalation attempts; scenario 12 runs the same
+// script in advisory mode and sees it reach Elevated.
+
+// enforcedEscalationScript is escalationScript and the ways out that only
+// enforced mode closes by other means than the broker: ReadOnly's own keys
+// assuming Elevated (the enforced trust policy), and IMDS (the packet
+// filter).
+var enforcedEscalationScript = append(slices.Clone(escalationScript),
+	"aws sts assume-role --profile claudecode-readonly --role-arn "+elevatedARN()+" --role-session-name agent --output json",
+	"curl -sS -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "+nspawnIMDS+"/latest/api/token",
+)
+
+func elevatedARN() string {
+	return fmt.Sprintf("arn:aws:iam::%s:role/claudecode-elevated-%s", claudeAccount, claudeStack)
+}
+
+// brokerDropIn points the broker (root's side of the credentials) at the
+// stand-in: the unit's environment is where it reads the STS endpoint.
+var brokerDropIn = fmt.Sprintf("[Service]\nEnvironment=AWS_ENDPOINT_URL_STS=http://127.0.0.1:%d\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT=%s\n", standinPort, nspawnIMDS)
+
+func testEnforcedTiers(t *testing.T, s *suite) {
+	dir := filepath.Join(s.work, "enforced")
+	roleRO := "claudecode-readonly-" + claudeStack
+	roleEL := "claudecode-elevated-" + claudeStack
+	roleEC2 := "claudecode-ec2-" + claudeStack
+	mock := s.instanceRoleMock(t, "enforced")
+	ns := fmt.Sprintf("ccboot-e2e-enforced-%d", os.Getpid())
+	netns := filepath.Join(s.e2eDir, "netns.sh")
+	if b, err := exec.Command(netns, "up", ns, mock).CombinedOutput(); err != nil {
+		t.Fatalf("netns.sh up: %v\n%s", err, b)
+	}
+	t.Cleanup(func() { _ = exec.Command(netns, "down", ns).Run() })
+	logDir := filepath.Join(dir, "standin")
+	logFile := filepath.Join(logDir, "requests.jsonl")
+	agentLog := filepath.Join(logDir, "requests-agent.jsonl")
+	bin := s.buildStandin(t)
+	tpl := filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml")
+	s.startStandin(t, bin, ns, tpl, standinPort, logFile, "--param", "TierMode=enforced")
+	s.startStandin(t, bin, ns, tpl, agentPort, agentLog, "--param", "TierMode=enforced",
+		"--agent-script", writeAgentScript(t, dir, enforcedEscalationScript))
+
+	// Test-only: the user's loopback endpoints (as scenario 12's), the
+	// broker's STS endpoint, and ccboot's IMDS endpoint in the config, so
+	// the packet filter covers the loopback mock the guest uses.
+	var cc strings.Builder
+	cc.WriteString("write_files:\n")
+	for _, f := range []struct{ path, body string }{
+		{"/etc/profile.d/zz-e2e-endpoints.sh", endpointsProfile},
+		{"/etc/systemd/system/ccboot-broker.service.d/e2e.conf", brokerDropIn},
+		{"/etc/ccboot/ccboot.conf.d/zz-e2e.conf", "[ccboot]\nimds_endpoint = " + nspawnIMDS + "\n"},
+	} {
+		fmt.Fprintf(&cc, "  - path: %s\n    permissions: '0644'\n    content: |\n", f.path)
+		for _, l := range strings.Split(strings.TrimRight(f.body, "\n"), "\n") {
+			cc.WriteString("      " + l + "\n")
+		}
+	}
+	seed := filepath.Join(dir, "seed")
+	s.writeSeed(t, seed, seedOpts{tierMode: "enforced", dropIn: dropIn(nspawnEnv, nspawnFlags), cloudConfig: cc.String()})
+	out, _ := s.boot(t, "enforced", bootOpts{
+		seed: seed, probe: []string{"enforced-user.sh"}, netns: ns, docker: true, timeout: 12 * time.Minute,
+		nspawnArgs: []string{"--bind-ro=" + logDir + ":" + standinGuestDir},
+		probeEnv: append([]string{
+			"E2E_CCBOOT_FLAGS=" + nspawnFlags,
+			"E2E_STANDIN_LOG=" + standinGuestDir + "/requests.jsonl",
+			"E2E_STANDIN_PORT=" + strconv.Itoa(standinPort),
+			"E2E_STANDIN_AGENT_PORT=" + strconv.Itoa(agentPort),
+			"E2E_IMDS=" + nspawnIMDS,
+			"E2E_ELEVATED_ARN=" + elevatedARN(),
+		}, nspawnEnv...),
+	})
+	g := bootDir(t, out, 1)
+	// An nspawn guest runs on the host's kernel. Without Yama there,
+	// enforced mode must refuse (user-privileges: any process of the user
+	// could ptrace the approved session), and the install fails: then the
+	// lines that need user-privileges (sudo, groups, doctor's user-no-root)
+	// show that refusal instead, and everything else is still checked.
+	_, err := os.Stat("/proc/sys/kernel/yama/ptrace_scope")
+	yama := err == nil
+	if st, rc := g.cloudInit(); yama && (st != "done" || rc != 0) {
+		t.Fatalf("cloud-init: %q exit %d, want done/0\n%s", st, rc, g.file("cloud-init-status.txt"))
+	}
+	if !yama {
+		t.Logf("NOT PROVEN HERE: this host's kernel has no Yama LSM, so user-privileges refuses enforced mode; sudo, groups and doctor's user-no-root need a kernel with Yama (a real instance, or QEMU)")
+		if st := g.out("status"); !regexp.MustCompile(`user-privileges +failed .*no Yama LSM`).MatchString(st) {
+			t.Errorf("the host kernel has no Yama, want user-privileges failed for it in ccboot status:\n%s", st)
+		}
+	}
+	if e := g.file("session.rc"); strings.TrimSpace(e) != "0" {
+		t.Errorf("the login session exited %s; transcript:\n%s", strings.TrimSpace(e), tail(g.file("transcript.txt"), 40))
+	}
+	if b, err := os.ReadFile(filepath.Join(g.dir, "session-errors.txt")); err == nil {
+		hooks, _ := os.ReadFile(filepath.Join(g.dir, "hooks.log"))
+		t.Fatalf("the login session: %s; transcript:\n%s\nroot's hooks:\n%s", b, tail(g.file("transcript.txt"), 40), hooks)
+	}
+	if got := strings.TrimSpace(g.file("whoami.out")); got != "ec2-user" {
+		t.Errorf("whoami in the session: %q", got)
+	}
+
+	// ccboot says the mode, and doctor's enforced checks pass.
+	if st := g.out("status"); !strings.Contains(st, "tiers: enforced") {
+		t.Errorf("ccboot status lacks `tiers: enforced`:\n%s", st)
+	}
+	var sj struct{ Tiers string }
+	if err := json.Unmarshal([]byte(g.file("status-json.out")), &sj); err != nil || sj.Tiers != "enforced" {
+		t.Errorf("ccboot status --format json: tiers %q (%v), want enforced", sj.Tiers, err)
+	}
+	doctor := g.out("doctor")
+	if rc := g.rc("doctor"); yama && (rc != 0 || !regexp.MustCompile(`doctor: all \d+ checks passed`).MatchString(doctor)) {
+		t.Errorf("ccboot doctor as root: exit %d, want 0 with all checks passed:\n%s", rc, doctor)
+	}
+	lines := doctorLines(doctor)
+	enforcedChecks := []string{"readonly-no-elevated", "user-no-imds", "broker-readonly", "broker-elevated-refused"}
+	if yama {
+		enforcedChecks = append(enforcedChecks, "user-no-root")
+	} else if lines["user-no-root"].mark != "FAIL" {
+		t.Errorf("doctor's user-no-root with user-privileges failed: %q, want FAIL", lines["user-no-root"])
+	}
+	for _, name := range enforcedChecks {
+		if lines[name].mark != "ok" {
+			t.Errorf("doctor's enforced check %s: %q, want ok:\n%s", name, lines[name], doctor)
+		}
+	}
+	t.Logf("ccboot doctor as root:\n%s", doctor)
+
+	// IMDS: refused to the user by the filter, answered to root.
+	if rc := g.rc("imds-user"); rc == 0 || g.file("imds-user.out") != "" {
+		t.Errorf("IMDS token PUT as ec2-user: exit %d, token %q; want refused", rc, g.file("imds-user.out"))
+	}
+	if rc := g.rc("root-imds"); rc != 0 || strings.TrimSpace(g.file("root-imds.out")) == "" {
+		t.Errorf("IMDS token PUT as root: exit %d, want a token: %s", rc, g.out("root-imds"))
+	}
+	t.Logf("IMDS as ec2-user: exit %d: %s", g.rc("imds-user"), strings.TrimSpace(g.file("imds-user.err")))
+
+	// No root: no sudo, no root-granting group.
+	if rc := g.rc("sudo"); yama && rc == 0 {
+		t.Errorf("sudo -n true as ec2-user exited 0")
+	}
+	id := g.file("id.out")
+	_, groups, _ := strings.Cut(id, "groups=")
+	for _, grp := range []string{"docker", "wheel", "sudo", "adm", "root"} {
+		// docker: the docker-group step, which needs no Yama.
+		if (yama || grp == "docker") && regexp.MustCompile(`\(`+grp+`\)`).MatchString(groups) {
+			t.Errorf("id as ec2-user shows group %s: %s", grp, id)
+		}
+	}
+	t.Logf("as ec2-user: id: %s; sudo -n true: exit %d: %s", strings.TrimSpace(id), g.rc("sudo"), strings.TrimSpace(g.file("sudo.err")))
+	if strings.TrimSpace(g.file("docker-active.out")) == "active" {
+		if rc, e := g.rc("docker"), g.file("docker.err"); rc == 0 || !strings.Contains(e, "permission denied") || !strings.Contains(e, "docker.sock") {
+			t.Errorf("docker ps as ec2-user: exit %d %q, want permission denied on the root daemon's socket", rc, e)
+		}
+	} else {
+		t.Logf("docker ps skipped: the root daemon does not run in this guest (%s)", strings.TrimSpace(g.file("docker-active.out")))
+	}
+
+	all := readStandinLog(t, logFile)
+	window := func(name string) []standinRecord {
+		from, err1 := strconv.Atoi(strings.TrimSpace(g.file(name + ".log-from")))
+		to, err2 := strconv.Atoi(strings.TrimSpace(g.file(name + ".log-to")))
+		if err1 != nil || err2 != nil || from > to || to > len(all) {
+			t.Fatalf("%s: log window %q..%q of %d lines", name, g.file(name+".log-from"), g.file(name+".log-to"), len(all))
+		}
+		return all[from:to]
+	}
+	identity := func(name string) string {
+		var v struct{ Arn string }
+		_ = json.Unmarshal([]byte(g.file(name+".out")), &v)
+		return v.Arn
+	}
+
+	// ReadOnly through the broker: the broker's AssumeRole with the
+	// instance key, the CLI's call signed by ReadOnly.
+	roARN := fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-readonly-session", claudeAccount, roleRO)
+	if rc := g.rc("aws-ro"); rc != 0 || identity("aws-ro") != roARN {
+		t.Errorf("aws sts get-caller-identity --profile claudecode-readonly: exit %d %q, want %s:\n%s", rc, identity("aws-ro"), roARN, g.out("aws-ro"))
+	}
+	// The broker may hold ReadOnly's key from doctor's broker check, so
+	// its AssumeRole is looked for in the whole log: only ever the
+	// instance key's.
+	var viaInstance bool
+	for _, r := range all {
+		if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roleRO) && r.Decision == "Allowed" {
+			viaInstance = true
+			if r.AccessKey != instanceKeyID {
+				t.Errorf("AssumeRole of %s signed by %s (role %s), want the instance key", roleRO, r.AccessKey, r.Role)
+			}
+		}
+	}
+	if !viaInstance {
+		t.Errorf("no allowed AssumeRole of %s in the stand-in's log:\n%s", roleRO, fmtRecords(all))
+	}
+	// Claude Code in claude-ro answers, signed by ReadOnly.
+	if rc, reply := g.rc("claude-ro"), g.file("claude-ro.out"); rc != 0 || !strings.Contains(reply, "standin: role="+roleRO+" session=claudecode-readonly-session") {
+		t.Errorf("claude-ro -p: exit %d %q, want the stand-in's answer to ReadOnly:\n%s", rc, reply, g.file("claude-ro.err"))
+	}
+
+	// Elevated is refused with the approval message, before any approval.
+	for _, name := range []string{"aws-el", "creds-el"} {
+		if rc, e := g.rc(name), g.file(name+".err"); rc == 0 || !strings.Contains(e, broker.NotApproved) {
+			t.Errorf("%s as ec2-user: exit %d %q, want refused with %q", name, rc, e, broker.NotApproved)
+		}
+	}
+	// ReadOnly's own keys may not assume Elevated: the stand-in, deciding
+	// with the enforced template, says AccessDenied.
+	if rc, e := g.rc("aws-assume"), g.file("aws-assume.err"); rc == 0 || !strings.Contains(e, "(AccessDenied) when calling the AssumeRole operation") {
+		t.Errorf("aws sts assume-role of Elevated with ReadOnly: exit %d %q, want AccessDenied", rc, e)
+	}
+	var denied bool
+	for _, r := range window("aws-assume") {
+		if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roleEL) {
+			if !roleIs(r.Role, roleRO) || r.Decision == "Allowed" || r.Status != 403 {
+				t.Errorf("aws-assume: AssumeRole of %s by %s: %s %d, want ReadOnly denied", roleEL, r.Role, r.Decision, r.Status)
+			}
+			denied = true
+		}
+	}
+	if !denied {
+		t.Errorf("aws-assume: the stand-in saw no AssumeRole of %s:\n%s", roleEL, fmtRecords(window("aws-assume")))
+	}
+
+	// The approved session: claude-el answers, signed by Elevated, whose
+	// key the broker got from the instance role (enforced trust).
+	if rc := g.rc("elevate"); rc != 0 {
+		t.Errorf("ccboot elevate --for 15m -- ...: exit %d:\n%s", rc, g.out("elevate"))
+	}
+	if rc, reply := g.rc("el-session"), g.file("el-session.out"); rc != 0 || !strings.Contains(reply, "standin: role="+roleEL+" session=claudecode-elevated-session") {
+		t.Errorf("claude-el -p in the approved session: exit %d %q, want the stand-in's answer to Elevated:\n%s\nelevate: %s", rc, reply, g.file("el-session.err"), g.out("elevate"))
+	}
+	elARN := fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/claudecode-elevated-session", claudeAccount, roleEL)
+	if rc := g.rc("el-aws"); rc != 0 || identity("el-aws") != elARN {
+		t.Errorf("aws --profile claudecode-elevated in the approved session: exit %d %q, want %s", rc, identity("el-aws"), elARN)
+	}
+	var elStreams int
+	var elAssumed bool
+	for _, r := range window("el-session") {
+		if r.Action == "bedrock:InvokeModelWithResponseStream" && roleIs(r.Role, roleEL) && r.Decision == "Allowed" && r.Status == 200 {
+			elStreams++
+		}
+		if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roleEL) && r.Decision == "Allowed" {
+			elAssumed = true
+			if r.AccessKey != instanceKeyID {
+				t.Errorf("el-session: AssumeRole of %s signed by %s (role %s), want the instance key: the broker is root's", roleEL, r.AccessKey, r.Role)
+			}
+		}
+	}
+	if elStreams == 0 || !elAssumed {
+		t.Errorf("el-session: %d allowed Bedrock streams signed by Elevated, AssumeRole of Elevated: %v:\n%s", elStreams, elAssumed, fmtRecords(window("el-session")))
+	}
+	// Beside it, the same user's typed shell (started before it) is refused.
+	for _, name := range []string{"beside", "aws-el-beside"} {
+		if rc, e := g.rc(name), g.file(name+".err"); rc == 0 || !strings.Contains(e, broker.NotApproved) {
+			t.Errorf("%s (ec2-user's shell beside the approved session): exit %d %q, want refused with %q", name, rc, e, broker.NotApproved)
+		}
+	}
+	// After --revoke: refused inside the approved session too, and outside.
+	if rc := g.rc("revoke"); rc != 0 || !strings.Contains(g.file("revoke.out"), "revoked 1 approval") {
+		t.Errorf("ccboot elevate --revoke: exit %d, want 1 revoked: %s", rc, g.out("revoke"))
+	}
+	if rc, e := g.rc("el-revoked"), g.file("el-revoked.err"); rc == 0 || !strings.Contains(e, broker.NotApproved) {
+		t.Errorf("ccboot credentials elevated in the session after --revoke: exit %d %q, want refused with %q", rc, e, broker.NotApproved)
+	}
+	if rc, e := g.rc("aws-el-after"), g.file("aws-el-after.err"); rc == 0 || !strings.Contains(e, broker.NotApproved) {
+		t.Errorf("aws --profile claudecode-elevated after --revoke: exit %d %q, want refused", rc, e)
+	}
+	// Outside the approved session, nothing was ever signed by Elevated.
+	for _, name := range []string{"aws-ro", "aws-el", "aws-assume", "claude-ro", "creds-el", "beside", "aws-el-beside", "aws-el-after"} {
+		for _, r := range window(name) {
+			if roleIs(r.Role, roleEL) || (r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roleEL) && r.Decision == "Allowed") {
+				t.Errorf("%s: %s %s by %s %s: Elevated outside the approved session", name, r.Service, r.Action, r.Role, r.Decision)
+			}
+		}
+	}
+
+	// The agent: the real Claude Code in claude-ro runs each attempt; none
+	// reaches Elevated, and each tool result shows the refusal. Scenario 12
+	// runs escalationScript in advisory mode and sees every command reach
+	// Elevated (TestAgentEscalationVerdict checks this verdict on that run).
+	recs := readStandinLog(t, agentLog)
+	want := escalationWant{mode: "enforced", refusal: broker.NotApproved, refusals: map[string]string{
+		enforcedEscalationScript[2]: "(AccessDenied) when calling the AssumeRole operation",
+		enforcedEscalationScript[3]: "Failed to connect",
+	}}
+	problems, notes := agentEscalation(g, "agent-enforced", recs, enforcedEscalationScript, tierRoles{readOnly: roleRO, elevated: roleEL}, want)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("the agent in claude-ro (enforced), via the instance role %s:\n  %s", roleEC2, strings.Join(notes, "\n  "))
+}
