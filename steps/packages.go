@@ -80,7 +80,7 @@ func (p Packages) Apply(ctx context.Context, env *bootstrap.Env) error {
 		env.Progress("installing " + strings.Join(pl.install, ", "))
 		switch pl.family {
 		case familyApt:
-			err = aptInstall(ctx, env, pl.install)
+			err = aptInstall(ctx, env, pl.install, pl.optional)
 		default:
 			err = p.dnfInstall(ctx, env, pl.install)
 		}
@@ -106,14 +106,28 @@ const (
 
 // pkgPlan is what Check found and Apply acts on.
 type pkgPlan struct {
-	family     string
-	install    []string // distro package names, seed order, no duplicates
+	family  string
+	install []string // distro package names, seed order, no duplicates
+	// optional: names in install that the repositories may lack (the
+	// rootless-docker step's tools): apt not knowing them drops them
+	// from the transaction instead of failing it.
+	optional   []string
 	notes      []string
 	nodeAlt    string // namespaced node to select with alternatives ("" none)
 	altMissing bool   // nodeAlt's package is installed but node/npm do not resolve
 	// interrupted: dpkg was killed mid-run (packages half-installed or
 	// pending status updates); apt refuses to install until it is finished.
 	interrupted []string
+}
+
+// addOptional adds names that the repositories may lack (pkgPlan.optional).
+func (pl *pkgPlan) addOptional(names ...string) {
+	for _, n := range names {
+		if !slices.Contains(pl.install, n) {
+			pl.install = append(pl.install, n)
+			pl.optional = append(pl.optional, n)
+		}
+	}
 }
 
 func (pl *pkgPlan) add(names ...string) {
@@ -315,11 +329,7 @@ func planApt(ctx context.Context, env *bootstrap.Env) (pkgPlan, error) {
 			pl.notes = append(pl.notes, aptNodeNote(ctx, env, db)...)
 		}
 		if seed == "docker" && env.Config.Enforced() {
-			for _, n := range rootlessAptPackages { // the rootless-docker step's tools
-				if !db.has(n) {
-					pl.add(n)
-				}
-			}
+			pl.addOptional(aptOffered(ctx, env, db, rootlessAptPackages)...)
 		}
 	}
 	return pl, nil
@@ -359,6 +369,53 @@ func aptNodeNote(ctx context.Context, env *bootstrap.Env, db dpkgDB) []string {
 		return nil
 	}
 	return []string{fmt.Sprintf("Node.js %s (%s) is older than %d; MCP servers started with npx may need a newer one", version, what, minNodeMajor)}
+}
+
+// aptOffered returns the names of want that are not installed and that
+// apt may install: all of them when there are no package lists yet (the
+// first install refreshes them and drops what is still unknown), else those
+// with a candidate. So a repository without them (the e2e image's, a
+// trimmed mirror) neither fails the transaction nor shows as drift at
+// every repair; the rootless-docker step then says what is missing.
+func aptOffered(ctx context.Context, env *bootstrap.Env, db dpkgDB, want []string) []string {
+	var missing []string
+	for _, n := range want {
+		if !db.has(n) {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 || !aptListsPresent(env) {
+		return missing
+	}
+	args := append([]string{"-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=", "policy"}, missing...)
+	res, err := env.Run.Run(ctx, env.InRoot(runner.Cmd{Name: "apt-cache", Args: args}))
+	if err != nil {
+		return nil
+	}
+	candidates := aptCandidates(res.Stdout)
+	var offered []string
+	for _, n := range missing {
+		if candidates[n] {
+			offered = append(offered, n)
+		}
+	}
+	return offered
+}
+
+// aptCandidates reads which packages of an `apt-cache policy A B ...`
+// answer have a candidate: each block starts with "NAME:" unindented.
+func aptCandidates(out []byte) map[string]bool {
+	has, name := map[string]bool{}, ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if line != "" && line[0] != ' ' && strings.HasSuffix(line, ":") {
+			name = strings.TrimSuffix(line, ":")
+			continue
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok && name != "" {
+			has[name] = strings.TrimSpace(v) != "(none)"
+		}
+	}
+	return has
 }
 
 // aptCandidate reads "Candidate: X" from apt-cache policy output.
@@ -435,7 +492,7 @@ func summarize(names []string, n int) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
 }
 
-func aptInstall(ctx context.Context, env *bootstrap.Env, pkgs []string) error {
+func aptInstall(ctx context.Context, env *bootstrap.Env, pkgs, optional []string) error {
 	updated := false
 	if !aptListsPresent(env) {
 		if err := aptUpdate(ctx, env); err != nil {
@@ -445,9 +502,8 @@ func aptInstall(ctx context.Context, env *bootstrap.Env, pkgs []string) error {
 	}
 	args := append([]string{"install", "-y", "--no-install-recommends",
 		"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold"}, aptLockOpt(env)...)
-	args = append(args, pkgs...)
-	install := env.InRoot(runner.Cmd{Name: "apt-get", Args: args, Env: aptEnv})
 	for {
+		install := env.InRoot(runner.Cmd{Name: "apt-get", Args: append(slices.Clone(args), pkgs...), Env: aptEnv})
 		res, err := env.Run.Run(ctx, install)
 		if err == nil {
 			return nil
@@ -460,6 +516,16 @@ func aptInstall(ctx context.Context, env *bootstrap.Env, pkgs []string) error {
 				return err
 			}
 			updated = true
+			continue
+		}
+		if len(missing) > 0 && len(optional) > 0 && !slices.ContainsFunc(missing, func(n string) bool { return !slices.Contains(optional, n) }) {
+			// Only optional names are unknown even to fresh lists: go
+			// on without them (the step that wanted them says so).
+			pkgs = slices.DeleteFunc(pkgs, func(n string) bool { return slices.Contains(missing, n) })
+			optional = nil
+			if len(pkgs) == 0 {
+				return nil
+			}
 			continue
 		}
 		if len(missing) > 0 {

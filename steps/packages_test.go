@@ -914,3 +914,48 @@ func TestPackagesAptInterruptedDpkgFails(t *testing.T) {
 		t.Fatalf("err = %v, want one naming dpkg --configure -a", err)
 	}
 }
+
+// The rootless-docker step's tools are optional: a repository without them
+// must neither fail the transaction nor show as drift at every repair.
+func TestPackagesAptRootlessToolsOptional(t *testing.T) {
+	t.Parallel()
+	t.Run("no lists yet: asked for, dropped when apt does not know them", func(t *testing.T) {
+		t.Parallel()
+		env, fake, apt := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io"), false)
+		env.Config.TierMode = "enforced"
+		fail := aptFail("E: Unable to locate package rootlesskit\nE: Unable to locate package slirp4netns\nE: Unable to locate package uidmap\nE: Unable to locate package dbus-user-session\n")
+		apt.handle(fake, env.Root, fail)
+		if err := (Packages{}).Apply(context.Background(), env); err != nil {
+			t.Fatalf("Apply = %v, want the optional tools dropped", err)
+		}
+		// Nothing left to install once they are dropped: one attempt only.
+		if n := len(apt.installed()); n != 1 {
+			t.Errorf("install attempts = %d, want 1: %q", n, fake.Calls())
+		}
+	})
+	t.Run("a required package apt does not know still fails", func(t *testing.T) {
+		t.Parallel()
+		env, fake, apt := newAptEnv(t, installedStatus("unzip", "git", "nodejs", "npm", "docker.io"), false)
+		env.Config.TierMode = "enforced"
+		fail := aptFail("E: Unable to locate package jq\nE: Unable to locate package rootlesskit\n")
+		apt.handle(fake, env.Root, fail, fail)
+		err := (Packages{}).Apply(context.Background(), env)
+		if err == nil || !strings.Contains(err.Error(), "apt has no package jq") {
+			t.Fatalf("Apply = %v, want jq named", err)
+		}
+	})
+	t.Run("lists present: only what has a candidate is planned", func(t *testing.T) {
+		t.Parallel()
+		env, fake, _ := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io"), true)
+		env.Config.TierMode = "enforced"
+		fake.OnOutput("chroot "+env.Root+" apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy rootlesskit",
+			"rootlesskit:\n  Installed: (none)\n  Candidate: 1.1.0-1\nslirp4netns:\n  Installed: (none)\n  Candidate: (none)\nuidmap:\n  Installed: (none)\n  Candidate: 1:4.13\n")
+		pl, err := planApt(context.Background(), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"rootlesskit", "uidmap"}; !slices.Equal(pl.install, want) || !slices.Equal(pl.optional, want) {
+			t.Errorf("install %q optional %q, want %q for both", pl.install, pl.optional, want)
+		}
+	})
+}
