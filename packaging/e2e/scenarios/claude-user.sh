@@ -83,31 +83,6 @@ settle() {
 	return 1
 }
 
-# type_lines: write each line to the terminal, wait for its exit code (at
-# most 180 s) and for the stand-in to settle, then type the next; finally
-# `exit`.
-type_lines() {
-	local e name line i t
-	for e in "${cmds[@]}"; do
-		name=${e%%|*} line=${e#*|}
-		count >"$o/$name.log-from"
-		t=$(date +%s%N)
-		printf '%s; echo $? >%s/%s.rc\n' "$line" "$u" "$name"
-		for ((i = 0; i < 1800; i++)); do
-			[ -s "$u/$name.rc" ] && break
-			sleep 0.1
-		done
-		echo $((($(date +%s%N) - t) / 1000000)) >"$o/$name.ms"
-		if [ ! -s "$u/$name.rc" ]; then
-			count >"$o/$name.log-to"
-			echo "$name: no exit code after 180 s" >>"$o/session-errors.txt"
-			break
-		fi
-		settle || echo "$name: connections to the stand-in still open 30 s after it exited" >>"$o/session-errors.txt"
-		count >"$o/$name.log-to"
-	done
-	echo exit
-}
 t0=$(date +%s%N)
 type_lines | TERM=xterm-256color timeout 900 script -qec 'su - ec2-user' /dev/null >"$o/transcript.txt" 2>&1
 echo $? >"$o/session.rc"

@@ -124,33 +124,6 @@ before_agent-enforced() {
 	systemctl daemon-reload
 	systemctl stop ccboot-broker.service
 }
-hook() { if declare -F "$1_$2" >/dev/null; then "$1_$2" </dev/null >>"$o/hooks.log" 2>&1; fi; }
-
-# type_lines: as claude-user.sh's, with root's hooks before and after a line.
-type_lines() {
-	local e name line i t
-	for e in "${cmds[@]}"; do
-		name=${e%%|*} line=${e#*|}
-		hook before "$name"
-		count >"$o/$name.log-from"
-		t=$(date +%s%N)
-		printf '%s; echo $? >%s/%s.rc\n' "$line" "$u" "$name"
-		for ((i = 0; i < 1800; i++)); do
-			[ -s "$u/$name.rc" ] && break
-			sleep 0.1
-		done
-		echo $((($(date +%s%N) - t) / 1000000)) >"$o/$name.ms"
-		if [ ! -s "$u/$name.rc" ]; then
-			count >"$o/$name.log-to"
-			echo "$name: no exit code after 180 s" >>"$o/session-errors.txt"
-			break
-		fi
-		settle || echo "$name: connections to the stand-in still open 30 s after it exited" >>"$o/session-errors.txt"
-		count >"$o/$name.log-to"
-		hook after "$name"
-	done
-	echo exit
-}
 t0=$(date +%s%N)
 type_lines | TERM=xterm-256color timeout 1200 script -qec 'su - ec2-user' /dev/null >"$o/transcript.txt" 2>&1
 echo $? >"$o/session.rc"

@@ -61,3 +61,36 @@ managed_files=(
 	/usr/local/lib/claude-code/versions/2.1.332/claude
 	/usr/local/bin/claude
 )
+
+# For the typed-session scenarios (claude-user.sh, enforced-user.sh), which
+# define cmds (NAME|LINE), o, u, count and settle. hook runs the script's
+# function before_NAME / after_NAME as root around a line, if it has one.
+hook() { if declare -F "$1_$2" >/dev/null; then "$1_$2" </dev/null >>"$o/hooks.log" 2>&1; fi; }
+
+# type_lines: write each line to the terminal, wait for its exit code (at
+# most 180 s) and for the stand-in to settle, then type the next; finally
+# `exit`.
+type_lines() {
+	local e name line i t
+	for e in "${cmds[@]}"; do
+		name=${e%%|*} line=${e#*|}
+		hook before "$name"
+		count >"$o/$name.log-from"
+		t=$(date +%s%N)
+		printf '%s; echo $? >%s/%s.rc\n' "$line" "$u" "$name"
+		for ((i = 0; i < 1800; i++)); do
+			[ -s "$u/$name.rc" ] && break
+			sleep 0.1
+		done
+		echo $((($(date +%s%N) - t) / 1000000)) >"$o/$name.ms"
+		if [ ! -s "$u/$name.rc" ]; then
+			count >"$o/$name.log-to"
+			echo "$name: no exit code after 180 s" >>"$o/session-errors.txt"
+			break
+		fi
+		settle || echo "$name: connections to the stand-in still open 30 s after it exited" >>"$o/session-errors.txt"
+		count >"$o/$name.log-to"
+		hook after "$name"
+	done
+	echo exit
+}
