@@ -305,6 +305,17 @@ func aptWant(seed string) (accept [][]string, install []string) {
 	return [][]string{{seed}}, []string{seed}
 }
 
+// seedPackages is [packages] install, plus nftables in enforced mode: the
+// imds-filter step loads its table with nft, and an image without it would
+// leave IMDS open to the user.
+func seedPackages(env *bootstrap.Env) []string {
+	seeds := env.Config.Packages
+	if env.Config.Enforced() && !slices.Contains(seeds, "nftables") {
+		seeds = append(slices.Clone(seeds), "nftables")
+	}
+	return seeds
+}
+
 func planApt(ctx context.Context, env *bootstrap.Env) (pkgPlan, error) {
 	pl := pkgPlan{family: familyApt}
 	data, err := env.Sys.ReadInfo("var/lib/dpkg/status")
@@ -316,7 +327,7 @@ func planApt(ctx context.Context, env *bootstrap.Env) (pkgPlan, error) {
 	if len(pl.interrupted) == 0 && dpkgUpdatesPending(env) {
 		pl.interrupted = []string{"pending status updates in /var/lib/dpkg/updates"}
 	}
-	for _, seed := range env.Config.Packages {
+	for _, seed := range seedPackages(env) {
 		accept, install := aptWant(seed)
 		if !anySetInstalled(accept, db.has) {
 			for _, n := range install {
@@ -625,7 +636,7 @@ var nodeNamespaced = []string{"nodejs22", "nodejs24"}
 func planDnf(ctx context.Context, env *bootstrap.Env, osr osRelease) (pkgPlan, error) {
 	pl := pkgPlan{family: familyDnf}
 	var caps []string
-	for _, seed := range env.Config.Packages {
+	for _, seed := range seedPackages(env) {
 		if seed == "nodejs" {
 			// Node.js only: Claude Code needs no npm; add npm to
 			// [packages] install for MCP servers started with npx.
@@ -648,7 +659,7 @@ func planDnf(ctx context.Context, env *bootstrap.Env, osr osRelease) (pkgPlan, e
 	if err != nil && len(db.missing) == 0 {
 		return pl, fmt.Errorf("packages: query the rpm database: %w", err)
 	}
-	for _, seed := range env.Config.Packages {
+	for _, seed := range seedPackages(env) {
 		if seed != "nodejs" {
 			if !db.has(seed) {
 				pl.add(seed)

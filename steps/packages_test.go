@@ -921,7 +921,7 @@ func TestPackagesAptRootlessToolsOptional(t *testing.T) {
 	t.Parallel()
 	t.Run("no lists yet: asked for, dropped when apt does not know them", func(t *testing.T) {
 		t.Parallel()
-		env, fake, apt := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io"), false)
+		env, fake, apt := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io", "nftables"), false)
 		env.Config.TierMode = "enforced"
 		fail := aptFail("E: Unable to locate package rootlesskit\nE: Unable to locate package slirp4netns\nE: Unable to locate package uidmap\nE: Unable to locate package dbus-user-session\n")
 		apt.handle(fake, env.Root, fail)
@@ -935,7 +935,7 @@ func TestPackagesAptRootlessToolsOptional(t *testing.T) {
 	})
 	t.Run("a required package apt does not know still fails", func(t *testing.T) {
 		t.Parallel()
-		env, fake, apt := newAptEnv(t, installedStatus("unzip", "git", "nodejs", "npm", "docker.io"), false)
+		env, fake, apt := newAptEnv(t, installedStatus("unzip", "git", "nodejs", "npm", "docker.io", "nftables"), false)
 		env.Config.TierMode = "enforced"
 		fail := aptFail("E: Unable to locate package jq\nE: Unable to locate package rootlesskit\n")
 		apt.handle(fake, env.Root, fail, fail)
@@ -946,7 +946,7 @@ func TestPackagesAptRootlessToolsOptional(t *testing.T) {
 	})
 	t.Run("lists present: only what has a candidate is planned", func(t *testing.T) {
 		t.Parallel()
-		env, fake, _ := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io"), true)
+		env, fake, _ := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io", "nftables"), true)
 		env.Config.TierMode = "enforced"
 		fake.OnOutput("chroot "+env.Root+" apt-cache -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= policy rootlesskit",
 			"rootlesskit:\n  Installed: (none)\n  Candidate: 1.1.0-1\nslirp4netns:\n  Installed: (none)\n  Candidate: (none)\nuidmap:\n  Installed: (none)\n  Candidate: 1:4.13\n")
@@ -958,4 +958,21 @@ func TestPackagesAptRootlessToolsOptional(t *testing.T) {
 			t.Errorf("install %q optional %q, want %q for both", pl.install, pl.optional, want)
 		}
 	})
+}
+
+// Enforced mode needs nft for the imds-filter step: the package set has
+// it whatever [packages] install says, and advisory mode leaves it alone.
+func TestPackagesEnforcedAddsNftables(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"advisory", "enforced"} {
+		env, _, _ := newAptEnv(t, installedStatus("unzip", "git", "jq", "nodejs", "npm", "docker.io", "rootlesskit", "slirp4netns", "uidmap", "dbus-user-session"), false)
+		env.Config.TierMode = mode
+		pl, err := planApt(context.Background(), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := slices.Contains(pl.install, "nftables"), mode == "enforced"; got != want {
+			t.Errorf("%s: nftables planned = %v, want %v (install %q)", mode, got, want, pl.install)
+		}
+	}
 }

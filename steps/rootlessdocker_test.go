@@ -369,7 +369,7 @@ func TestRootlessAptPackagesInEnforcedMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(pl.install, " "); got != "docker.io rootlesskit slirp4netns uidmap dbus-user-session" {
+	if got := strings.Join(pl.install, " "); got != "docker.io rootlesskit slirp4netns uidmap dbus-user-session nftables" {
 		t.Errorf("enforced apt plan = %q", got)
 	}
 	env.Config.TierMode = bootstrap.TierAdvisory

@@ -85,9 +85,9 @@ func newRoot(t testing.TB) string {
 	w("etc/gshadow", "root:*::\nec2-user:!::\n", 0o640)
 	w("etc/fstab", "# static file system information\nUUID=1234 / ext4 defaults 0 1\n", 0o644)
 	var status strings.Builder
-	// The rootless-docker step's tools too, which enforced mode adds to
-	// the package set on Debian.
-	for _, p := range []string{"unzip", "git", "jq", "nodejs", "npm", "docker.io", "rootlesskit", "slirp4netns", "uidmap", "dbus-user-session"} {
+	// nftables and the rootless-docker step's tools too, which enforced
+	// mode adds to the package set on Debian.
+	for _, p := range []string{"unzip", "git", "jq", "nodejs", "npm", "docker.io", "nftables", "rootlesskit", "slirp4netns", "uidmap", "dbus-user-session"} {
 		fmt.Fprintf(&status, "Package: %s\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.0\n\n", p)
 	}
 	w("var/lib/dpkg/status", status.String(), 0o644)
