@@ -44,7 +44,9 @@ func elevatedDuration(remaining time.Duration) time.Duration {
 // shared config files. timeout bounds each HTTP exchange.
 func NewSTS(region, endpoint, imdsEndpoint string, timeout time.Duration) Assumer {
 	hc := &http.Client{Timeout: timeout}
-	meta := imds.New(imds.Options{Endpoint: imdsEndpoint, EnableFallback: aws.FalseTernary, HTTPClient: hc})
+	// ClientEnabled: the IMDS client otherwise reads AWS_EC2_METADATA_DISABLED
+	// from the process environment.
+	meta := imds.New(imds.Options{Endpoint: imdsEndpoint, EnableFallback: aws.FalseTernary, HTTPClient: hc, ClientEnableState: imds.ClientEnabled})
 	o := sts.Options{
 		Region:           region,
 		Credentials:      aws.NewCredentialsCache(ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = meta })),

@@ -74,9 +74,6 @@ func enforcedSetup(t *testing.T) (*doctortest.Fake, *Env, *broker.Approvals) {
 	t.Helper()
 	needRoot(t)
 	fake, env := setup(t)
-	// The broker's IMDS client reads the variable (its unit's environment
-	// has none); doctor's own checks ignore it, as setup's tests show.
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "false")
 	fake.Set(func(f *doctortest.Fake) {
 		f.Trust["claudecode-elevated-demo"] = "claudecode-ec2-demo" // enforced: the instance role, not ReadOnly
 	})
