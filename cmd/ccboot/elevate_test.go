@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ccboot/ccboot/bootstrap/broker"
+	"github.com/ccboot/ccboot/bootstrap/sysuser"
 )
 
 // minimalRoot is a root with the target user (uid 1000) and no config.
@@ -113,12 +115,13 @@ func TestElevateRecordsApprovalAndRunsSession(t *testing.T) {
 	if err := os.WriteFile(stub, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := runElevate(t, elevateTools{SystemdRun: stub}, "--root", root, "--for", "45m", "--reason", "deploy the fix", "--", "claude", "--resume")
+	r := runElevate(t, elevateTools{SystemdRun: stub}, "--root", root, "--for", "45m", "--reason", "deploy the fix", "--dir", "/home/ec2-user/app", "--", "claude", "--resume")
 	if r.code != 7 {
 		t.Fatalf("exit %d, want the session's 7; stdout %q stderr %q", r.code, r.stdout, r.stderr)
 	}
 	args, _ := os.ReadFile(seen + ".args")
-	for _, want := range []string{"--scope", "--unit=ccboot-elevated-1", "--slice=system.slice", "--uid=1000", "--gid=1000", "--\nclaude\n--resume\n"} {
+	for _, want := range []string{"--scope", "--unit=ccboot-elevated-1", "--slice=system.slice", "--uid=1000", "--gid=1000",
+		"--\n/bin/sh\n-c\n" + sessionScript + "\nccboot-elevate\n/home/ec2-user/app\nclaude\n--resume\n"} {
 		if !strings.Contains(string(args), want) {
 			t.Errorf("systemd-run args lack %q:\n%s", want, args)
 		}
@@ -137,9 +140,91 @@ func TestElevateRecordsApprovalAndRunsSession(t *testing.T) {
 	if fi, err := os.Stat(approvals); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("approvals directory: %v %v, want 0700", fi, err)
 	}
-	for _, want := range []string{"Elevated approved for ec2-user's session ccboot-elevated-1.scope until", "approved by alice (sudo)", "session ccboot-elevated-1.scope ended; its approval is removed"} {
+	for _, want := range []string{"Elevated approved for ec2-user's session ccboot-elevated-1.scope in /home/ec2-user/app until", "approved by alice (sudo)", "session ccboot-elevated-1.scope ended; its approval is removed"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+// Security: the session gets none of root's environment (root's AWS keys
+// and endpoints would hand the user root's credentials), the user's own
+// supplementary groups and not root's (systemd-run --scope never sets
+// them), and AWS_PROFILE naming the Elevated profile, so `claude` and
+// `aws` in it use Elevated as README's `-- claude --continue` expects.
+func TestElevateSessionEnvironmentAndGroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: approvals are root's, and the stub gets its groups from elevate")
+	}
+	root := minimalRoot(t)
+	if err := os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\ndisk:x:6:\nec2-user:x:1000:\nproject:x:1500:ec2-user,bob\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "root-secret-key")
+	t.Setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
+	t.Setenv("LD_PRELOAD", "/tmp/root-lib.so")
+	t.Setenv("TERM", "xterm-256color")
+	seen := filepath.Join(t.TempDir(), "seen")
+	stub := filepath.Join(t.TempDir(), "systemd-run")
+	script := "#!/bin/sh\nenv > " + seen + ".env\nsed -n 's/^Groups:[[:space:]]*//p' /proc/self/status > " + seen + ".groups\npwd > " + seen + ".pwd\n"
+	if err := os.WriteFile(stub, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if r := runElevate(t, elevateTools{SystemdRun: stub}, "--root", root, "--for", "30m", "--", "claude", "--continue"); r.code != 0 {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	env, _ := os.ReadFile(seen + ".env")
+	got := map[string]string{}
+	for _, l := range strings.Split(string(env), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			got[k] = v
+		}
+	}
+	for k, v := range map[string]string{"AWS_PROFILE": "claudecode-elevated", "HOME": "/home/ec2-user", "USER": "ec2-user", "LOGNAME": "ec2-user", "TERM": "xterm-256color", "PATH": "/usr/local/bin:/usr/bin:/bin"} {
+		if got[k] != v {
+			t.Errorf("session %s=%q, want %q", k, got[k], v)
+		}
+	}
+	for _, k := range []string{"AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_STS", "LD_PRELOAD", "SUDO_USER"} {
+		if v, ok := got[k]; ok {
+			t.Errorf("root's %s=%q reached the session", k, v)
+		}
+	}
+	if groups, _ := os.ReadFile(seen + ".groups"); strings.TrimSpace(string(groups)) != "1000 1500" {
+		t.Errorf("the session's supplementary groups are %q, want the user's own: 1000 1500", strings.TrimSpace(string(groups)))
+	}
+	// systemd-run itself runs from /; the user's shell enters the directory.
+	if pwd, _ := os.ReadFile(seen + ".pwd"); strings.TrimSpace(string(pwd)) != "/" {
+		t.Errorf("systemd-run ran in %q, want /", strings.TrimSpace(string(pwd)))
+	}
+}
+
+// The session's directory: --dir as given (relative to the current
+// directory), else the current directory inside the user's home, else
+// the home. Only lexical: root never opens it.
+func TestElevateSessionDir(t *testing.T) {
+	u := sysuser.User{Name: "ec2-user", UID: 1000, GID: 1000, Home: "/home/ec2-user"}
+	gone := errors.New("getwd: no such file or directory")
+	for _, tc := range []struct {
+		cwd     string
+		cwdErr  error
+		dir     string
+		want    string
+		wantErr string
+	}{
+		{"/home/ec2-user/app", nil, "", "/home/ec2-user/app", ""},
+		{"/home/ec2-user", nil, "", "/home/ec2-user", ""},
+		{"/usr/bin", nil, "", "/home/ec2-user", ""},          // SSM's first directory
+		{"/home/ec2-user2/x", nil, "", "/home/ec2-user", ""}, // a name prefix is not inside
+		{"/usr/bin", nil, "/home/ec2-user/app/../api", "/home/ec2-user/api", ""},
+		{"/tmp", nil, "proj", "/tmp/proj", ""},
+		{"", gone, "", "/home/ec2-user", ""},
+		{"", gone, "/srv/app", "/srv/app", ""},
+		{"", gone, "app", "", "--dir app: the current directory is gone"},
+	} {
+		got, err := sessionDir(tc.dir, tc.cwd, tc.cwdErr, u)
+		if got != tc.want || (err == nil) != (tc.wantErr == "") || (err != nil && !strings.HasPrefix(err.Error(), tc.wantErr)) {
+			t.Errorf("sessionDir(%q) in %q (%v) = %q, %v; want %q, %q", tc.dir, tc.cwd, tc.cwdErr, got, err, tc.want, tc.wantErr)
 		}
 	}
 }
