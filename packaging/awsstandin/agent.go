@@ -194,3 +194,67 @@ func checkBashTool(req messagesRequest) error {
 func toolUseID() string {
 	return "toolu_bdrk_" + randomString(24, secretChars[:62])
 }
+
+// Message is one message of a turn as the log keeps it: its role and its
+// text blocks (tool_result text included), without Claude Code's
+// <system-reminder> blocks, cut at maxMessageText.
+type Message struct {
+	Role string `json:"role"`
+	Text string `json:"text"`
+}
+
+// maxMessageText bounds the text of one message kept in the log.
+const maxMessageText = 2 << 10
+
+// workDirPrefixes start the line that names the session's directory:
+// Claude Code 2.1's environment reminder, and the older system prompt's.
+var workDirPrefixes = []string{"Primary working directory: ", "Working directory: "}
+
+// conversation is a Messages request's messages as text, and the working
+// directory its environment block names ("" if none does).
+func conversation(body []byte) (msgs []Message, workDir string) {
+	var req struct {
+		System   json.RawMessage `json:"system"`
+		Messages []struct {
+			Role    string          `json:"role"`
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return nil, ""
+	}
+	findDir := func(text string) {
+		for _, l := range strings.Split(text, "\n") {
+			l = strings.TrimLeft(l, " -")
+			for _, p := range workDirPrefixes {
+				if d, ok := strings.CutPrefix(l, p); ok && workDir == "" {
+					workDir = strings.TrimSpace(d)
+				}
+			}
+		}
+	}
+	findDir(toolResultText(req.System))
+	for _, m := range req.Messages {
+		var parts []string
+		var s string
+		if json.Unmarshal(m.Content, &s) == nil {
+			parts = append(parts, s)
+		}
+		for _, b := range blocks(m.Content) {
+			switch {
+			case b.Type == "text" && strings.HasPrefix(b.Text, "<system-reminder>"):
+				findDir(b.Text)
+			case b.Type == "text":
+				parts = append(parts, b.Text)
+			case b.Type == "tool_result":
+				parts = append(parts, toolResultText(b.Content))
+			}
+		}
+		text := strings.Join(parts, "\n")
+		if len(text) > maxMessageText {
+			text = text[:maxMessageText] + "…(truncated)"
+		}
+		msgs = append(msgs, Message{Role: m.Role, Text: text})
+	}
+	return msgs, workDir
+}

@@ -325,3 +325,33 @@ func TestReadAgentScript(t *testing.T) {
 		t.Errorf("missing script: %v", err)
 	}
 }
+
+// A conversation turn's log record holds its messages as text (without
+// Claude Code's reminder blocks: the first is the prompt alone) and the working directory it names; an
+// availability probe's holds neither. Scenario 13 reads these to prove a
+// resumed session carries the conversation before it.
+func TestLogKeepsConversation(t *testing.T) {
+	s, url, ro := standinAgent(t, nil)
+	if _, err := streamTurn(url, ro, captured(t, "tool-result-turn")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := invokeTurn(url, ro, captured(t, "probe")); err != nil {
+		t.Fatal(err)
+	}
+	reqs := s.Requests()
+	turn, probe := reqs[len(reqs)-2], reqs[len(reqs)-1]
+	if turn.WorkDir != "/home/ec2-user" {
+		t.Errorf("workDir %q, want /home/ec2-user (from the environment reminder)", turn.WorkDir)
+	}
+	var roles []string
+	for _, m := range turn.Messages {
+		roles = append(roles, m.Role)
+	}
+	if !slices.Equal(roles, []string{"user", "assistant", "user"}) || turn.Messages[0].Text != "Find out which AWS identity you have." ||
+		!strings.HasPrefix(turn.Messages[2].Text, capturedResult) {
+		t.Errorf("messages %+v, want the prompt, the tool_use turn and the tool result", turn.Messages)
+	}
+	if probe.Messages != nil || probe.WorkDir != "" {
+		t.Errorf("the probe's record keeps %+v %q, want nothing", probe.Messages, probe.WorkDir)
+	}
+}

@@ -273,6 +273,9 @@ func (s *Server) bedrockRuntime(c *call) error {
 	case len(req.Messages) == 0:
 		return &apiError{http.StatusBadRequest, "ValidationException", "Malformed input request: #: required key [messages] not found, please reformat your input and try again."}
 	}
+	if *req.MaxTokens > 1 {
+		c.rec.Messages, c.rec.WorkDir = conversation(c.body)
+	}
 	text := fmt.Sprintf("standin: role=%s session=%s model=%s", c.id.role.Name, c.id.session, id)
 	stop := "end_turn"
 	var tool *agentTurn

@@ -66,6 +66,12 @@ type Request struct {
 	// ToolResults: what Claude Code sent back for the commands before.
 	ToolUse     string       `json:"toolUse,omitempty"`
 	ToolResults []ToolResult `json:"toolResults,omitempty"`
+	// Messages, WorkDir: a conversation turn's messages as text (not the
+	// availability probes'), and the working directory Claude Code told
+	// the model, so a test can tell that a resumed session carries the
+	// conversation before it, in the same directory.
+	Messages []Message `json:"messages,omitempty"`
+	WorkDir  string    `json:"workDir,omitempty"`
 }
 
 // identity is who a key was issued to.
