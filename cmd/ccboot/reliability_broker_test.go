@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -188,6 +189,29 @@ func TestReliabilityBrokerFaults(t *testing.T) {
 			t.Errorf("reply %q", got)
 		}
 	})
+	check("input faults", func(t *testing.T) {
+		// Each is sent Go-quoted (brokerclient sendq): argv cannot hold NUL.
+		for _, tc := range []struct{ name, send, want string }{
+			{"unknown tier", `{"tier":"admin"}` + "\n", `ccboot broker: unknown tier "admin"; ask for readonly or elevated`},
+			{"unknown field", `{"tier":"elevated","approved":true}` + "\n", "ccboot broker: malformed request"},
+			{"two requests on a line", `{"tier":"readonly"}{"tier":"elevated"}` + "\n", "ccboot broker: malformed request"},
+			{"NUL bytes", "{\"tier\":\"readonly\x00\"}\n", "ccboot broker: malformed request"},
+			{"an empty line", "\n", "ccboot broker: malformed request"},
+			{"EOF before a newline", `{"tier":`, "ccboot broker: malformed request"},
+			{"terminal escapes in the tier", `{"tier":"\u001b[2J"}` + "\n", `ccboot broker: unknown tier "\x1b[2J"`},
+		} {
+			got := b.raw(t, "sendq", strconv.Quote(tc.send))
+			if !strings.HasPrefix(got, tc.want) || strings.Contains(got, "\n") || strings.ContainsRune(got, 0x1b) {
+				t.Errorf("%s: reply %q, want one printable line starting %q", tc.name, got, tc.want)
+			}
+		}
+		// A caller that hangs up without reading its answer leaves the
+		// broker serving.
+		_ = b.raw(t, "hangup", `{"tier":"readonly"}`+"\n")
+		if err := validCreds(b.credentials(t, brokerUser, broker.ReadOnly, -1)); err != nil {
+			t.Errorf("after the input faults: %v", err)
+		}
+	})
 	check("slow client does not wedge the next", func(t *testing.T) {
 		silent := make(chan string, 1)
 		go func() { silent <- b.raw(t, "silent") }()
@@ -205,9 +229,13 @@ func TestReliabilityBrokerFaults(t *testing.T) {
 	})
 	check("wrong-uid caller", func(t *testing.T) {
 		before := len(b.fake.Calls())
-		for _, tier := range []string{broker.ReadOnly, broker.Elevated} {
-			if err := oneLineErr(b.credentials(t, nobody, tier, -1), "ccboot broker: refused: uid 65534 is not ec2-user (uid 1000)"); err != nil {
-				t.Errorf("%s as nobody: %v", tier, err)
+		// nobody, another local user, and root itself: only the target
+		// user is served (root has IMDS and needs no broker).
+		for _, uid := range []int{nobody, brokerUser + 1, 0} {
+			for _, tier := range []string{broker.ReadOnly, broker.Elevated} {
+				if err := oneLineErr(b.credentials(t, uid, tier, -1), fmt.Sprintf("ccboot broker: refused: uid %d is not ec2-user (uid 1000)", uid)); err != nil {
+					t.Errorf("%s as uid %d: %v", tier, uid, err)
+				}
 			}
 		}
 		if !b.logged("refused a caller: not the target user") {
@@ -275,6 +303,74 @@ func TestReliabilityBrokerFaults(t *testing.T) {
 			t.Errorf("window ended a second ago: %v", err)
 		}
 	})
+	check("cached Elevated is not handed out past the window", func(t *testing.T) {
+		if fd < 0 {
+			t.Fatalf("cannot prove it without a cgroup for the approved session: %s", why)
+		}
+		// The same approval (same unit and creation time, so the same
+		// cache entry) first open, then with its end in the past: the
+		// broker holds Elevated keys valid for longer, and must not use
+		// them once the clock is past the window.
+		created := time.Now().UTC().Add(-time.Minute)
+		p := writeApproval(t, root, unit, created, created.Add(30*time.Minute))
+		defer os.Remove(p)
+		if err := validCreds(b.credentials(t, brokerUser, broker.Elevated, fd)); err != nil {
+			t.Fatalf("inside the window: %v", err)
+		}
+		asked := len(b.fake.AssumeRoleARNs())
+		writeApproval(t, root, unit, created, time.Now().UTC().Add(-time.Second))
+		if err := oneLineErr(b.credentials(t, brokerUser, broker.Elevated, fd), broker.NotApproved); err != nil {
+			t.Errorf("past the window, with Elevated still cached: %v", err)
+		}
+		if n := len(b.fake.AssumeRoleARNs()); n != asked {
+			t.Errorf("STS was asked %d more time(s) past the window", n-asked)
+		}
+	})
+	check("concurrent callers inside and beside an approved session", func(t *testing.T) {
+		if fd < 0 {
+			t.Fatalf("cannot prove it without a cgroup for the approved session: %s", why)
+		}
+		now := time.Now().UTC()
+		p := writeApproval(t, root, unit, now.Add(-time.Second), now.Add(30*time.Minute))
+		defer os.Remove(p)
+		const each = 8
+		runs := make([]binRun, 3*each)
+		var wg sync.WaitGroup
+		for i := range runs {
+			wg.Go(func() {
+				switch i % 3 {
+				case 0:
+					runs[i] = b.credentials(t, brokerUser, broker.Elevated, fd) // in the scope
+				case 1:
+					runs[i] = b.credentials(t, brokerUser, broker.Elevated, -1) // the same user beside it
+				default:
+					runs[i] = b.credentials(t, brokerUser, broker.ReadOnly, -1)
+				}
+			})
+		}
+		wg.Wait()
+		keys := map[int]map[string]bool{0: {}, 2: {}}
+		for i, r := range runs {
+			if i%3 == 1 {
+				if err := oneLineErr(r, broker.NotApproved); err != nil {
+					t.Errorf("caller %d beside the session: %v", i, err)
+				}
+				continue
+			}
+			if err := validCreds(r); err != nil {
+				t.Errorf("caller %d: %v", i, err)
+				continue
+			}
+			var c struct{ AccessKeyId string }
+			_ = json.Unmarshal([]byte(r.stdout), &c)
+			keys[i%3][c.AccessKeyId] = true
+		}
+		for k := range keys[0] {
+			if keys[2][k] {
+				t.Errorf("key %s was handed out as both Elevated and ReadOnly", k)
+			}
+		}
+	})
 	check("STS that never answers", func(t *testing.T) {
 		release := make(chan struct{})
 		hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -307,8 +403,11 @@ func TestReliabilityBrokerFaults(t *testing.T) {
 
 // systemdRunStub stands in for `systemd-run --scope --uid --gid` where
 // systemd is not PID 1: it makes the unit's cgroup under system.slice,
-// moves itself in, drops to the user with setpriv and runs the command,
-// which is what systemd-run does with the real scope.
+// moves itself in, sets SHELL (HOME, USER and LOGNAME are elevate's),
+// drops to the user with setpriv and runs the command, which is what
+// systemd-run does with the real scope. Like systemd-run it sets only the
+// uid and gid and keeps the supplementary groups it was started with.
+// %s is the cgroup2 mount (elevate passes none of its environment on).
 const systemdRunStub = `#!/bin/sh
 set -e
 while [ $# -gt 0 ]; do
@@ -320,10 +419,11 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-cg="$CCBOOT_TEST_CGROUP/system.slice/$unit.scope"
+cg="%s/system.slice/$unit.scope"
 mkdir -p "$cg"
 echo $$ > "$cg/cgroup.procs"
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+export SHELL=/bin/sh
+exec setpriv --reuid="$uid" --regid="$gid" --keep-groups -- "$@"
 `
 
 // TestReliabilityElevateSession: `sudo ccboot elevate -- COMMAND` end to
@@ -356,7 +456,7 @@ func TestReliabilityElevateSession(t *testing.T) {
 
 	tools := t.TempDir()
 	stub := filepath.Join(tools, "systemd-run")
-	if err := os.WriteFile(stub, []byte(systemdRunStub), 0o755); err != nil {
+	if err := os.WriteFile(stub, fmt.Appendf(nil, systemdRunStub, mount), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	elevateBin := filepath.Join(tools, "ccboot")
@@ -365,13 +465,21 @@ func TestReliabilityElevateSession(t *testing.T) {
 		t.Fatalf("build ccboot with the systemd-run stand-in: %v\n%s", err, out)
 	}
 
-	// The session's command asks for Elevated twice, as an SDK would.
-	session := exec.Command(elevateBin, "elevate", "--root", root, "--for", "20m", "--reason", "apply the plan", "--",
-		"/bin/sh", "-c", `"$0" credentials --socket "$1" elevated && "$0" credentials --socket "$1" elevated`, bin, b.socket)
-	session.Env = append(os.Environ(), "SUDO_USER=alice", "CCBOOT_TEST_CGROUP="+mount, "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9")
+	// The session's command asks for Elevated twice, as an SDK would, and
+	// says where it runs, with which groups and profile. elevate runs as
+	// root with root's groups (0 and disk, as sudo's root may have them).
+	session := exec.Command(elevateBin, "elevate", "--root", root, "--for", "20m", "--reason", "apply the plan", "--dir", root, "--",
+		"/bin/sh", "-c", `echo "session: $(pwd) groups=$(id -G) profile=$AWS_PROFILE"; "$0" credentials --socket "$1" elevated && "$0" credentials --socket "$1" elevated`, bin, b.socket)
+	session.Env = append(os.Environ(), "SUDO_USER=alice", "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9")
+	session.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0, 6}}}
 	out, err := session.CombinedOutput()
 	if err != nil {
 		t.Fatalf("elevate session: %v\n%s", err, out)
+	}
+	// The user's groups only (brokerRoot's ec2-user is in none but its
+	// own): systemd-run keeps whatever groups it starts with.
+	if want := "session: " + root + " groups=1000 profile=claudecode-elevated\n"; !strings.Contains(string(out), want) {
+		t.Errorf("the session is not the user's own in --dir with the Elevated profile: want %q in\n%s", want, out)
 	}
 	var creds []string
 	for _, line := range strings.Split(string(out), "\n") {

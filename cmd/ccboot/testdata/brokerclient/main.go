@@ -5,6 +5,8 @@
 //	brokerclient SOCKET send TEXT   send TEXT as it is, then EOF
 //	brokerclient SOCKET big N       send N bytes without a newline
 //	brokerclient SOCKET silent      connect and send nothing
+//	brokerclient SOCKET sendq QUOTED send the Go-quoted text QUOTED, then EOF
+//	brokerclient SOCKET hangup TEXT send TEXT and close without reading
 package main
 
 import (
@@ -19,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: brokerclient SOCKET send TEXT | big N | silent")
+		fmt.Fprintln(os.Stderr, "usage: brokerclient SOCKET send TEXT | sendq QUOTED | big N | silent | hangup TEXT")
 		os.Exit(2)
 	}
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: os.Args[1], Net: "unix"})
@@ -33,10 +35,21 @@ func main() {
 	case "send":
 		_, _ = io.WriteString(c, os.Args[3])
 		_ = c.CloseWrite()
+	case "sendq":
+		text, err := strconv.Unquote(os.Args[3])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sendq:", err)
+			os.Exit(2)
+		}
+		_, _ = io.WriteString(c, text)
+		_ = c.CloseWrite()
 	case "big":
 		n, _ := strconv.Atoi(os.Args[3])
 		_, _ = io.WriteString(c, strings.Repeat("x", n))
 	case "silent":
+	case "hangup":
+		_, _ = io.WriteString(c, os.Args[3])
+		return
 	}
 	reply, _ := io.ReadAll(c)
 	fmt.Print(string(reply))
