@@ -117,6 +117,11 @@ func elevateWith(ctx context.Context, args []string, stdout, stderr io.Writer, t
 		fmt.Fprintf(stderr, "ccboot elevate: %v\n", err)
 		return exitFailed
 	}
+	groups, err := sysuser.GroupsOf(s.Env.Sys, u)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccboot elevate: the user's groups: %v\n", err)
+		return exitFailed
+	}
 	start := now().UTC().Truncate(time.Second)
 	a, err := store.Create(func(unit string) broker.Approval {
 		return broker.Approval{Unit: unit, UID: u.UID, Approver: approver(), Reason: *reason, Created: start, Until: start.Add(*window)}
@@ -127,19 +132,13 @@ func elevateWith(ctx context.Context, args []string, stdout, stderr io.Writer, t
 	}
 	unit := a.Unit
 	log.Info("approved Elevated", zap.String("approval", unit), zap.Int("uid", u.UID), zap.String("approver", a.Approver),
-		zap.String("reason", a.Reason), zap.Time("until", a.Until))
+		zap.String("reason", a.Reason), zap.Time("until", a.Until), zap.String("dir", wd))
 	fmt.Fprintf(stdout, "ccboot elevate: Elevated approved for %s's session %s in %s until %s (%s), approved by %s\n",
 		u.Name, unit, bootstrap.Printable(wd), a.Until.Format("15:04 MST"), *window, a.Approver)
 	if len(command) == 0 {
 		fmt.Fprintf(stdout, "ccboot elevate: starting %s's login shell; claude and claude-el use Elevated in it, and leaving the shell ends the approval\n", u.Name)
 	}
-	groups, err := sysuser.GroupsOf(s.Env.Sys, u)
-	if err != nil {
-		fmt.Fprintf(stderr, "ccboot elevate: the user's groups: %v\n", err)
-		code = exitFailed
-	} else {
-		code = runSession(tools, session{user: u, groups: groups, unit: unit, approval: a, dir: wd, profile: s.Env.Config.ElevatedProfile, command: command}, stderr)
-	}
+	code = runSession(tools, session{user: u, groups: groups, unit: unit, approval: a, dir: wd, profile: s.Env.Config.ElevatedProfile, command: command}, stderr)
 	if err := store.Remove(unit); err != nil {
 		fmt.Fprintf(stderr, "ccboot elevate: %v\n", err)
 		return exitFailed
