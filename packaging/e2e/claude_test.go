@@ -92,6 +92,10 @@ type standinRecord struct {
 	// ToolUse, ToolResults: the scripted agent's (aws-standin --agent-script).
 	ToolUse     string                  `json:"toolUse"`
 	ToolResults []awsstandin.ToolResult `json:"toolResults"`
+	// Messages, WorkDir: a conversation turn's messages as text and the
+	// working directory Claude Code told the model.
+	Messages []awsstandin.Message `json:"messages"`
+	WorkDir  string               `json:"workDir"`
 }
 
 func testClaudeBedrock(t *testing.T, s *suite) {

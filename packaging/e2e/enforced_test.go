@@ -37,6 +37,21 @@ import (
 var enforcedEscalationScript = append(slices.Clone(escalationScript),
 	"aws sts assume-role --profile claudecode-readonly --role-arn "+elevatedARN()+" --role-session-name agent --output json",
 	"curl -sS -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "+nspawnIMDS+"/latest/api/token",
+	dockerEscape,
+)
+
+// dockerEscape: a container on the host's network asks IMDS for a token
+// (in advisory mode the user's docker group allows it, and its packets
+// are root's). In enforced mode the user has no root daemon's socket.
+var dockerEscape = "docker run --rm --network host curlimages/curl -sS -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' " + nspawnIMDS + "/latest/api/token"
+
+// The seed's workflow across the tiers: claude-ro plans in ~/app, then
+// root approves and continues that conversation Elevated with README's
+// transcript command (enforced-user.sh's plan and after_plan).
+const (
+	planPrompt   = "Plan the change: make the bucket e2e-plan-7f3a, and save the plan."
+	resumePrompt = "Apply the saved plan now."
+	planDir      = "/home/ec2-user/app"
 )
 
 func elevatedARN() string {
@@ -95,6 +110,8 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 			"E2E_STANDIN_AGENT_PORT=" + strconv.Itoa(agentPort),
 			"E2E_IMDS=" + nspawnIMDS,
 			"E2E_ELEVATED_ARN=" + elevatedARN(),
+			"E2E_PLAN_PROMPT=" + planPrompt,
+			"E2E_RESUME_PROMPT=" + resumePrompt,
 		}, nspawnEnv...),
 	})
 	g := bootDir(t, out, 1)
@@ -290,8 +307,15 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 	if rc, e := g.rc("aws-el-after"), g.file("aws-el-after.err"); rc == 0 || !strings.Contains(e, broker.NotApproved) {
 		t.Errorf("aws --profile claudecode-elevated after --revoke: exit %d %q, want refused", rc, e)
 	}
+	// The approved session's process has the user's groups, not root's,
+	// and none of root's environment (elevate's carried a secret).
+	checkSessionCredentials(t, g)
+
+	// --resume across the tiers.
+	checkResume(t, g, window, roleRO, roleEL)
+
 	// Outside the approved session, nothing was ever signed by Elevated.
-	for _, name := range []string{"aws-ro", "aws-el", "aws-assume", "claude-ro", "creds-el", "beside", "aws-el-beside", "aws-el-after"} {
+	for _, name := range []string{"aws-ro", "aws-el", "aws-assume", "claude-ro", "plan", "creds-el", "beside", "aws-el-beside", "aws-el-after"} {
 		for _, r := range window(name) {
 			if roleIs(r.Role, roleEL) || (r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roleEL) && r.Decision == "Allowed") {
 				t.Errorf("%s: %s %s by %s %s: Elevated outside the approved session", name, r.Service, r.Action, r.Role, r.Decision)
@@ -307,10 +331,130 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 	want := escalationWant{mode: "enforced", refusal: broker.NotApproved, refusals: map[string]string{
 		enforcedEscalationScript[2]: "(AccessDenied) when calling the AssumeRole operation",
 		enforcedEscalationScript[3]: "Failed to connect",
+		dockerEscape:                dockerRefusal(t, g),
 	}}
 	problems, notes := agentEscalation(g, "agent-enforced", recs, enforcedEscalationScript, tierRoles{readOnly: roleRO, elevated: roleEL}, want)
 	for _, p := range problems {
 		t.Error(p)
 	}
 	t.Logf("the agent in claude-ro (enforced), via the instance role %s:\n  %s", roleEC2, strings.Join(notes, "\n  "))
+}
+
+// dockerRefusal is what the agent's `docker run` must show: without a
+// rootless Docker the user's docker CLI reaches only the root daemon's
+// socket, which refuses the user (or is absent when the daemon does not
+// run). With a rootless Docker of the user's own, the container cannot
+// reach IMDS either (its packets are the user's): then only "no Elevated,
+// no token" is asserted, by agentEscalation's other checks.
+func dockerRefusal(t *testing.T, g guest) string {
+	t.Helper()
+	switch {
+	case regexp.MustCompile(`(?m)^rootless-docker +(ok|changed) `).MatchString(g.out("status")):
+		t.Logf("rootless Docker runs for the user: the agent's docker run is judged by its result, not a socket refusal")
+		return "" // every text contains ""
+	case strings.TrimSpace(g.file("docker-active.out")) == "active":
+		return "permission denied while trying to connect to the Docker daemon socket"
+	}
+	return "Cannot connect to the Docker daemon"
+}
+
+// checkSessionCredentials: the approved session's supplementary groups
+// are the user's own, as the typed login shell's `id` shows them (the
+// real systemd-run --scope never sets groups: elevate hands it the
+// user's), and root's environment did not reach it.
+func checkSessionCredentials(t *testing.T, g guest) {
+	t.Helper()
+	var userGroups []string
+	_, groups, _ := strings.Cut(strings.TrimSpace(g.file("id.out")), "groups=")
+	for _, grp := range strings.Split(groups, ",") {
+		if gid, _, ok := strings.Cut(grp, "("); ok {
+			userGroups = append(userGroups, gid)
+		}
+	}
+	session := strings.Fields(g.file("el-groups.out"))
+	slices.Sort(userGroups)
+	slices.Sort(session)
+	if len(session) == 0 || !slices.Equal(session, userGroups) {
+		t.Errorf("the approved session's groups (id -G) are %q, want the user's own %q (root's must not leak in)", session, userGroups)
+	}
+	env := kv(g.file("el-env.out"))
+	for k, v := range map[string]string{"USER": "ec2-user", "HOME": "/home/ec2-user", "AWS_PROFILE": "claudecode-elevated"} {
+		if env[k] != v {
+			t.Errorf("the approved session has %s=%q, want %q", k, env[k], v)
+		}
+	}
+	if v, ok := env["AWS_SECRET_ACCESS_KEY"]; ok {
+		t.Errorf("root's AWS_SECRET_ACCESS_KEY=%q reached the approved session", v)
+	}
+	t.Logf("approved session: groups %v (the user's %v), AWS_PROFILE=%s", session, userGroups, env["AWS_PROFILE"])
+}
+
+// checkResume: the seed's workflow across the tiers. claude-ro plans in
+// ~/app (ReadOnly); README's `sudo ccboot elevate --for 15m --reason ...
+// --dir ~ec2-user/app -- claude --continue -p ...` continues that
+// conversation: its turn is signed by Elevated, carries the plan's prompt
+// and the stand-in's answer to it, and runs in the same directory.
+func checkResume(t *testing.T, g guest, window func(string) []standinRecord, roleRO, roleEL string) {
+	t.Helper()
+	planReply := strings.TrimSpace(g.file("plan.out"))
+	if rc := g.rc("plan"); rc != 0 || !strings.HasPrefix(planReply, "standin: role="+roleRO+" session=claudecode-readonly-session") {
+		t.Errorf("the plan (claude-ro -p in ~/app): exit %d %q, want the stand-in's answer to ReadOnly: %s", rc, planReply, g.file("plan.err"))
+		return
+	}
+	// turn is the conversation turn in name's window whose last message
+	// is prompt, and that was allowed and answered.
+	// said is a turn's conversation, "role: text", without the messages
+	// that held only Claude Code's reminders.
+	said := func(r standinRecord) []string {
+		var conv []string
+		for _, m := range r.Messages {
+			if m.Text != "" {
+				conv = append(conv, m.Role+": "+m.Text)
+			}
+		}
+		return conv
+	}
+	turn := func(name, prompt string) (standinRecord, bool) {
+		for _, r := range window(name) {
+			if r.Action == "bedrock:InvokeModelWithResponseStream" && r.Status == 200 && len(r.Messages) > 0 && r.Messages[len(r.Messages)-1].Text == prompt {
+				return r, true
+			}
+		}
+		return standinRecord{}, false
+	}
+	plan, ok := turn("plan", planPrompt)
+	if !ok {
+		t.Errorf("plan: no answered turn whose prompt is %q:\n%s", planPrompt, fmtRecords(window("plan")))
+		return
+	}
+	if !roleIs(plan.Role, roleRO) || plan.WorkDir != planDir || len(said(plan)) != 1 {
+		t.Errorf("plan's turn: role %s, directory %q, %d messages; want ReadOnly in %s, a new conversation", plan.Role, plan.WorkDir, len(plan.Messages), planDir)
+	}
+	out := g.file("resume.out")
+	if rc := g.rc("resume"); rc != 0 || !strings.Contains(out, "standin: role="+roleEL+" session=claudecode-elevated-session") {
+		t.Errorf("sudo ccboot elevate ... -- claude --continue -p: exit %d, want the stand-in's answer to Elevated:\n%s%s", rc, out, g.file("resume.err"))
+	}
+	for _, want := range []string{"Elevated approved for ec2-user's session ccboot-elevated-1.scope in " + planDir + " until ", "approved by root (sudo)", "session ccboot-elevated-1.scope ended; its approval is removed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("elevate's output lacks %q:\n%s", want, out)
+		}
+	}
+	el, ok := turn("resume", resumePrompt)
+	if !ok {
+		t.Errorf("resume: no answered turn whose prompt is %q:\n%s", resumePrompt, fmtRecords(window("resume")))
+		return
+	}
+	conv := said(el)
+	want := []string{"user: " + planPrompt, "assistant: " + planReply, "user: " + resumePrompt}
+	if !roleIs(el.Role, roleEL) || el.Session != "claudecode-elevated-session" {
+		t.Errorf("the resumed turn was signed by %s (session %s), want Elevated", el.Role, el.Session)
+	}
+	if !slices.Equal(conv, want) {
+		t.Errorf("the resumed turn's conversation is %q, want the plan's turn before the new prompt: %q", conv, want)
+	}
+	if el.WorkDir != plan.WorkDir {
+		t.Errorf("the resumed turn runs in %q, the plan ran in %q", el.WorkDir, plan.WorkDir)
+	}
+	t.Logf("resume across the tiers: plan as %s in %s, then `%s` (%d ms) as %s in %s with %d messages", roleName(plan.Role), plan.WorkDir,
+		"sudo ccboot elevate --for 15m --reason \"apply the saved plan\" --dir ~ec2-user/app -- claude --continue -p ...", g.ms("resume"), roleName(el.Role), el.WorkDir, len(el.Messages))
 }

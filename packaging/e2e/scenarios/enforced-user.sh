@@ -34,6 +34,8 @@ ep=$(sed -n 's/^export //p' /etc/profile.d/zz-e2e-endpoints.sh | tr '\n' ' ')
 capture doctor env $ep ccboot doctor
 
 p='Reply with one short sentence.'
+plan_prompt=${E2E_PLAN_PROMPT:?}     # the ReadOnly turn's prompt
+resume_prompt=${E2E_RESUME_PROMPT:?} # the Elevated turn's
 at() { echo "AWS_ENDPOINT_URL_STS=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:$1 AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:$1"; }
 cmds=(
 	"whoami|whoami >$u/whoami.out 2>$u/whoami.err"
@@ -45,6 +47,10 @@ cmds=(
 	"aws-el|aws sts get-caller-identity --profile claudecode-elevated --output json >$u/aws-el.out 2>$u/aws-el.err"
 	"aws-assume|aws sts assume-role --profile claudecode-readonly --role-arn $el_arn --role-session-name e2e --output json >$u/aws-assume.out 2>$u/aws-assume.err"
 	"claude-ro|claude-ro -p '$p' >$u/claude-ro.out 2>$u/claude-ro.err"
+	# The seed's workflow: plan with claude-ro in a project directory;
+	# then root approves and continues that conversation Elevated
+	# (after_plan, README's transcript command).
+	"plan|(mkdir -p ~/app && cd ~/app && claude-ro -p '$plan_prompt') >$u/plan.out 2>$u/plan.err"
 	"creds-el|ccboot credentials elevated >$u/creds-el.out 2>$u/creds-el.err"
 	# While the approved session runs (before_beside started it):
 	"beside|ccboot credentials elevated >$u/beside.out 2>$u/beside.err"
@@ -89,9 +95,10 @@ waitfor() {
 # The approved session: claude-el's command (the alias is ~/.bashrc's, not
 # a login shell's: its expansion is typed out) and the AWS CLI with
 # Elevated's profile, then it waits until root has revoked the approval and
-# asks the broker once more from inside the same session. env -i: the
-# session's environment is the user's login shell's, not root's.
-el_script="cd && AWS_PROFILE=claudecode-elevated claude -p '$p' >$u/el-session.out 2>$u/el-session.err; echo \$? >$u/el-session.rc
+# asks the broker once more from inside the same session. Its environment
+# and groups are what elevate gave it (root's environment is the probe's).
+el_script="id -G >$u/el-groups.out; env >$u/el-env.out
+cd && AWS_PROFILE=claudecode-elevated claude -p '$p' >$u/el-session.out 2>$u/el-session.err; echo \$? >$u/el-session.rc
 aws sts get-caller-identity --profile claudecode-elevated --output json >$u/el-aws.out 2>$u/el-aws.err; echo \$? >$u/el-aws.rc
 touch $u/el-ready
 for i in \$(seq 3000); do [ -e $u/revoked ] && break; sleep 0.1; done
@@ -100,8 +107,8 @@ cat /proc/self/cgroup >$u/el-cgroup.out"
 el_pid=""
 before_beside() {
 	count >"$o/el-session.log-from"
-	(cd /home/ec2-user && ccboot elevate --for 15m -- env -i HOME=/home/ec2-user USER=ec2-user LOGNAME=ec2-user \
-		PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb /bin/bash -lc "$el_script" >"$o/elevate.out" 2>"$o/elevate.err" </dev/null
+	(cd /home/ec2-user && AWS_SECRET_ACCESS_KEY=root-only-e2e ccboot elevate --for 15m -- /bin/bash -c "$el_script" \
+		>"$o/elevate.out" 2>"$o/elevate.err" </dev/null
 	echo $? >"$o/elevate.rc") &
 	el_pid=$!
 	waitfor "$u/el-ready" 300 || echo "elevate: the approved session did not get ready in 300 s" >>"$o/session-errors.txt"
@@ -109,6 +116,23 @@ before_beside() {
 	count >"$o/el-session.log-to"
 	ls -la /var/lib/ccboot/approvals >"$o/approvals-during.txt" 2>&1
 	cat /proc/self/cgroup >"$o/probe-cgroup.out"
+}
+# README's transcript, as an admin types it in the SSM session (sudo, in a
+# directory the user cannot enter): approve and continue the plan's
+# conversation Elevated, in the plan's directory. The stand-in's log
+# between resume.log-from and .log-to is this session's.
+after_plan() {
+	count >"$o/resume.log-from"
+	local t0 rc=0
+	t0=$(date +%s%N)
+	(cd /root && sudo ccboot elevate --for 15m --reason "apply the saved plan" --dir ~ec2-user/app -- claude --continue -p "$resume_prompt") \
+		>"$o/resume.out" 2>"$o/resume.err" </dev/null || rc=$?
+	echo "$rc" >"$o/resume.rc"
+	echo $((($(date +%s%N) - t0) / 1000000)) >"$o/resume.ms"
+	settle
+	count >"$o/resume.log-to"
+	ls -la /home/ec2-user/.claude/projects/ >"$o/claude-projects.txt" 2>&1
+	ls -la /home/ec2-user/.claude/projects/*/ >>"$o/claude-projects.txt" 2>&1
 }
 after_aws-el-beside() {
 	capture revoke ccboot elevate --revoke
@@ -128,7 +152,7 @@ t0=$(date +%s%N)
 type_lines | TERM=xterm-256color timeout 1200 script -qec 'su - ec2-user' /dev/null >"$o/transcript.txt" 2>&1
 echo $? >"$o/session.rc"
 echo $((($(date +%s%N) - t0) / 1000000)) >"$o/session.ms"
-for e in "${cmds[@]}" el-session el-aws el-revoked el-cgroup; do
+for e in "${cmds[@]}" el-session el-aws el-revoked el-cgroup el-groups el-env; do
 	name=${e%%|*}
 	for x in out err rc; do
 		cp "$u/$name.$x" "$o/$name.$x" 2>/dev/null
