@@ -260,3 +260,31 @@ func TestElevateRevokeAndStatus(t *testing.T) {
 		t.Errorf("status after revoke:\n%s", st.stdout)
 	}
 }
+
+// The session's script, as the user's side runs it: it enters the
+// directory, then runs the command through the login shell with its
+// arguments intact; a directory it cannot enter is one line naming the
+// fix, and nothing runs.
+func TestElevateSessionScript(t *testing.T) {
+	dir := t.TempDir()
+	run := func(script string, args ...string) (string, string, int) {
+		cmd := exec.Command("/bin/sh", append([]string{"-c", script, "ccboot-elevate"}, args...)...)
+		cmd.Env = []string{"SHELL=/bin/sh", "HOME=" + dir, "PATH=/usr/bin:/bin"}
+		cmd.Dir = "/"
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		_ = cmd.Run()
+		return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+	}
+	out, errs, code := run(sessionScript, dir, "/bin/sh", "-c", `pwd; printf '[%s]' "$@"`, "sh", "a b", "$HOME", "")
+	if want := dir + "\n[a b][$HOME][]"; code != 0 || out != want {
+		t.Errorf("session script: exit %d, stdout %q (stderr %q), want %q", code, out, errs, want)
+	}
+	out, errs, code = run(sessionScript, dir+"/missing", "/bin/sh", "-c", "echo ran")
+	if code != 1 || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "cannot enter "+dir+"/missing; give --dir a directory the user can open") {
+		t.Errorf("missing directory: exit %d, stdout %q, stderr %q; want exit 1 and one line naming --dir", code, out, errs)
+	}
+	if out, _, code := run(sessionShellScript, dir); code != 0 || out != "" {
+		t.Errorf("login shell without a terminal: exit %d, stdout %q", code, out)
+	}
+}
