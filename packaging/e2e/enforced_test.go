@@ -456,5 +456,5 @@ func checkResume(t *testing.T, g guest, window func(string) []standinRecord, rol
 		t.Errorf("the resumed turn runs in %q, the plan ran in %q", el.WorkDir, plan.WorkDir)
 	}
 	t.Logf("resume across the tiers: plan as %s in %s, then `%s` (%d ms) as %s in %s with %d messages", roleName(plan.Role), plan.WorkDir,
-		"sudo ccboot elevate --for 15m --reason \"apply the saved plan\" --dir ~ec2-user/app -- claude --continue -p ...", g.ms("resume"), roleName(el.Role), el.WorkDir, len(el.Messages))
+		strings.TrimSpace(g.file("resume.cmd")), g.ms("resume"), roleName(el.Role), el.WorkDir, len(el.Messages))
 }

@@ -125,8 +125,9 @@ after_plan() {
 	count >"$o/resume.log-from"
 	local t0 rc=0
 	t0=$(date +%s%N)
-	(cd /root && sudo ccboot elevate --for 15m --reason "apply the saved plan" --dir ~ec2-user/app -- claude --continue -p "$resume_prompt") \
-		>"$o/resume.out" 2>"$o/resume.err" </dev/null || rc=$?
+	local cmd=(sudo ccboot elevate --for 15m --reason "apply the saved plan" --dir ~ec2-user/app -- claude --continue -p "$resume_prompt")
+	printf '%q ' "${cmd[@]}" >"$o/resume.cmd"
+	(cd /root && "${cmd[@]}") >"$o/resume.out" 2>"$o/resume.err" </dev/null || rc=$?
 	echo "$rc" >"$o/resume.rc"
 	echo $((($(date +%s%N) - t0) / 1000000)) >"$o/resume.ms"
 	settle
