@@ -43,6 +43,10 @@ type Options struct {
 	Journal bool
 	// ReadOnly commands (plan, status) write nothing, not even the log file.
 	ReadOnly bool
+	// AppendLog, when set, also receives the JSON log lines: a log file a
+	// sandboxed command cannot open itself but was handed open (the broker's
+	// StandardError=append:/var/log/ccboot.log). ReadOnly still holds.
+	AppendLog io.Writer
 	// Verify: re-read installed content instead of trusting recorded size
 	// and mtime (repair --verify).
 	Verify  bool
@@ -157,6 +161,9 @@ func (s *Session) newLogger(sys *fsroot.Tree) *zap.Logger {
 	if f := s.openLogFile(sys); f != nil {
 		s.logFile = f
 		cores = append(cores, zapcore.NewCore(enc, zapcore.AddSync(f), level))
+	}
+	if s.opts.AppendLog != nil {
+		cores = append(cores, zapcore.NewCore(enc.Clone(), zapcore.AddSync(s.opts.AppendLog), level))
 	}
 	if s.opts.Journal && s.opts.Stdout != nil {
 		cores = append(cores, zapcore.NewCore(enc.Clone(), zapcore.AddSync(s.opts.Stdout), level))
