@@ -231,7 +231,7 @@ func Validate(data []byte) error {
 	case raw.TypeName == "" || len(raw.TypeName) > maxTypeName:
 		return fmt.Errorf("TypeName %q: 1 to %d characters", raw.TypeName, maxTypeName)
 	case !strings.HasPrefix(raw.TypeName, "Custom:") || !typeNamePattern.MatchString(raw.TypeName):
-		return fmt.Errorf("TypeName %q does not start with Custom:", raw.TypeName)
+		return fmt.Errorf("TypeName %q must start with \"Custom:\"", raw.TypeName)
 	case !schemaVersionPattern.MatchString(raw.SchemaVersion):
 		return fmt.Errorf("SchemaVersion %q is not like 1.0", raw.SchemaVersion)
 	case raw.Content == nil:
@@ -244,7 +244,7 @@ func Validate(data []byte) error {
 	case []any:
 		entries = c
 	default:
-		return errors.New("Content is neither an object nor a list of objects")
+		return errors.New("the Content section is neither an object nor a list of objects")
 	}
 	for _, e := range entries {
 		attrs, ok := e.(map[string]any)
