@@ -366,3 +366,26 @@ func TestRefreshCarriesDoctorsRecord(t *testing.T) {
 		t.Errorf("after doctor: %v %v", it.Content, err)
 	}
 }
+
+// What the inventory adds to every run: a refresh whose content did not
+// change (lock, checks, compare, no write).
+func BenchmarkRefreshUnchanged(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	dir := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "var/lib"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	sys, err := fsroot.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sys.Close()
+	facts := func() (Facts, error) { return testFacts(), nil }
+	for b.Loop() {
+		if _, _, err := Refresh(sys, testID, facts); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
