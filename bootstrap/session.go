@@ -364,13 +364,7 @@ func WaitWhileRunning(ctx context.Context, sys *fsroot.Tree, timeout time.Durati
 func Summary(r *Report) string {
 	switch {
 	case r.Failed():
-		var names []string
-		for _, s := range r.Steps {
-			if s.Result == ResultFailed || s.Result == ResultBlocked {
-				names = append(names, s.Name)
-			}
-		}
-		return fmt.Sprintf("failed: %v (%d changed)", names, r.Count(ResultChanged))
+		return fmt.Sprintf("failed: %v (%d changed)", r.FailedSteps(), r.Count(ResultChanged))
 	case r.Count(ResultDrift) > 0:
 		return fmt.Sprintf("%d of %d steps differ", r.Count(ResultDrift), len(r.Steps))
 	default:
