@@ -105,8 +105,18 @@ func (s *Session) Install(ctx context.Context, self string) (InstallResult, erro
 			return res, fmt.Errorf("install: %w", err)
 		}
 	}
-	// start blocks until the oneshot run has finished (or failed).
 	res.Started = true
+	if res.BinaryChanged || res.UnitChanged {
+		// An upgrade (or a rollback) on an instance whose unit already ran:
+		// RemainAfterExit keeps it active, so start alone would be a no-op
+		// and the new binary would not run until the next boot.
+		// try-restart runs it now and waits; an inactive or failed unit is
+		// left to start below.
+		if err := mgr.TryRestart(ctx, UnitName); err != nil {
+			return res, fmt.Errorf("ccboot.service failed: %w", err)
+		}
+	}
+	// start blocks until the oneshot run has finished (or failed).
 	if err := mgr.Start(ctx, UnitName); err != nil {
 		return res, fmt.Errorf("ccboot.service failed: %w", err)
 	}
