@@ -86,6 +86,7 @@ func TestE2E(t *testing.T) {
 	scenario("11_baked_image", func(t *testing.T) { testBaked(t, s) })
 	scenario("12_claude_code_bedrock", func(t *testing.T) { testClaudeBedrock(t, s) })
 	scenario("13_enforced_tiers", func(t *testing.T) { testEnforcedTiers(t, s) })
+	scenario("13q_enforced_qemu_reboot", func(t *testing.T) { testEnforcedQEMU(t, s) })
 	scenario("3_qemu_swap_reboot", func(t *testing.T) { testSwapReboot(t, s) })
 	scenario("11b_baked_qemu_swap_reboot", func(t *testing.T) { testBakedQEMU(t, s) })
 }
