@@ -29,18 +29,8 @@ import (
 // agent's part, which stays in scenario 13: this proves it at shell level.
 
 // qemuStandin is the stand-in as a QEMU guest reaches it (boot-qemu.sh
-// --fwd to the netns's 127.0.0.1:standinPort). qemuDoctorStandin is a
-// second one, the same template, that only root's `ccboot doctor` talks to
-// (its own endpoints; the broker it asks keeps the first): doctor checks
-// the Elevated chain with the instance role, as root may, so the first
-// stand-in's log holds only what the broker and the user did.
-var (
-	qemuStandin       = fmt.Sprintf("169.254.169.5:%d", standinPort)
-	qemuDoctorStandin = fmt.Sprintf("169.254.169.6:%d", doctorPort)
-)
-
-// doctorPort is qemuDoctorStandin's port in the netns.
-const doctorPort = 4604
+// --fwd to the netns's 127.0.0.1:standinPort).
+var qemuStandin = fmt.Sprintf("169.254.169.5:%d", standinPort)
 
 func testEnforcedQEMU(t *testing.T, s *suite) {
 	if os.Getenv("CCBOOT_E2E_QEMU") == "0" {
@@ -48,7 +38,6 @@ func testEnforcedQEMU(t *testing.T, s *suite) {
 	}
 	dir := filepath.Join(s.work, "enforced-qemu")
 	bed := s.newEnforcedBed(t, "enforced-qemu", dir)
-	s.startStandin(t, bed.standin, bed.ns, bed.template, doctorPort, filepath.Join(dir, "standin", "requests-doctor.jsonl"), "--param", "TierMode=enforced")
 	img := s.copyQEMUDisk(t, dir)
 	// Test-only, into the image (a baked boot has no UserData script to
 	// reload units): ccboot's -v log, the broker's STS endpoint, the
@@ -70,8 +59,8 @@ func testEnforcedQEMU(t *testing.T, s *suite) {
 	s.writeSeed(t, seed, seedOpts{instanceID: inst.id, noUserData: true, cloudConfig: inst.userData(bakedUserData(t, s))})
 	out, _ := s.boot(t, inst.name, bootOpts{
 		qemu: true, image: img, seed: seed, probe: []string{"enforced-qemu.sh"}, netns: bed.ns,
-		qemuFwd:  []string{qemuStandin, qemuDoctorStandin},
-		probeEnv: []string{"E2E_CCBOOT_FLAGS=-v", "E2E_STANDIN=" + qemuStandin, "E2E_DOCTOR_STANDIN=" + qemuDoctorStandin}, timeout: 30 * time.Minute,
+		qemuFwd:  []string{qemuStandin},
+		probeEnv: []string{"E2E_CCBOOT_FLAGS=-v", "E2E_STANDIN=" + qemuStandin}, timeout: 30 * time.Minute,
 	})
 	if n := strings.TrimSpace(readOr(filepath.Join(out, "done"))); n != "2" {
 		t.Fatalf("the VM finished after %q boots, want 2", n)
@@ -117,8 +106,8 @@ func testEnforcedQEMU(t *testing.T, s *suite) {
 			}
 		}
 		// No root for the user.
-		if rc := g.rc("sudo"); rc == 0 {
-			t.Errorf("%s: sudo -n true as ec2-user exited 0", boot)
+		if rc, e := g.rc("sudo"), g.file("sudo.err"); rc == 0 || !strings.Contains(e, "a password is required") {
+			t.Errorf("%s: sudo -n true as ec2-user: exit %d %q, want refused for want of a password (no rule)", boot, rc, e)
 		}
 		_, groups, _ := strings.Cut(g.file("id.out"), "groups=")
 		for _, grp := range []string{"docker", "wheel", "sudo", "adm", "root"} {
@@ -127,6 +116,11 @@ func testEnforcedQEMU(t *testing.T, s *suite) {
 			}
 		}
 		checkRootlessDocker(t, g, boot)
+	}
+
+	// Boot 2's run found the enforced instance as boot 1 left it.
+	if r := bootDir(t, out, 2).report("state-boot.json"); r.changes() != 0 {
+		t.Errorf("boot 2: ccboot's run at boot changed %d things, want 0: %s", r.changes(), bootDir(t, out, 2).file("state-boot.json"))
 	}
 
 	g := bootDir(t, out, 1)
@@ -161,11 +155,21 @@ func testEnforcedQEMU(t *testing.T, s *suite) {
 	}
 	t.Logf("ccboot doctor as root (boot 1):\n%s", doctor)
 
-	// The broker's and the user's stand-in: ReadOnly assumed with the
-	// instance key (the broker's), and nothing ever signed by Elevated or
-	// assuming it.
+	// The stand-in: ReadOnly assumed with the instance key (the broker's),
+	// and nothing signed by Elevated or assuming it, except by root's
+	// doctor, which walks the Elevated chain with the instance role as root
+	// may. The probe brackets doctor with two unsigned marker requests to
+	// Bedrock's runtime (no other request of the scenario is one).
 	var viaInstance bool
+	var marks int
 	for _, r := range readStandinLog(t, bed.logFile) {
+		if r.Service == "bedrock-runtime" && r.AccessKey == "" {
+			marks++
+			continue
+		}
+		if marks == 1 {
+			continue // doctor's
+		}
 		if r.Action == "sts:AssumeRole" && strings.HasSuffix(r.Resource, ":role/"+roleRO) && r.Decision == "Allowed" {
 			viaInstance = true
 			if r.AccessKey != instanceKeyID {
@@ -178,6 +182,9 @@ func testEnforcedQEMU(t *testing.T, s *suite) {
 	}
 	if !viaInstance {
 		t.Errorf("no allowed AssumeRole of %s in the stand-in's log", roleRO)
+	}
+	if marks != 2 {
+		t.Errorf("the stand-in's log has %d of the probe's marker requests around doctor, want 2", marks)
 	}
 }
 

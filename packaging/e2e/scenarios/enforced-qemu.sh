@@ -77,10 +77,15 @@ if [ "$b" = 1 ]; then
 	capture visudo visudo -c
 	capture cloud-init-sudoers cat /etc/sudoers.d/90-cloud-init-users
 	capture status-json cc status --format json
-	# doctor as root (the user has no sudo), last, with its own stand-in.
-	d=${E2E_DOCTOR_STANDIN:?}
-	capture doctor env AWS_ENDPOINT_URL_STS="http://$d" AWS_ENDPOINT_URL_BEDROCK="http://$d" \
-		AWS_ENDPOINT_URL_BEDROCK_RUNTIME="http://$d" ccboot doctor
+	# doctor as root (the user has no sudo), with the test-only endpoints.
+	# It walks the Elevated chain as root may: two unsigned requests to the
+	# stand-in's Bedrock runtime mark its part of the stand-in's log.
+	mark() { curl -s -m 10 -o /dev/null -X POST "http://$standin/model/e2e-mark-$1/invoke"; }
+	ep=$(sed -n 's/^export //p' /etc/profile.d/zz-e2e-endpoints.sh | tr '\n' ' ')
+	mark doctor-begin
+	# shellcheck disable=SC2086 # the NAME=value words are intended
+	capture doctor env $ep ccboot doctor
+	mark doctor-end
 	touch "$o/reboot"
 fi
 journalctl -u ccboot-broker.service -b --no-pager -o cat >"$o/broker-journal.txt" 2>&1
