@@ -135,7 +135,7 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 		t.Fatalf("cloud-init: %q exit %d, want done/0\n%s", st, rc, g.file("cloud-init-status.txt"))
 	}
 	if !yama {
-		t.Logf("NOT PROVEN HERE: this host's kernel has no Yama LSM, so user-privileges refuses enforced mode; sudo, groups and doctor's user-no-root need a kernel with Yama (a real instance, or QEMU)")
+		t.Logf("NOT PROVEN HERE: this host's kernel has no Yama LSM, so user-privileges refuses enforced mode; sudo, groups and doctor's user-no-root need a kernel with Yama: scenario 13q proves them under QEMU")
 		if st := g.out("status"); !regexp.MustCompile(`user-privileges +failed .*no Yama LSM`).MatchString(st) {
 			t.Errorf("the host kernel has no Yama, want user-privileges failed for it in ccboot status:\n%s", st)
 		}
