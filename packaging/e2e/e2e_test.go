@@ -87,6 +87,7 @@ func TestE2E(t *testing.T) {
 	scenario("12_claude_code_bedrock", func(t *testing.T) { testClaudeBedrock(t, s) })
 	scenario("13_enforced_tiers", func(t *testing.T) { testEnforcedTiers(t, s) })
 	scenario("14_distributor_upgrade", func(t *testing.T) { testDistributor(t, s) })
+	scenario("13q_enforced_qemu_reboot", func(t *testing.T) { testEnforcedQEMU(t, s) })
 	scenario("3_qemu_swap_reboot", func(t *testing.T) { testSwapReboot(t, s) })
 	scenario("11b_baked_qemu_swap_reboot", func(t *testing.T) { testBakedQEMU(t, s) })
 }
