@@ -53,7 +53,8 @@ test: lint unit
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 # Release artifacts into dist/: static stripped linux/arm64 and linux/amd64
-# binaries, tarballs, .deb/.rpm, SHA256SUMS; reproducible.
+# binaries, tarballs, .deb/.rpm, the SSM Distributor package
+# (dist/distributor/VERSION/), SHA256SUMS; reproducible.
 dist:
 	VERSION=$(VERSION) packaging/dist.sh
 

@@ -25,6 +25,9 @@ const (
 	// installed binary (the credential-broker step installs it).
 	BrokerServiceUnit = "ccboot-broker.service"
 	brokerServicePath = "/etc/systemd/system/" + BrokerServiceUnit
+	// YamaSysctlDir holds kernel.yama.ptrace_scope, which the
+	// user-privileges step sets: the unit keeps it writable.
+	YamaSysctlDir = "/proc/sys/kernel/yama"
 )
 
 // UnitFile renders ccboot.service.
@@ -70,6 +73,10 @@ func UnitFile() []byte {
 		// package installs create setuid files and run maintainer scripts.
 		unit.NewUnitOption("Service", "PrivateTmp", "yes"),
 		unit.NewUnitOption("Service", "ProtectKernelTunables", "yes"),
+		// The one tunable a step sets (user-privileges, enforced tiers:
+		// kernel.yama.ptrace_scope); read-only, sysctl fails EACCES in the
+		// unit. "-": kernels without Yama lack the path.
+		unit.NewUnitOption("Service", "ReadWritePaths", "-"+YamaSysctlDir),
 		unit.NewUnitOption("Service", "ProtectControlGroups", "yes"),
 		unit.NewUnitOption("Service", "ProtectClock", "yes"),
 		unit.NewUnitOption("Service", "RestrictRealtime", "yes"),
@@ -105,8 +112,18 @@ func (s *Session) Install(ctx context.Context, self string) (InstallResult, erro
 			return res, fmt.Errorf("install: %w", err)
 		}
 	}
-	// start blocks until the oneshot run has finished (or failed).
 	res.Started = true
+	if res.BinaryChanged || res.UnitChanged {
+		// An upgrade (or a rollback) on an instance whose unit already ran:
+		// RemainAfterExit keeps it active, so start alone would be a no-op
+		// and the new binary would not run until the next boot.
+		// try-restart runs it now and waits; an inactive or failed unit is
+		// left to start below.
+		if err := mgr.TryRestart(ctx, UnitName); err != nil {
+			return res, fmt.Errorf("ccboot.service failed: %w", err)
+		}
+	}
+	// start blocks until the oneshot run has finished (or failed).
 	if err := mgr.Start(ctx, UnitName); err != nil {
 		return res, fmt.Errorf("ccboot.service failed: %w", err)
 	}

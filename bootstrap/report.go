@@ -96,3 +96,15 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// FailedSteps names the steps that failed or were blocked, in the engine's
+// order (names only: their errors can quote a user's file).
+func (r *Report) FailedSteps() []string {
+	var names []string
+	for _, s := range r.Steps {
+		if s.Result == ResultFailed || s.Result == ResultBlocked {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}

@@ -43,6 +43,10 @@ type Options struct {
 	Journal bool
 	// ReadOnly commands (plan, status) write nothing, not even the log file.
 	ReadOnly bool
+	// AppendLog, when set, also receives the JSON log lines: a log file a
+	// sandboxed command cannot open itself but was handed open (the broker's
+	// StandardError=append:/var/log/ccboot.log). ReadOnly still holds.
+	AppendLog io.Writer
 	// Verify: re-read installed content instead of trusting recorded size
 	// and mtime (repair --verify).
 	Verify  bool
@@ -157,6 +161,9 @@ func (s *Session) newLogger(sys *fsroot.Tree) *zap.Logger {
 	if f := s.openLogFile(sys); f != nil {
 		s.logFile = f
 		cores = append(cores, zapcore.NewCore(enc, zapcore.AddSync(f), level))
+	}
+	if s.opts.AppendLog != nil {
+		cores = append(cores, zapcore.NewCore(enc.Clone(), zapcore.AddSync(s.opts.AppendLog), level))
 	}
 	if s.opts.Journal && s.opts.Stdout != nil {
 		cores = append(cores, zapcore.NewCore(enc.Clone(), zapcore.AddSync(s.opts.Stdout), level))
@@ -357,13 +364,7 @@ func WaitWhileRunning(ctx context.Context, sys *fsroot.Tree, timeout time.Durati
 func Summary(r *Report) string {
 	switch {
 	case r.Failed():
-		var names []string
-		for _, s := range r.Steps {
-			if s.Result == ResultFailed || s.Result == ResultBlocked {
-				names = append(names, s.Name)
-			}
-		}
-		return fmt.Sprintf("failed: %v (%d changed)", names, r.Count(ResultChanged))
+		return fmt.Sprintf("failed: %v (%d changed)", r.FailedSteps(), r.Count(ResultChanged))
 	case r.Count(ResultDrift) > 0:
 		return fmt.Sprintf("%d of %d steps differ", r.Count(ResultDrift), len(r.Steps))
 	default:

@@ -6,6 +6,10 @@
 #   ccboot_VERSION_linux_ARCH.tar.gz   binary + ccboot.service + README.md +
 #                                      LICENSE + THIRD_PARTY_LICENSES
 #   ccboot_PKGVER-1_ARCH.deb, ccboot-PKGVER-1.ARCH.rpm
+#   distributor/VERSION/               the SSM Distributor package: manifest.json
+#                                      and ccboot_VERSION_{al2023,debian}_{x86_64,arm64}.zip
+#                                      (one folder per version: it is what
+#                                      `aws s3 cp --recursive` uploads)
 #   SHA256SUMS                         over all of the above
 #
 # Environment: VERSION (git describe), COMMIT, SOURCE_DATE_EPOCH (last commit
@@ -86,6 +90,15 @@ for arch in $ARCHES; do
     outputs+=("$out")
   done
 done
+
+# The Distributor package: manifest.json and one zip per platform and arch
+# (packaging/distributor), from the binaries above.
+bins=()
+for arch in $ARCHES; do bins+=(-bin "$arch=$DIST_DIR/ccboot_${VERSION}_linux_${arch}"); done
+GOFLAGS='' go run ./packaging/distributor/mkpackage -version "$VERSION" -epoch "$SOURCE_DATE_EPOCH" \
+  -out "$DIST_DIR/distributor/$VERSION" "${bins[@]}" -doc LICENSE -doc THIRD_PARTY_LICENSES >"$stage/distributor.list"
+while IFS= read -r name; do outputs+=("distributor/$VERSION/$name"); done <"$stage/distributor.list"
+echo "dist: wrote $DIST_DIR/distributor/$VERSION" >&2
 
 # Only this build's files, so a dist/ holding older versions still sums right.
 (cd "$DIST_DIR" && printf '%s\n' "${outputs[@]}" | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)

@@ -2,6 +2,7 @@ package packaging_test
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"compress/gzip"
@@ -21,6 +22,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ccboot/ccboot/packaging/distributor"
 )
 
 const (
@@ -117,6 +120,9 @@ func TestDist(t *testing.T) {
 		"ccboot_0.3.1-test-1_amd64.deb", "ccboot_0.3.1-test-1_arm64.deb",
 		"ccboot_v0.3.1-test_linux_amd64", "ccboot_v0.3.1-test_linux_amd64.tar.gz",
 		"ccboot_v0.3.1-test_linux_arm64", "ccboot_v0.3.1-test_linux_arm64.tar.gz",
+		"distributor/v0.3.1-test/ccboot_v0.3.1-test_al2023_arm64.zip", "distributor/v0.3.1-test/ccboot_v0.3.1-test_al2023_x86_64.zip",
+		"distributor/v0.3.1-test/ccboot_v0.3.1-test_debian_arm64.zip", "distributor/v0.3.1-test/ccboot_v0.3.1-test_debian_x86_64.zip",
+		"distributor/v0.3.1-test/manifest.json",
 	}
 	var names []string
 	sc := bufio.NewScanner(bytes.NewReader(sumsA))
@@ -142,6 +148,7 @@ func TestDist(t *testing.T) {
 		checkTarball(t, bin+".tar.gz", "ccboot_"+distVersion+"_linux_"+arch, readFile(t, bin))
 	}
 	checkPackages(t, a)
+	checkDistributor(t, filepath.Join(a, "distributor", distVersion), a)
 
 	t.Run("amd64 native", func(t *testing.T) {
 		if runtime.GOARCH != "amd64" || runtime.GOOS != "linux" {
@@ -158,6 +165,61 @@ func TestDist(t *testing.T) {
 		}
 		checkBinaryRuns(t, []string{qemu}, filepath.Join(a, "ccboot_"+distVersion+"_linux_arm64"), "linux/arm64")
 	})
+}
+
+// checkDistributor: the Distributor package passes the format check
+// (manifest shape, names, every zip's sha256, scripts, ccboot.sha256), and
+// each zip carries the released binary of its architecture with the
+// fixed mtime.
+func checkDistributor(t *testing.T, dir, dist string) {
+	t.Helper()
+	m, err := distributor.Check(dir)
+	if err != nil {
+		t.Fatalf("the Distributor package in %s: %v", dir, err)
+	}
+	if m.Version != distVersion {
+		t.Errorf("manifest version %q, want %q", m.Version, distVersion)
+	}
+	for _, platform := range []string{"amazon", "debian", "ubuntu"} {
+		for _, arch := range []string{"x86_64", "arm64"} {
+			version := "_any"
+			if platform == "amazon" {
+				version = "2023"
+			}
+			if m.Packages[platform][version][arch].File == "" {
+				t.Errorf("manifest has no %s %s %s package: %v", platform, version, arch, m.Packages)
+			}
+		}
+	}
+	for goarch, arch := range map[string]string{"amd64": "x86_64", "arm64": "arm64"} {
+		bin := readFile(t, filepath.Join(dist, "ccboot_"+distVersion+"_linux_"+goarch))
+		for _, target := range []string{"al2023", "debian"} {
+			name := "ccboot_" + distVersion + "_" + target + "_" + arch + ".zip"
+			zr, err := zip.OpenReader(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, f := range zr.File {
+				names = append(names, f.Name)
+				if f.Modified.Unix() != 1700000000 {
+					t.Errorf("%s: %s mtime %v, want SOURCE_DATE_EPOCH %s", name, f.Name, f.Modified, distEpoch)
+				}
+				if f.Name == "ccboot" {
+					r, _ := f.Open()
+					got, _ := io.ReadAll(r)
+					r.Close()
+					if !bytes.Equal(got, bin) || f.Mode().Perm() != 0o755 {
+						t.Errorf("%s: ccboot differs from the released %s binary, or mode %v != 0755", name, goarch, f.Mode())
+					}
+				}
+			}
+			zr.Close()
+			if want := "LICENSE THIRD_PARTY_LICENSES ccboot ccboot.sha256 install.sh uninstall.sh update.sh"; strings.Join(names, " ") != want {
+				t.Errorf("%s holds %v, want %s (sorted)", name, names, want)
+			}
+		}
+	}
 }
 
 func diffSums(a, b []byte) string {

@@ -48,13 +48,13 @@ func testStacks() []stack {
 }
 
 // stackParameters are the values given at create-stack; the rest take their
-// defaults. KeyName and EnableRepairSchedule are set so that every
+// defaults. KeyName, EnableRepairSchedule and EnableInventory are set so that every
 // conditional resource and property exists.
 var stackParameters = map[string]string{
 	"VpcId": "vpc-0123456789abcdef0", "SubnetId": "subnet-0123456789abcdef0",
 	"AmiId":          "ami-0123456789abcdef0",
 	"CcbootUrlArm64": "https://example.com/ccboot/v1.2.0/ccboot_v1.2.0_linux_arm64", "CcbootSha256Arm64": strings.Repeat("ab", 32),
-	"KeyName": "ops", "EnableRepairSchedule": "true",
+	"KeyName": "ops", "EnableRepairSchedule": "true", "EnableInventory": "true",
 }
 
 // The resolver lives in packaging/cfn, shared with the AWS stand-in.

@@ -223,7 +223,9 @@ WantedBy=sockets.target
 # It runs as root for the instance role's credentials (only uid 0 may reach
 # IMDS in enforced mode) but with no capabilities: it only reads root's
 # config, root's 0700 approvals directory and /proc/PID/cgroup, and talks to
-# IMDS and STS. Log lines (JSON) go to stdout, which is this unit's journal.
+# IMDS and STS. Log lines (JSON) go to stdout, which is this unit's journal,
+# and to ccboot's log, which systemd opens for it as stderr: /var/log stays
+# read-only to the broker (ProtectSystem=strict).
 [Unit]
 Description=ccboot credential broker (enforced tiers)
 Documentation=https://github.com/ccboot/ccboot
@@ -234,6 +236,7 @@ After=ccboot-broker.socket
 Type=notify
 NotifyAccess=main
 ExecStart=/usr/local/bin/ccboot broker
+StandardError=append:/var/log/ccboot.log
 Restart=on-failure
 RestartSec=1s
 UMask=0077

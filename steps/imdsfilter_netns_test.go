@@ -10,11 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/ccboot/ccboot/bootstrap/nstest"
 	"github.com/ccboot/ccboot/bootstrap/runner"
 )
 
@@ -37,21 +37,7 @@ func TestIMDSFilterRealNftInNetns(t *testing.T) {
 			t.Skipf("%s is not installed (packaging/dev-deps.sh installs nftables)", tool)
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// This thread leaves the host's network namespace; it is never
-		// unlocked, so Go ends it with the goroutine and no other code
-		// ever runs in the namespace. Sockets made and processes started
-		// here live in the namespace.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare(CLONE_NEWNET): %v", err)
-			return
-		}
-		realNftScenario(t)
-	}()
-	<-done
+	nstest.Run(t, syscall.CLONE_NEWNET, func() { realNftScenario(t) })
 }
 
 // realNftScenario runs inside the namespace; t.Errorf only (not Fatal: this
@@ -66,14 +52,9 @@ func realNftScenario(t *testing.T) {
 		}
 		return nil
 	}
-	for _, c := range [][]string{
-		{"ip", "link", "set", "lo", "up"},
-		{"ip", "addr", "add", "169.254.169.254/32", "dev", "lo"},
-	} {
-		if err := sh(c...); err != nil {
-			t.Error(err)
-			return
-		}
+	if err := sh("ip", "addr", "add", "169.254.169.254/32", "dev", "lo"); err != nil {
+		t.Error(err)
+		return
 	}
 	// The configured endpoint the filter must cover too (tests' IMDS mock
 	// sits on loopback), beside the two real addresses.
@@ -85,21 +66,9 @@ func realNftScenario(t *testing.T) {
 		addrs = append(addrs, "[fd00:ec2::254]:80")
 	}
 	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			t.Errorf("listen %s: %v", a, err)
+		if nstest.AcceptAndClose(t, "tcp", a) == "" {
 			return
 		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
 	}
 	expect := func(stage string, uid int, addr string, reach bool) {
 		t.Helper()

@@ -229,7 +229,7 @@ func cutText(s string, most int) string {
 
 // readPtraceScope reads Yama's setting from the running kernel.
 func readPtraceScope(proc string) (int, error) {
-	p := filepath.Join(proc, "sys/kernel/yama/ptrace_scope")
+	p := filepath.Join(proc, strings.TrimPrefix(bootstrap.YamaSysctlDir, "/proc/"), "ptrace_scope")
 	data, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, fmt.Errorf("%s is missing: this kernel has no Yama LSM, so any process of the user can ptrace the others; boot a kernel with Yama (Amazon Linux's and Debian's have it) or set [tiers] mode = advisory", p)

@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/ccboot/ccboot/bootstrap"
+	"github.com/ccboot/ccboot/bootstrap/nstest"
 	"github.com/ccboot/ccboot/bootstrap/runner"
 )
 
@@ -41,20 +41,9 @@ func TestUserPrivilegesSudoProofWithRealSudo(t *testing.T) {
 	}
 	env := &bootstrap.Env{Run: &runner.Exec{}}
 	ctx := context.Background()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// Never unlocked: the thread, and the namespace with it, ends with
-		// the goroutine, so nothing else ever sees the stand-in.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
-			t.Errorf("unshare(CLONE_NEWNS): %v", err)
-			return
-		}
-		if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
-			t.Errorf("make / private: %v", err)
-			return
-		}
+	// The bind mount lives in a mount namespace of this test's alone, so
+	// nothing else ever sees the stand-in.
+	nstest.Run(t, syscall.CLONE_NEWNS, func() {
 		if err := syscall.Mount(dir, "/etc/sudoers.d", "", syscall.MS_BIND, ""); err != nil {
 			t.Errorf("bind %s over /etc/sudoers.d: %v", dir, err)
 			return
@@ -77,6 +66,5 @@ func TestUserPrivilegesSudoProofWithRealSudo(t *testing.T) {
 		if err := proveNoSudo(ctx, env, "nobody"); err != nil {
 			t.Errorf("with the rule removed: %v", err)
 		}
-	}()
-	<-done
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/bootstrap/doctor/doctortest"
 	"github.com/ccboot/ccboot/bootstrap/fsroot"
+	"github.com/ccboot/ccboot/bootstrap/nstest"
 	"github.com/ccboot/ccboot/bootstrap/runner"
 	"github.com/ccboot/ccboot/bootstrap/sysuser"
 )
@@ -122,21 +122,11 @@ func startBroker(t *testing.T, env *Env, imds, stsURL string, approvals *broker.
 // fakeIMDS listens on loopback for the user-no-imds check's connects.
 func fakeIMDS(t *testing.T, env *Env) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addr := nstest.AcceptAndClose(t, "tcp", "127.0.0.1:0")
+	if addr == "" {
+		t.FailNow()
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	env.IMDSEndpoint = "http://" + ln.Addr().String()
+	env.IMDSEndpoint = "http://" + addr
 }
 
 func runOne(t *testing.T, env *Env, name string) Result {
@@ -238,42 +228,11 @@ func TestEnforcedUserNoIMDSRealNft(t *testing.T) {
 		t.Skip("nft is not installed")
 	}
 	_, env, _ := enforcedSetup(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// This thread leaves the host's network namespace and is never
-		// unlocked: Go ends it with the goroutine. Sockets made and
-		// processes started here live in the namespace.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare: %v", err)
+	nstest.Run(t, syscall.CLONE_NEWNET, func() {
+		sh := func(args ...string) bool { return nstest.Sh(t, args...) }
+		if nstest.AcceptAndClose(t, "tcp", "127.0.0.2:8080") == "" {
 			return
 		}
-		sh := func(args ...string) bool {
-			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-				t.Errorf("%v: %v %s", args, err, out)
-				return false
-			}
-			return true
-		}
-		if !sh("ip", "link", "set", "lo", "up") {
-			return
-		}
-		ln, err := net.Listen("tcp", "127.0.0.2:8080")
-		if err != nil {
-			t.Errorf("listen: %v", err)
-			return
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
 		env.IMDSEndpoint = "http://127.0.0.2:8080"
 		rules := filepath.Join(t.TempDir(), "imds.nft")
 		if err := os.WriteFile(rules, []byte("table inet ccboot_imds {\n\tchain output {\n\t\ttype filter hook output priority 0; policy accept;\n\t\tip daddr 127.0.0.2 tcp dport 8080 meta skuid != 0 reject with tcp reset\n\t}\n}\n"), 0o600); err != nil {
@@ -290,8 +249,7 @@ func TestEnforcedUserNoIMDSRealNft(t *testing.T) {
 		}
 		r = RunChecks(context.Background(), env, []Check{{Name: UserNoIMDS, run: checkUserNoIMDS}})[0]
 		wantResult(t, r, false, "reaches IMDS at 127.0.0.2:8080", "sudo ccboot repair --only imds-filter")
-	}()
-	<-done
+	})
 }
 
 // TestEnforcedUserNoIMDSDefaultBothFamilies: with no imds_endpoint the
@@ -303,22 +261,9 @@ func TestEnforcedUserNoIMDSDefaultBothFamilies(t *testing.T) {
 		t.Skip("nft is not installed")
 	}
 	_, env, _ := enforcedSetup(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: see TestEnforcedUserNoIMDSRealNft
-		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
-		}
-		sh := func(args ...string) bool {
-			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-				t.Errorf("%v: %v %s", args, err, out)
-				return false
-			}
-			return true
-		}
-		if !sh("ip", "link", "set", "lo", "up") || !sh("ip", "addr", "add", "169.254.169.254/32", "dev", "lo") {
+	nstest.Run(t, syscall.CLONE_NEWNET, func() {
+		sh := func(args ...string) bool { return nstest.Sh(t, args...) }
+		if !sh("ip", "addr", "add", "169.254.169.254/32", "dev", "lo") {
 			return
 		}
 		if err := exec.Command("ip", "-6", "addr", "add", "fd00:ec2::254/128", "dev", "lo", "nodad").Run(); err != nil {
@@ -326,21 +271,9 @@ func TestEnforcedUserNoIMDSDefaultBothFamilies(t *testing.T) {
 			return
 		}
 		for _, a := range []string{DefaultIMDSAddr, DefaultIMDSAddr6} {
-			ln, err := net.Listen("tcp", a)
-			if err != nil {
-				t.Errorf("listen %s: %v", a, err)
+			if nstest.AcceptAndClose(t, "tcp", a) == "" {
 				return
 			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
 		}
 		env.IMDSEndpoint = ""
 		rules := filepath.Join(t.TempDir(), "imds.nft")
@@ -356,8 +289,7 @@ func TestEnforcedUserNoIMDSDefaultBothFamilies(t *testing.T) {
 		}
 		wantResult(t, RunChecks(context.Background(), env, check)[0], true,
 			"cannot reach IMDS at 169.254.169.254:80 (connection refused) or [fd00:ec2::254]:80 (connection refused); root can", "")
-	}()
-	<-done
+	})
 }
 
 func TestEnforcedUserNoRoot(t *testing.T) {
@@ -375,20 +307,9 @@ func TestEnforcedUserNoRoot(t *testing.T) {
 	env.Run = sudoSays{sudoNone}
 
 	// The root daemon's socket: the child as the user connects, or not.
-	ln, err := net.Listen("unix", env.DockerSocket)
-	if err != nil {
-		t.Fatal(err)
+	if nstest.AcceptAndClose(t, "unix", env.DockerSocket) == "" {
+		t.FailNow()
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	if err := os.Chmod(env.DockerSocket, 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -490,22 +411,11 @@ func TestEnforcedProbeDropsRootGroups(t *testing.T) {
 	t.Cleanup(func() { _ = syscall.Setgroups(old) })
 	dir := openDir(t)
 	sock := filepath.Join(dir, "root-group.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
+	if nstest.AcceptAndClose(t, "unix", sock) == "" {
+		t.FailNow()
 	}
-	defer ln.Close()
 	_ = os.Chown(sock, 0, 4242)
 	_ = os.Chmod(sock, 0o660)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	s := &state{env: &Env{EnforcedEnv: EnforcedEnv{User: sysuser.User{Name: "nobody", UID: nobody, GID: nobody}, Probe: []string{"/proc/self/exe", ProbeCommand}}}}
 	rep, err := s.asUser(context.Background(), "connect", "unix", sock)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/doctor"
 	"github.com/ccboot/ccboot/bootstrap/doctor/doctortest"
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
+	"github.com/ccboot/ccboot/bootstrap/nstest"
 )
 
 // The IMDS stand-in's address inside the test's network namespace: fixed,
@@ -51,32 +51,13 @@ func TestBlackboxDoctorEnforced(t *testing.T) {
 	if r := ccboot(t, append([]string{"run", "--imds-endpoint", hostIMDS}, enforced...)...); r.code != 0 {
 		t.Fatalf("run (enforced) exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// This thread leaves the host's network namespace and is never
-		// unlocked: Go ends it with the goroutine. Listeners made and
-		// processes started here live in the namespace.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare(CLONE_NEWNET): %v", err)
-			return
-		}
-		enforcedScenario(t, root, enforced)
-	}()
-	<-done
+	nstest.Run(t, syscall.CLONE_NEWNET, func() { enforcedScenario(t, root, enforced) })
 }
 
 // enforcedScenario runs in the namespace: t.Error only, and return.
 func enforcedScenario(t *testing.T, root string, enforced []string) {
-	sh := func(args ...string) bool {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
-			return false
-		}
-		return true
-	}
-	if !sh("ip", "link", "set", "lo", "up") || !startAEMMHere(t) {
+	sh := func(args ...string) bool { return nstest.Sh(t, args...) }
+	if !startAEMMHere(t) {
 		return
 	}
 	fake := doctortest.New(t, "111122223333", "eu-west-1")

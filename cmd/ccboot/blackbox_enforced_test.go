@@ -244,7 +244,15 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 	brokerProc := exec.Command(ccbootBin, "broker", "--root", root, "--imds-endpoint", imds, "--socket", socket)
 	brokerProc.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "INVOCATION_ID=", "NOTIFY_SOCKET=",
 		"AWS_ENDPOINT_URL_STS="+fake.URL, "AWS_ENDPOINT_URL=http://127.0.0.1:9")
-	brokerProc.Stdout, brokerProc.Stderr = logFile, logFile
+	// As the unit runs it: stdout is the journal, stderr ccboot's log opened
+	// for appending (StandardError=append:/var/log/ccboot.log).
+	ccbootLog := filepath.Join(root, "var/log/ccboot.log")
+	appendLog, err := os.OpenFile(ccbootLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer appendLog.Close()
+	brokerProc.Stdout, brokerProc.Stderr = logFile, appendLog
 	if err := brokerProc.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +329,12 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 	if el.code != 1 || !strings.Contains(el.stderr, refusal) || el.stdout != "" {
 		t.Errorf("SDK, profile claudecode-elevated: exit %d, stdout %q, stderr %q; want the broker's refusal", el.code, el.stdout, el.stderr)
 	}
+	// Issue 21: every issuance (tier, uid, pid, approval) goes to ccboot's
+	// log and the journal.
+	for _, where := range []string{ccbootLog, brokerLog} {
+		assertBrokerLogged(t, where, "issued credentials", "readonly", brokerUser)
+		assertBrokerLogged(t, where, "refused credentials", "elevated", brokerUser)
+	}
 
 	// The AWS CLI (Debian's 2.9 knows no AWS_ENDPOINT_URL_STS, hence
 	// --endpoint-url), the client the user types at.
@@ -371,4 +385,28 @@ func TestBlackboxEnforcedCredentialPath(t *testing.T) {
 	if calls := strings.Join(fake.Calls(), "\n"); strings.Contains(calls, "sts AssumeRole claudecode-readonly-demo") {
 		t.Errorf("Elevated was assumed from ReadOnly, not from the instance role:\n%s", calls)
 	}
+}
+
+// assertBrokerLogged finds a JSON log line of the broker in file with msg,
+// tier, the caller's uid, a pid, and an approval field.
+func assertBrokerLogged(t *testing.T, file, msg, tier string, uid int) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("broker log: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var rec struct {
+			Msg, Tier string
+			UID, PID  int
+			Approval  *string
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec.Msg == msg && rec.Tier == tier && rec.UID == uid && rec.PID > 0 && rec.Approval != nil {
+			return
+		}
+	}
+	t.Errorf("%s has no JSON line %q with tier %s, uid %d, a pid and an approval field:\n%s", file, msg, tier, uid, b)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/ccboot/ccboot/bootstrap/broker"
 	"github.com/ccboot/ccboot/steps"
@@ -31,6 +32,16 @@ func brokerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	opts := c.options(stdout)
 	opts.Journal = true
+	// ProtectSystem=strict keeps /var/log read-only to the broker, so the
+	// unit hands it ccboot's log open as stderr (StandardError=append:):
+	// every issuance and refusal then reaches ccboot.log and the journal.
+	// fd 2 itself, not the escaping writer around it: JSON lines are
+	// escaped already.
+	logFile := appendedLogFile(os.Stderr)
+	if logFile != nil {
+		opts.AppendLog = logFile
+		stderr = io.Discard // the log line says it; plain text would break the JSON lines
+	}
 	s, code := openSession(opts, stderr)
 	if s == nil {
 		return code
@@ -88,10 +99,25 @@ func brokerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(err)
 	}
 	log.Info("serving", zap.String("socket", l.Addr().String()), zap.String("user", u.Name), zap.Int("uid", u.UID),
-		zap.String("readonly_role", ro), zap.String("elevated_role", el))
+		zap.String("readonly_role", ro), zap.String("elevated_role", el), zap.Bool("ccboot_log", logFile != nil))
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	if err := srv.Serve(ctx, l); err != nil {
 		return fail(err)
 	}
 	return exitOK
+}
+
+// appendedLogFile is stderr when it is a regular file opened for appending
+// (systemd's StandardError=append:), else nil: a terminal or the journal's
+// stream gets the usual one-line errors instead.
+func appendedLogFile(f *os.File) *os.File {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil || flags&unix.O_APPEND == 0 {
+		return nil
+	}
+	return f
 }

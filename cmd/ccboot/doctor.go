@@ -52,6 +52,7 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// run by a person or SSM on a booted instance, not at early boot.
 	s.Env.Meta = metadata.NewIMDS(s.Env.Config.IMDSEndpoint, *timeout, s.Env.Log.Named("imds"))
 	results := doctor.Run(ctx, doctorEnv(ctx, s.Env, *timeout))
+	recordDoctor(ctx, s.Env, results, stderr)
 	if *format == "json" {
 		_ = bootstrap.WriteJSON(stdout, results)
 	} else {

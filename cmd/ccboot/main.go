@@ -276,6 +276,7 @@ func converge(ctx context.Context, mode bootstrap.Mode, args []string, stdout, s
 		}
 	}
 	if mode != bootstrap.ModePlan {
+		writeInventory(s.Env, report.InstanceID, stderr)
 		if err := s.SignalWaitCondition(ctx, &report); err != nil {
 			fmt.Fprintf(stderr, "ccboot: %v\n", err)
 		}
@@ -344,16 +345,17 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(configErrs) > 0 {
 		tiers = "" // the defaults stand in for a broken config
 	}
+	invFile, invWhy := inventoryStatus(s.Env, report)
 	switch {
 	case *format == "json" && report == nil:
 		windows, werr := elevatedWindows(s.Env)
-		out := map[string]any{"complete": false, "steps": []any{}, "config_errors": configErrs, "tiers": tiers, "elevated_windows": windows}
+		out := map[string]any{"complete": false, "steps": []any{}, "config_errors": configErrs, "tiers": tiers, "elevated_windows": windows, "inventory_file": invFile, "inventory_error": invWhy}
 		if werr != "" {
 			out["elevated_error"] = werr
 		}
 		_ = bootstrap.WriteJSON(stdout, out)
 	case *format == "json":
-		out := statusOutput{Report: report, ConfigErrors: configErrs, Tiers: tiers}
+		out := statusOutput{Report: report, ConfigErrors: configErrs, Tiers: tiers, InventoryFile: invFile, InventoryError: invWhy}
 		out.ElevatedWindows, out.ElevatedError = elevatedWindows(s.Env)
 		_ = bootstrap.WriteJSON(stdout, out)
 	case report == nil:
@@ -363,6 +365,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *format == "text" {
 		fmt.Fprintln(stdout, bootstrap.TiersLine(tiers))
+		fmt.Fprintln(stdout, inventoryLine(invFile, invWhy))
 		printElevatedWindows(stdout, s.Env)
 		for _, e := range configErrs {
 			fmt.Fprintf(stdout, "config error: %s\n", e)
@@ -391,6 +394,10 @@ type statusOutput struct {
 	Tiers           string            `json:"tiers"`
 	ElevatedWindows []broker.Approval `json:"elevated_windows"`
 	ElevatedError   string            `json:"elevated_error,omitempty"`
+	// InventoryFile is where the Custom:ccboot inventory was written ("" when
+	// it was not; InventoryError says why).
+	InventoryFile  string `json:"inventory_file"`
+	InventoryError string `json:"inventory_error,omitempty"`
 }
 
 // elevatedWindows are the active approvals for `status --format json`.

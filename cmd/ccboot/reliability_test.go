@@ -426,7 +426,8 @@ type entry struct {
 
 // volatile paths differ between two correct runs (timestamps, PIDs).
 // created.json records inode numbers, which differ between two roots.
-var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts"}
+var volatile = []string{"var/log/ccboot.log", "var/lib/ccboot/state.json", "var/lib/ccboot/created.json", "run/ccboot/lock", "var/log/fakenpm-attempts",
+	"var/lib/ccboot/doctor.json", "var/lib/amazon/ssm/i-0123456789abcdef0/inventory/custom/ccboot.json"} // the inventory holds the run's time
 
 // perRoot paths differ between two roots of the same test: Claude Code's
 // install record holds the executable's mtime and the URL of the root's

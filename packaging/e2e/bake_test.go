@@ -22,17 +22,22 @@ import (
 // bakedInstance is one launch of the baked image.
 type bakedInstance struct {
 	name, id, region, account, stack string
+	enforced                         bool // the stack's TierMode = enforced
 }
 
 // userData is the template's baked-image UserData filled in for this
 // instance's stack, as CloudFormation would (no WaitCondition).
 func (inst bakedInstance) userData(tmpl string) string {
+	tierLine := "# mode: advisory (the default)"
+	if inst.enforced {
+		tierLine = "mode = enforced"
+	}
 	return strings.NewReplacer(
 		"${WaitHandle}", "",
 		"${ReadOnlyRole.Arn}", fmt.Sprintf("arn:aws:iam::%s:role/claudecode-readonly-%s", inst.account, inst.stack),
 		"${ElevatedRole.Arn}", fmt.Sprintf("arn:aws:iam::%s:role/claudecode-elevated-%s", inst.account, inst.stack),
 		"${ModelLine}", "# model: the default for the Region",
-		"${TierLine}", "# mode: advisory (the default)",
+		"${TierLine}", tierLine,
 	).Replace(tmpl)
 }
 
@@ -52,7 +57,7 @@ func (inst bakedInstance) mock(t *testing.T, s *suite) string {
 // instance profiles, with the template's own baked-image UserData.
 func testBaked(t *testing.T, s *suite) {
 	bake := filepath.Join(s.work, "baked")
-	bakeOut := s.bakeOffline(t, bake, "overlay", filepath.Join(e2eCacheDir(t, s), "rootfs", "debian"), "")
+	bakeOut := s.bakeOffline(t, bake, "overlay", filepath.Join(e2eCacheDir(t, s), "rootfs", "debian"), "", "")
 	for _, want := range []string{"packages      changed", "claude-code   changed", "baked: ccboot"} {
 		if !strings.Contains(bakeOut, want) {
 			t.Errorf("bake output lacks %q:\n%s", want, bakeOut)
@@ -72,8 +77,8 @@ func testBaked(t *testing.T, s *suite) {
 	userData := bakedUserData(t, s)
 	var walls []float64
 	for i, inst := range []bakedInstance{
-		{"baked-1", "i-0ba4ed0000000000a", "eu-west-1", "111122223333", "bake1"},
-		{"baked-2", "i-0ba4ed0000000000b", "ap-northeast-1", "444455556666", "bake2"},
+		{"baked-1", "i-0ba4ed0000000000a", "eu-west-1", "111122223333", "bake1", false},
+		{"baked-2", "i-0ba4ed0000000000b", "ap-northeast-1", "444455556666", "bake2", false},
 	} {
 		dir := filepath.Join(s.work, inst.name)
 		state := filepath.Join(dir, "state")
@@ -187,29 +192,18 @@ func testBakedQEMU(t *testing.T, s *suite) {
 		t.Skip("CCBOOT_E2E_QEMU=0")
 	}
 	dir := filepath.Join(s.work, "baked-qemu")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	img := filepath.Join(dir, "root.ext4")
-	start := time.Now()
-	// 6 GB, mostly holes: a sparse copy (or a reflink where the file
-	// system has them) takes seconds.
-	if b, err := exec.Command("cp", "--sparse=always", "--reflink=auto",
-		filepath.Join(e2eCacheDir(t, s), "qemu", "debian.ext4"), img).CombinedOutput(); err != nil {
-		t.Fatalf("copy the cached QEMU disk: %v\n%s", err, b)
-	}
-	s.timings.add("copy the QEMU disk", time.Since(start))
+	img := s.copyQEMUDisk(t, dir)
 	// -v: the log lists every command ccboot starts. The drop-in goes into
 	// the image: a baked boot has no UserData script to reload units.
 	const flags = "-v"
 	add := filepath.Join(dir, "add")
 	writeFile(t, filepath.Join(add, "etc/systemd/system/ccboot.service.d/e2e.conf"), dropIn(nil, flags))
-	bakeOut := s.bakeOffline(t, filepath.Join(dir, "bake"), "image", img, add)
+	bakeOut := s.bakeOffline(t, filepath.Join(dir, "bake"), "image", img, add, "")
 	if !strings.Contains(bakeOut, "baked: ccboot") {
 		t.Errorf("bake output:\n%s", bakeOut)
 	}
 
-	inst := bakedInstance{"baked-qemu", "i-0ba4ed00000000e5c", "eu-central-1", "777788889999", "bakeq"}
+	inst := bakedInstance{"baked-qemu", "i-0ba4ed00000000e5c", "eu-central-1", "777788889999", "bakeq", false}
 	seed := filepath.Join(dir, "seed")
 	s.writeSeed(t, seed, seedOpts{instanceID: inst.id, noUserData: true, cloudConfig: inst.userData(bakedUserData(t, s))})
 	out, _ := s.boot(t, inst.name, bootOpts{
@@ -262,6 +256,25 @@ func testBakedQEMU(t *testing.T, s *suite) {
 	t.Logf("IMDS requests at the mock over both boots: %d", strings.Count(string(aemm), "Received request: &{"))
 }
 
+// copyQEMUDisk copies the cache's QEMU Debian disk to DIR/root.ext4 (the
+// cache stays read-only) and returns its path.
+func (s *suite) copyQEMUDisk(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "root.ext4")
+	start := time.Now()
+	// 6 GB, mostly holes: a sparse copy (or a reflink where the file
+	// system has them) takes seconds.
+	if b, err := exec.Command("cp", "--sparse=always", "--reflink=auto",
+		filepath.Join(e2eCacheDir(t, s), "qemu", "debian.ext4"), img).CombinedOutput(); err != nil {
+		t.Fatalf("copy the cached QEMU disk: %v\n%s", err, b)
+	}
+	s.timings.add("copy the QEMU disk", time.Since(start))
+	return img
+}
+
 // e2eCacheDir is the e2e cache of this recipe (cache.sh --path).
 func e2eCacheDir(t *testing.T, s *suite) string {
 	t.Helper()
@@ -279,8 +292,9 @@ func e2eCacheDir(t *testing.T, s *suite) string {
 // directory, left as it is; the image is DIR/upper, an overlay's upper
 // layer. kind "image": src is a raw ext4 disk, loop-mounted and baked in
 // place. add, if not empty, is a directory copied over the image after the
-// bake (a test's own files, such as a unit drop-in).
-func (s *suite) bakeOffline(t *testing.T, dir, kind, src, add string) string {
+// bake (a test's own files, such as a unit drop-in). conf is more of the
+// image's ccboot.conf (e.g. a [tiers] section), "" for none.
+func (s *suite) bakeOffline(t *testing.T, dir, kind, src, add, conf string) string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -288,7 +302,7 @@ func (s *suite) bakeOffline(t *testing.T, dir, kind, src, add string) string {
 	// What the image's ccboot.conf holds (Packer's ccboot_config).
 	// The key the channel's manifests are signed with goes into the image
 	// beside it, as a private mirror's would.
-	imageConf := "[claude-code]\nrelease_url = " + releaseURL + "\nsigning_key = /etc/ccboot/" + releaseKeyFile + "\n"
+	imageConf := "[claude-code]\nrelease_url = " + releaseURL + "\nsigning_key = /etc/ccboot/" + releaseKeyFile + "\n" + conf
 	script := `set -eu
 b=$1 kind=$2 src=$3 repo=$4 dist=$5 port=$6 conf=$7 add=$8
 mkdir -p "$b/merged"

@@ -22,6 +22,9 @@
 #   --netns NAME       join a netns made by `netns.sh up`; default: private
 #   --mock-config FILE config for the private mock (default as boot-nspawn.sh)
 #   --port PORT        the mock's port in the netns (default 1338)
+#   --fwd IP:PORT      the guest's connections to IP:PORT go to 127.0.0.1:PORT
+#                      in the netns (e.g. a stand-in); IP in 169.254.169.0/24,
+#                      not .2 (the host), .3 (DNS) or .254 (IMDS); repeatable
 #   --timeout SECS     hard limit for the whole run (default 900)
 #   --mem MB --smp N   VM size (default 2048, 2)
 #
@@ -37,7 +40,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-seed='' out='' variant=debian image='' probe='' dist='' netns='' mock_config='' port=1338
+seed='' out='' variant=debian image='' probe='' dist='' netns='' mock_config='' port=1338 fwds=()
 timeout=900 mem=2048 smp=2
 while (($#)); do
 	case $1 in
@@ -50,6 +53,7 @@ while (($#)); do
 	--netns) netns=$2 && shift ;;
 	--mock-config) mock_config=$2 && shift ;;
 	--port) port=$2 && shift ;;
+	--fwd) fwds+=("$2") && shift ;;
 	--timeout) timeout=$2 && shift ;;
 	--mem) mem=$2 && shift ;;
 	--smp) smp=$2 && shift ;;
@@ -129,6 +133,11 @@ fi
 # no other traffic leaves the VM, and the netns has nothing but lo anyway.
 netdev="user,id=n0,restrict=on,net=169.254.169.0/24,host=169.254.169.2,dns=169.254.169.3"
 netdev+=",guestfwd=tcp:169.254.169.254:80-cmd:$busybox nc 127.0.0.1 $port"
+for f in "${fwds[@]}"; do
+	[[ $f =~ ^169\.254\.169\.([0-9]+):([0-9]+)$ ]] && ((BASH_REMATCH[1] > 3 && BASH_REMATCH[1] < 254)) ||
+		e2e_die "--fwd $f: want 169.254.169.N:PORT with N in 4..253"
+	netdev+=",guestfwd=tcp:$f-cmd:$busybox nc 127.0.0.1 ${BASH_REMATCH[2]}"
+done
 qemu=(
 	qemu-system-x86_64 -name ccboot-e2e -nodefaults -no-user-config
 	-machine q35 -accel "tcg,thread=multi" -cpu max -smp "$smp" -m "$mem"

@@ -20,7 +20,9 @@
 #                      Apache-2.0; bookworm's own 2.9.19 ignores
 #                      AWS_ENDPOINT_URL_*), as a user's image has it
 #   rootfs/al2023/     the same with dnf, Amazon Linux 2023 os-release, no apt
-#   srv/repo/          flat apt repo: unzip git jq nodejs npm docker.io
+#   srv/repo/          flat apt repo: unzip git jq nodejs npm docker.io,
+#                      rootlesskit slirp4netns uidmap dbus-user-session,
+#                      busybox-static
 #   srv/npm-cache/     npm cache: @anthropic-ai/claude-code(-linux-x64)
 #   srv/rpm-repo/      rpm repo: stub unzip git jq nodejs nodejs22(-npm) docker
 #   qemu/{debian,al2023}.ext4  root file systems for QEMU (raw, sparse)
@@ -40,6 +42,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 suite=bookworm
 claude_version=2.1.332
 apt_targets=(unzip git jq nodejs npm docker.io)
+# In the repository too, not requested by ccboot's default package set:
+# what enforced mode's packages step adds beside docker.io for the user's
+# rootless dockerd (steps/rootlessdocker.go rootlessAptPackages), and a
+# static busybox the QEMU enforced scenario (13q) imports as a container
+# image (FROM scratch: no registry is reachable).
+rootless_targets=(rootlesskit slirp4netns uidmap dbus-user-session)
+image_build_targets=(busybox-static)
 # The AWS CLI v2 a user's image has (Amazon Linux ships v2 as well), pinned:
 # 2.13.30 is the first to honour AWS_ENDPOINT_URL_STS, which points it at
 # the loopback stand-in; bookworm's 2.9.19 is older. Its python3-awscrt
@@ -287,17 +296,17 @@ step_awscli() {
 step_apt_repo() {
 	local t r=$work/rootfs/debian repo=$work/srv/repo n mb
 	t=$(e2e_now)
-	apt_download "$r/var/lib/dpkg/status" "$repo" "${apt_targets[@]}"
+	apt_download "$r/var/lib/dpkg/status" "$repo" "${apt_targets[@]}" "${rootless_targets[@]}" "${image_build_targets[@]}"
 	(cd "$repo" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>/dev/null)
 	# Index it in the image, and prove the repository is complete: the
 	# guest's own apt must resolve the whole set from it alone.
 	in_chroot "$r" --bind "$repo" /srv/repo -- bash -euc '
 		apt-get -q update >/dev/null
 		apt-get -q -s install --no-install-recommends "$@" >/dev/null
-	' apt "${apt_targets[@]}"
+	' apt "${apt_targets[@]}" "${rootless_targets[@]}" "${image_build_targets[@]}"
 	n=$(find "$repo" -name '*.deb' | wc -l)
 	mb=$(du -sm "$repo" | cut -f1)
-	echo "apt repo: $n debs, $mb MB (apt-get install --no-install-recommends ${apt_targets[*]})" >>"$work/NOTES"
+	echo "apt repo: $n debs, $mb MB (apt-get install --no-install-recommends ${apt_targets[*]} ${rootless_targets[*]} ${image_build_targets[*]})" >>"$work/NOTES"
 	e2e_timing apt-repo "$t"
 }
 

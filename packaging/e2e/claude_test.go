@@ -62,14 +62,25 @@ const (
 // what ccboot wrote (/etc/profile.d/claude-bedrock.sh, ~/.bashrc,
 // ~/.aws/config). The zz- name sorts it after claude-bedrock.sh. The
 // metadata endpoint ends in a slash: the AWS CLI appends "latest/..." to it.
-var endpointsProfile = fmt.Sprintf(`# TEST-ONLY (ccboot e2e scenario 12): loopback endpoints, nothing else.
-export AWS_EC2_METADATA_SERVICE_ENDPOINT=%[2]s
-export AWS_ENDPOINT_URL_STS=http://127.0.0.1:%[1]d
-export AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:%[1]d
-export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:%[1]d
-export ANTHROPIC_BEDROCK_BASE_URL=http://127.0.0.1:%[1]d
+var endpointsProfile = endpointsProfileAt(fmt.Sprintf("127.0.0.1:%d", standinPort), nspawnIMDS+"/")
+
+// endpointsProfileAt is endpointsProfile for a stand-in the guest reaches
+// at addr (host:port) and a metadata endpoint imds; "" leaves the SDKs'
+// default (169.254.169.254, as a QEMU guest has it).
+func endpointsProfileAt(addr, imds string) string {
+	var b strings.Builder
+	b.WriteString("# TEST-ONLY (ccboot e2e scenarios 12, 13, 13q): the stand-in's endpoints, nothing else.\n")
+	if imds != "" {
+		fmt.Fprintf(&b, "export AWS_EC2_METADATA_SERVICE_ENDPOINT=%s\n", imds)
+	}
+	fmt.Fprintf(&b, `export AWS_ENDPOINT_URL_STS=http://%[1]s
+export AWS_ENDPOINT_URL_BEDROCK=http://%[1]s
+export AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://%[1]s
+export ANTHROPIC_BEDROCK_BASE_URL=http://%[1]s
 export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
-`, standinPort, nspawnIMDS+"/")
+`, addr)
+	return b.String()
+}
 
 // standinRecord is one line of the stand-in's request log
 // (awsstandin.Request): Action is the IAM action ("sts:AssumeRole"), Role

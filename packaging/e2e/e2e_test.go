@@ -86,6 +86,8 @@ func TestE2E(t *testing.T) {
 	scenario("11_baked_image", func(t *testing.T) { testBaked(t, s) })
 	scenario("12_claude_code_bedrock", func(t *testing.T) { testClaudeBedrock(t, s) })
 	scenario("13_enforced_tiers", func(t *testing.T) { testEnforcedTiers(t, s) })
+	scenario("14_distributor_upgrade", func(t *testing.T) { testDistributor(t, s) })
+	scenario("13q_enforced_qemu_reboot", func(t *testing.T) { testEnforcedQEMU(t, s) })
 	scenario("3_qemu_swap_reboot", func(t *testing.T) { testSwapReboot(t, s) })
 	scenario("11b_baked_qemu_swap_reboot", func(t *testing.T) { testBakedQEMU(t, s) })
 }
@@ -207,6 +209,16 @@ func testFirstBoot(t *testing.T, g guest) {
 	if tmp := strings.TrimSpace(g.file("temp-files-boot.txt")); tmp != "" {
 		t.Errorf("temp files left after the first boot:\n%s", tmp)
 	}
+
+	// The unit's run left the Custom:ccboot inventory where the SSM agent
+	// collects it, agreeing with status; status names the file.
+	inv := checkInventory(t, g, "boot", "status-json.out", "ok")
+	if inv["ClaudeCodeVersion"] != e2eClaudeVersion || inv["LastRunMode"] != "run" || inv["TierMode"] != "advisory" {
+		t.Errorf("inventory after the first boot: %v", inv)
+	}
+	if !strings.Contains(g.file("status-text.out"), "\ninventory: /var/lib/amazon/ssm/") {
+		t.Errorf("status text does not say where the inventory is:\n%s", g.file("status-text.out"))
+	}
 }
 
 // --- 4. idempotence ------------------------------------------------------
@@ -307,6 +319,11 @@ func testClaudeVersions(t *testing.T, g guest) {
 	}
 	if got := strings.TrimSpace(g.file("claude-link-corrupt.txt")); got != link(e2eClaudeUpgrade) {
 		t.Errorf("after the failed upgrade the link is %q, want the previous %s", got, link(e2eClaudeUpgrade))
+	}
+	// The failed repair shows in the inventory: its step by name, and the
+	// version still installed.
+	if inv := checkInventory(t, g, "corrupt", "status-corrupt-json.out", "failed"); inv["FailedSteps"] != "claude-code" || inv["LastRunMode"] != "repair" || inv["ClaudeCodeVersion"] != e2eClaudeUpgrade {
+		t.Errorf("inventory after the failed repair: %v", inv)
 	}
 	badSig := g.file("claude-badsig.out")
 	for _, w := range []string{"by another key", "expected key " + claudetest.NewSigner("e2e").Fingerprint(), "signer " + claudetest.NewSigner("e2e-other").Fingerprint(), e2eClaudeBadSig + "/manifest.json.sig", "nothing was installed"} {

@@ -60,27 +60,53 @@ func elevatedARN() string {
 
 // brokerDropIn points the broker (root's side of the credentials) at the
 // stand-in: the unit's environment is where it reads the STS endpoint.
-var brokerDropIn = fmt.Sprintf("[Service]\nEnvironment=AWS_ENDPOINT_URL_STS=http://127.0.0.1:%d\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT=%s\n", standinPort, nspawnIMDS)
+var brokerDropIn = brokerDropInAt(fmt.Sprintf("127.0.0.1:%d", standinPort), nspawnIMDS)
+
+// brokerDropInAt is brokerDropIn for a stand-in at addr (host:port) and a
+// metadata endpoint imds ("": the default, as a QEMU guest has it).
+func brokerDropInAt(addr, imds string) string {
+	d := "[Service]\nEnvironment=AWS_ENDPOINT_URL_STS=http://" + addr + "\n"
+	if imds != "" {
+		d += "Environment=AWS_EC2_METADATA_SERVICE_ENDPOINT=" + imds + "\n"
+	}
+	return d
+}
+
+// enforcedBed is what both enforced scenarios (13 in nspawn, 13q under
+// QEMU) decide with: a netns with only loopback holding the metadata mock
+// of an instance with role claudecode-ec2-STACK, and the STS + Bedrock
+// stand-in on standinPort deciding with the template deployed with
+// TierMode=enforced.
+type enforcedBed struct {
+	ns, standin, template, logFile string
+}
+
+func (s *suite) newEnforcedBed(t *testing.T, name, dir string) enforcedBed {
+	t.Helper()
+	mock := s.instanceRoleMock(t, name)
+	b := enforcedBed{ns: fmt.Sprintf("ccboot-e2e-%s-%d", name, os.Getpid())}
+	netns := filepath.Join(s.e2eDir, "netns.sh")
+	if out, err := exec.Command(netns, "up", b.ns, mock).CombinedOutput(); err != nil {
+		t.Fatalf("netns.sh up: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(netns, "down", b.ns).Run() })
+	b.logFile = filepath.Join(dir, "standin", "requests.jsonl")
+	b.standin = s.buildStandin(t)
+	b.template = filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml")
+	s.startStandin(t, b.standin, b.ns, b.template, standinPort, b.logFile, "--param", "TierMode=enforced")
+	return b
+}
 
 func testEnforcedTiers(t *testing.T, s *suite) {
 	dir := filepath.Join(s.work, "enforced")
 	roleRO := "claudecode-readonly-" + claudeStack
 	roleEL := "claudecode-elevated-" + claudeStack
 	roleEC2 := "claudecode-ec2-" + claudeStack
-	mock := s.instanceRoleMock(t, "enforced")
-	ns := fmt.Sprintf("ccboot-e2e-enforced-%d", os.Getpid())
-	netns := filepath.Join(s.e2eDir, "netns.sh")
-	if b, err := exec.Command(netns, "up", ns, mock).CombinedOutput(); err != nil {
-		t.Fatalf("netns.sh up: %v\n%s", err, b)
-	}
-	t.Cleanup(func() { _ = exec.Command(netns, "down", ns).Run() })
-	logDir := filepath.Join(dir, "standin")
-	logFile := filepath.Join(logDir, "requests.jsonl")
+	bed := s.newEnforcedBed(t, "enforced", dir)
+	ns, logFile := bed.ns, bed.logFile
+	logDir := filepath.Dir(logFile)
 	agentLog := filepath.Join(logDir, "requests-agent.jsonl")
-	bin := s.buildStandin(t)
-	tpl := filepath.Join(s.repo, "packaging", "cloudformation", "ccboot.yaml")
-	s.startStandin(t, bin, ns, tpl, standinPort, logFile, "--param", "TierMode=enforced")
-	s.startStandin(t, bin, ns, tpl, agentPort, agentLog, "--param", "TierMode=enforced",
+	s.startStandin(t, bed.standin, ns, bed.template, agentPort, agentLog, "--param", "TierMode=enforced",
 		"--agent-script", writeAgentScript(t, dir, enforcedEscalationScript))
 
 	// Test-only: the user's loopback endpoints (as scenario 12's), the
@@ -126,7 +152,7 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 		t.Fatalf("cloud-init: %q exit %d, want done/0\n%s", st, rc, g.file("cloud-init-status.txt"))
 	}
 	if !yama {
-		t.Logf("NOT PROVEN HERE: this host's kernel has no Yama LSM, so user-privileges refuses enforced mode; sudo, groups and doctor's user-no-root need a kernel with Yama (a real instance, or QEMU)")
+		t.Logf("NOT PROVEN HERE: this host's kernel has no Yama LSM, so user-privileges refuses enforced mode; sudo, groups and doctor's user-no-root need a kernel with Yama: scenario 13q proves them under QEMU")
 		if st := g.out("status"); !regexp.MustCompile(`user-privileges +failed .*no Yama LSM`).MatchString(st) {
 			t.Errorf("the host kernel has no Yama, want user-privileges failed for it in ccboot status:\n%s", st)
 		}

@@ -260,6 +260,7 @@ type bootOpts struct {
 	timeout    time.Duration
 	netns      string   // join this netns (netns.sh up) instead of a private one
 	nspawnArgs []string // more systemd-nspawn arguments (e.g. a bind mount)
+	qemuFwd    []string // QEMU: guest IP:PORT forwarded to the netns's 127.0.0.1:PORT (boot-qemu.sh --fwd)
 }
 
 // boot runs boot-nspawn.sh or boot-qemu.sh and returns the results dir and
@@ -311,6 +312,9 @@ func (s *suite) boot(t *testing.T, name string, o bootOpts) (string, int) {
 	}
 	if o.netns != "" {
 		args = append(args, "--netns", o.netns)
+	}
+	for _, f := range o.qemuFwd {
+		args = append(args, "--fwd", f)
 	}
 	if len(o.nspawnArgs) > 0 {
 		args = append(append(args, "--"), o.nspawnArgs...)

@@ -12,6 +12,9 @@ systemctl is-active ccboot >"$o/is-active.txt" 2>&1
 SYSTEMD_COLORS=0 systemctl status ccboot --no-pager -l -n 0 >"$o/systemctl-status.txt" 2>&1
 cp /var/lib/ccboot/state.json "$o/state-boot.json" 2>/dev/null
 capture status-json cc status --format json
+capture status-text cc status
+# The Custom:ccboot inventory where the SSM agent collects it (issue 22).
+inventory_probe boot
 dpkg-query -W -f='${Package} ${Status}\n' unzip git jq nodejs docker.io >"$o/dpkg.txt" 2>&1
 capture claude-version runuser -u ec2-user -- bash -lc 'command -v claude && claude --version'
 # Native install: where the link points, every claude on the user's PATH,
@@ -68,6 +71,9 @@ capture claude-upgrade cc repair --set claude-code.version=2.1.333
 readlink /usr/local/bin/claude >"$o/claude-link-upgraded.txt" 2>&1
 capture claude-corrupt cc repair --set claude-code.version=2.1.334
 readlink /usr/local/bin/claude >"$o/claude-link-corrupt.txt" 2>&1
+# the failed repair as the inventory reports it
+capture status-corrupt-json cc status --format json
+inventory_probe corrupt
 # 2.1.335: its manifest is signed by a key ccboot does not trust.
 capture claude-badsig cc repair --set claude-code.version=2.1.335
 readlink /usr/local/bin/claude >"$o/claude-link-badsig.txt" 2>&1

@@ -46,6 +46,18 @@ temp_files() {
 		-name '*.ccboot-tmp-*' -print >"$o/$1" 2>/dev/null || true
 }
 
+# inventory_probe NAME: the SSM agent's custom inventory folder as ccboot
+# left it: its entries, the modes on the way, and ccboot.json's content.
+inventory_probe() {
+	local d
+	ls -a /var/lib/amazon/ssm/*/inventory/custom >"$o/inventory-ls-$1.txt" 2>&1
+	for d in /var/lib/amazon /var/lib/amazon/ssm /var/lib/amazon/ssm/* /var/lib/amazon/ssm/*/inventory \
+		/var/lib/amazon/ssm/*/inventory/custom /var/lib/amazon/ssm/*/inventory/custom/ccboot.json; do
+		stat -c '%n %a %U:%G' "$d" 2>&1
+	done >"$o/inventory-modes-$1.txt"
+	cat /var/lib/amazon/ssm/*/inventory/custom/ccboot.json >"$o/inventory-$1.json" 2>&1
+}
+
 # Every file ccboot manages (and the things around them whose identity
 # must not change on a no-op run).
 managed_files=(
