@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -97,18 +98,32 @@ func New(cfg Config) (*Server, error) {
 
 // Listen makes the socket at path (tests and running without systemd):
 // mode 0666 so any local user can connect, since the broker decides by
-// SO_PEERCRED who gets anything. A stale socket is replaced.
+// SO_PEERCRED who gets anything. A stale socket is replaced. The socket is
+// bound at a temporary name beside path and renamed into place after its
+// chmod, so nobody ever finds path with the umask's mode (a caller then got
+// EACCES, or a test saw 0755).
 func Listen(p string) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(p)
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	tmp := filepath.Join(filepath.Dir(p), fmt.Sprintf(".%s.%d", filepath.Base(p), os.Getpid()))
+	_ = os.Remove(tmp) // a leftover of a killed broker with this pid
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", p, err)
 	}
-	if err := os.Chmod(p, 0o666); err != nil {
+	// Close would unlink the name it bound, which the rename moves away; a
+	// socket left at path is replaced by the next Listen.
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o666); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("broker: chmod %s: %w", p, err)
+		os.Remove(tmp)
+		return nil, fmt.Errorf("broker: chmod %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		l.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("broker: listen on %s: %w", p, err)
 	}
 	return l, nil
 }

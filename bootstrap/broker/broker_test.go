@@ -479,3 +479,39 @@ func TestPeerOfCarriesPidfd(t *testing.T) {
 		t.Error("this live process does not count as itself")
 	}
 }
+
+// TestListenNeverShowsUmaskMode: a caller (or a test waiting for the
+// broker) that finds the socket at its path finds it at 0666. Binding at
+// the path and chmodding after left a window with the umask's mode, which
+// a test saw once as 0755.
+func TestListenNeverShowsUmaskMode(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "broker.sock")
+	stop := make(chan struct{})
+	seen := make(chan os.FileMode, 1)
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if fi, err := os.Lstat(sock); err == nil && fi.Mode().Perm() != 0o666 {
+				seen <- fi.Mode()
+				return
+			}
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		l, err := Listen(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		os.Remove(sock)
+	}
+	close(stop)
+	if m, ok := <-seen; ok {
+		t.Fatalf("the socket was visible at %s with mode %v, want only 0666", sock, m)
+	}
+}
