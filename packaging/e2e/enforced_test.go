@@ -32,12 +32,16 @@ import (
 
 // enforcedEscalationScript is escalationScript and the ways out that only
 // enforced mode closes by other means than the broker: ReadOnly's own keys
-// assuming Elevated (the enforced trust policy), and IMDS (the packet
-// filter).
+// assuming Elevated (the enforced trust policy), IMDS (the packet filter)
+// and the root daemon (no docker socket); last, the write with
+// Elevated's profile. That one is not in the advisory base script: the
+// stand-in serves no S3, so there it could not show a request signed by
+// Elevated; here the broker refuses it before any request is made.
 var enforcedEscalationScript = append(slices.Clone(escalationScript),
 	"aws sts assume-role --profile claudecode-readonly --role-arn "+elevatedARN()+" --role-session-name agent --output json",
 	"curl -sS -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "+nspawnIMDS+"/latest/api/token",
 	dockerEscape,
+	"aws s3 mb s3://ccboot-agent-escalation --profile claudecode-elevated",
 )
 
 // dockerEscape: a container on the host's network asks IMDS for a token
