@@ -82,22 +82,7 @@ func (s *fakeSystemd) install(t *testing.T, fake *runner.Fake, env *bootstrap.En
 func TestCredentialBrokerAdvisoryIsANoOp(t *testing.T) {
 	t.Parallel()
 	env, fake := newTestEnv(t)
-	ctx := context.Background()
-	d, err := CredentialBroker{}.check(ctx, env, imdsLiveHost)
-	if err != nil || !d.InSync() || len(d.Notes) != 1 || !strings.Contains(d.Notes[0], "advisory: not enforced") {
-		t.Fatalf("advisory Check: %v %q %q", err, d.Changes, d.Notes)
-	}
-	if err := (CredentialBroker{}).apply(ctx, env, imdsLiveHost); err != nil {
-		t.Fatal(err)
-	}
-	if calls := fake.Calls(); len(calls) != 0 {
-		t.Errorf("advisory ran %q", calls)
-	}
-	for _, name := range []string{brokerSocketPath, brokerServicePath} {
-		if ok, _ := env.Sys.Exists(name); ok {
-			t.Errorf("advisory wrote %s", name)
-		}
-	}
+	assertAdvisoryNoOp(t, env, fake, CredentialBroker{}, brokerSocketPath, brokerServicePath)
 }
 
 // Enforced, live: the units are written, the socket enabled and started,

@@ -1,8 +1,10 @@
 package steps
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -68,5 +70,35 @@ func writeTestFile(t *testing.T, root, name, content string, mode os.FileMode) {
 	}
 	if err := os.WriteFile(p, []byte(content), mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// advisoryStep is the host-parameterised Check and Apply an enforced-only
+// step has.
+type advisoryStep interface {
+	check(context.Context, *bootstrap.Env, host) (bootstrap.Drift, error)
+	apply(context.Context, *bootstrap.Env, host) error
+}
+
+// assertAdvisoryNoOp: in advisory mode (env's default) the step's Check is
+// in sync with one note saying "advisory: not enforced", its Apply runs no
+// command, and none of paths exists afterwards.
+func assertAdvisoryNoOp(t *testing.T, env *bootstrap.Env, fake *runner.Fake, step advisoryStep, paths ...string) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := step.check(ctx, env, imdsLiveHost)
+	if err != nil || !d.InSync() || len(d.Notes) != 1 || !strings.Contains(d.Notes[0], "advisory: not enforced") {
+		t.Fatalf("advisory Check: %v %q %q", err, d.Changes, d.Notes)
+	}
+	if err := step.apply(ctx, env, imdsLiveHost); err != nil {
+		t.Fatal(err)
+	}
+	if calls := fake.Calls(); len(calls) != 0 {
+		t.Errorf("advisory ran %q", calls)
+	}
+	for _, name := range paths {
+		if ok, _ := env.Sys.Exists(name); ok {
+			t.Errorf("advisory wrote %s", name)
+		}
 	}
 }

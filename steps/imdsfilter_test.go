@@ -99,22 +99,7 @@ func enforcedEnv(t *testing.T) (*bootstrap.Env, *runner.Fake, *fakeNft) {
 func TestIMDSFilterAdvisoryIsANoOp(t *testing.T) {
 	t.Parallel()
 	env, fake := newTestEnv(t)
-	ctx := context.Background()
-	d, err := IMDSFilter{}.check(ctx, env, imdsLiveHost)
-	if err != nil || !d.InSync() || len(d.Notes) != 1 || !strings.Contains(d.Notes[0], "advisory: not enforced") {
-		t.Fatalf("advisory Check: %v %q %q", err, d.Changes, d.Notes)
-	}
-	if err := (IMDSFilter{}).apply(ctx, env, imdsLiveHost); err != nil {
-		t.Fatal(err)
-	}
-	if calls := fake.Calls(); len(calls) != 0 {
-		t.Errorf("advisory ran %q", calls)
-	}
-	for _, name := range []string{imdsFilterPath, imdsFilterUnitPath} {
-		if ok, _ := env.Sys.Exists(name); ok {
-			t.Errorf("advisory wrote %s", name)
-		}
-	}
+	assertAdvisoryNoOp(t, env, fake, IMDSFilter{}, imdsFilterPath, imdsFilterUnitPath)
 }
 
 // Switching back to advisory removes what enforced mode left: the user's

@@ -183,13 +183,7 @@ func TestUserPrivilegesAdvisoryIsANoOp(t *testing.T) {
 	t.Parallel()
 	env, fake := newTestEnv(t)
 	writeTestFile(t, env.Root, cloudInitSudoers, cloudInitSudoersContent, 0o440)
-	d, err := UserPrivileges{}.check(context.Background(), env, imdsLiveHost)
-	if err != nil || !d.InSync() || len(d.Notes) != 1 || !strings.Contains(d.Notes[0], "advisory: not enforced") {
-		t.Fatalf("%v %q %q", err, d.Changes, d.Notes)
-	}
-	if err := (UserPrivileges{}).apply(context.Background(), env, imdsLiveHost); err != nil || len(fake.Calls()) != 0 {
-		t.Fatalf("advisory Apply: %v, ran %q", err, fake.Calls())
-	}
+	assertAdvisoryNoOp(t, env, fake, UserPrivileges{})
 }
 
 func TestWithoutUserRules(t *testing.T) {
