@@ -371,10 +371,16 @@ func (staticAssumer) AssumeRole(_ context.Context, r Role, d time.Duration) (Cre
 		Expiration: time.Now().Add(d).UTC().Format(time.RFC3339)}, nil
 }
 
-// Security: a pid whose process has exited (and could be reused by
-// another) no longer counts as the caller.
-func TestPeerPidfdNoticesExit(t *testing.T) {
+// sleepingPeer starts a sleep as cred (nil: this process's uid) and pins
+// it as a caller by pidfd; it skips the test on a kernel without pidfds.
+func sleepingPeer(t *testing.T, cred *syscall.Credential) (*exec.Cmd, *peer) {
+	t.Helper()
 	cmd := exec.Command("sleep", "30")
+	uid := os.Geteuid()
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		uid = int(cred.Uid)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +390,13 @@ func TestPeerPidfdNoticesExit(t *testing.T) {
 		_ = cmd.Wait()
 		t.Skipf("no pidfd on this kernel: %v", err)
 	}
-	p := peer{UID: 0, PID: cmd.Process.Pid, pidfd: pidfd}
+	return cmd, &peer{UID: uid, PID: cmd.Process.Pid, pidfd: pidfd}
+}
+
+// Security: a pid whose process has exited (and could be reused by
+// another) no longer counts as the caller.
+func TestPeerPidfdNoticesExit(t *testing.T) {
+	cmd, p := sleepingPeer(t, nil)
 	defer p.close()
 	if !p.sameProcess() {
 		t.Fatal("a live caller does not count as itself")
@@ -404,18 +416,7 @@ func TestPeerPidfdWithoutCapKill(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the caller runs as another uid")
 	}
-	cmd := exec.Command("sleep", "30")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
-	if err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Skipf("no pidfd on this kernel: %v", err)
-	}
-	p := peer{UID: 65534, PID: cmd.Process.Pid, pidfd: pidfd}
+	cmd, p := sleepingPeer(t, &syscall.Credential{Uid: 65534, Gid: 65534})
 	defer p.close()
 	// sameProcess on a thread with no capabilities, as in the unit. The
 	// thread stays locked, so it ends with the goroutine and no other
