@@ -145,10 +145,7 @@ func testClaudeBedrock(t *testing.T, s *suite) {
 		"--agent-script", writeAgentScript(t, dir, escalationScript))
 
 	seed := filepath.Join(dir, "seed")
-	endpoints := "write_files:\n  - path: /etc/profile.d/zz-e2e-endpoints.sh\n    permissions: '0644'\n    content: |\n"
-	for _, l := range strings.Split(strings.TrimRight(endpointsProfile, "\n"), "\n") {
-		endpoints += "      " + l + "\n"
-	}
+	endpoints := writeFiles(guestFile{"/etc/profile.d/zz-e2e-endpoints.sh", endpointsProfile})
 	s.writeSeed(t, seed, seedOpts{dropIn: dropIn(nspawnEnv, nspawnFlags), cloudConfig: endpoints})
 	out, _ := s.boot(t, "claude", bootOpts{
 		seed: seed, probe: []string{"claude-user.sh"}, netns: ns, docker: true, timeout: 10 * time.Minute,

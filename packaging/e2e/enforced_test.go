@@ -116,20 +116,13 @@ func testEnforcedTiers(t *testing.T, s *suite) {
 	// Test-only: the user's loopback endpoints (as scenario 12's), the
 	// broker's STS endpoint, and ccboot's IMDS endpoint in the config, so
 	// the packet filter covers the loopback mock the guest uses.
-	var cc strings.Builder
-	cc.WriteString("write_files:\n")
-	for _, f := range []struct{ path, body string }{
-		{"/etc/profile.d/zz-e2e-endpoints.sh", endpointsProfile},
-		{"/etc/systemd/system/ccboot-broker.service.d/e2e.conf", brokerDropIn},
-		{"/etc/ccboot/ccboot.conf.d/zz-e2e.conf", "[ccboot]\nimds_endpoint = " + nspawnIMDS + "\n"},
-	} {
-		fmt.Fprintf(&cc, "  - path: %s\n    permissions: '0644'\n    content: |\n", f.path)
-		for _, l := range strings.Split(strings.TrimRight(f.body, "\n"), "\n") {
-			cc.WriteString("      " + l + "\n")
-		}
-	}
+	cloudConfig := writeFiles(
+		guestFile{"/etc/profile.d/zz-e2e-endpoints.sh", endpointsProfile},
+		guestFile{"/etc/systemd/system/ccboot-broker.service.d/e2e.conf", brokerDropIn},
+		guestFile{"/etc/ccboot/ccboot.conf.d/zz-e2e.conf", "[ccboot]\nimds_endpoint = " + nspawnIMDS + "\n"},
+	)
 	seed := filepath.Join(dir, "seed")
-	s.writeSeed(t, seed, seedOpts{tierMode: "enforced", dropIn: dropIn(nspawnEnv, nspawnFlags), cloudConfig: cc.String()})
+	s.writeSeed(t, seed, seedOpts{tierMode: "enforced", dropIn: dropIn(nspawnEnv, nspawnFlags), cloudConfig: cloudConfig})
 	out, _ := s.boot(t, "enforced", bootOpts{
 		seed: seed, probe: []string{"enforced-user.sh"}, netns: ns, docker: true, timeout: 12 * time.Minute,
 		nspawnArgs: []string{"--bind-ro=" + logDir + ":" + standinGuestDir},

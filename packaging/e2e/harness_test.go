@@ -134,6 +134,22 @@ type seedOpts struct {
 	cloudConfig string
 }
 
+// guestFile is one file cloud-init writes into the guest (mode 0644).
+type guestFile struct{ path, body string }
+
+// writeFiles renders files as a cloud-config write_files list.
+func writeFiles(files ...guestFile) string {
+	var b strings.Builder
+	b.WriteString("write_files:\n")
+	for _, f := range files {
+		fmt.Fprintf(&b, "  - path: %s\n    permissions: '0644'\n    content: |\n", f.path)
+		for _, l := range strings.Split(strings.TrimRight(f.body, "\n"), "\n") {
+			b.WriteString("      " + l + "\n")
+		}
+	}
+	return b.String()
+}
+
 // dropIn renders the ccboot.service drop-in: environment lines and, when
 // flags is not empty, ExecStart with those flags. The harness needs the
 // flags because UserData's ccboot.conf has no key for them (e.g. swap off
@@ -175,10 +191,7 @@ func (s *suite) writeSeed(t *testing.T, dir string, o seedOpts) {
 	// no default dependencies), or boot deadlocks.
 	fmt.Fprintf(&cfg, "bootcmd:\n  - [systemd-run, --no-block, --unit=e2e-dist-http, --property=DefaultDependencies=no, --quiet, python3, -m, http.server, --bind, 127.0.0.1, --directory, /srv/dist, %q]\n", strconv.Itoa(distPort))
 	if o.dropIn != "" {
-		cfg.WriteString("write_files:\n  - path: /etc/systemd/system/ccboot.service.d/e2e.conf\n    permissions: '0644'\n    content: |\n")
-		for _, l := range strings.Split(strings.TrimRight(o.dropIn, "\n"), "\n") {
-			fmt.Fprintf(&cfg, "      %s\n", l)
-		}
+		cfg.WriteString(writeFiles(guestFile{"/etc/systemd/system/ccboot.service.d/e2e.conf", o.dropIn}))
 	}
 
 	var ud bytes.Buffer
