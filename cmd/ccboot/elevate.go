@@ -186,8 +186,9 @@ func sessionDir(dir, wd string, wdErr error, u sysuser.User) (string, error) {
 // `su -` would give it. $1 is the directory, the rest the command; with
 // no command, the login shell itself.
 const (
-	sessionScript      = `cd -- "$1" 2>/dev/null || { echo "ccboot elevate: $(id -un) cannot enter $1; give --dir a directory the user can open" >&2; exit 1; }; shift; exec "${SHELL:-/bin/sh}" -l -c 'exec "$0" "$@"' "$@"`
-	sessionShellScript = `cd -- "$1" 2>/dev/null || { echo "ccboot elevate: $(id -un) cannot enter $1; give --dir a directory the user can open" >&2; exit 1; }; exec "${SHELL:-/bin/sh}" -l`
+	sessionEnter       = `cd -- "$1" 2>/dev/null || { echo "ccboot elevate: $(id -un) cannot enter $1; give --dir a directory the user can open" >&2; exit 1; }; shift; `
+	sessionScript      = sessionEnter + `exec "${SHELL:-/bin/sh}" -l -c 'exec "$0" "$@"' "$@"`
+	sessionShellScript = sessionEnter + `exec "${SHELL:-/bin/sh}" -l`
 )
 
 // sessionArgs is systemd-run's command line for the approved session.
