@@ -15,7 +15,6 @@ import (
 	"github.com/ccboot/ccboot/bootstrap/inventory"
 	"github.com/ccboot/ccboot/bootstrap/metadata/aemmtest"
 	"github.com/ccboot/ccboot/packaging/awsstandin"
-	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
 var updateDoctorGolden = flag.Bool("update-doctor-golden", false, "rewrite cmd/ccboot/testdata/doctor*.golden")
@@ -244,22 +243,7 @@ func TestBlackboxDoctorIssue19Payload(t *testing.T) {
 // with the template after each mutation (each must change it).
 func standinFor(t *testing.T, mutations ...[2]string) (*awsstandin.Server, string) {
 	t.Helper()
-	const template = "../../packaging/cloudformation/ccboot.yaml"
-	tpl := template
-	if len(mutations) > 0 {
-		tpl = filepath.Join(t.TempDir(), "ccboot.yaml")
-		if err := awsstandin.MutatedTemplate(template, tpl, mutations...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	policies, err := cfn.ManagedPoliciesDir("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := aemmtest.Default()
-	return awsstandin.Serve(t, awsstandin.Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../../packaging/iam",
-		StackName: "demo", Region: inst.Region, Account: inst.Account, Partition: inst.Partition,
-		InstanceKeys: map[string]string{doctortest.AEMMAccessKey: doctortest.AEMMSecretKey}, InstanceID: inst.InstanceID})
+	return standinWithAccess(t, awsstandin.ModelAccess{}, mutations...) // the zero value: full model access
 }
 
 // TestBlackboxDoctorStandin runs doctor on a root ccboot bootstrapped,
