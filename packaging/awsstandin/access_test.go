@@ -2,35 +2,19 @@ package awsstandin
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/bedrock"
 	bedrocktypes "github.com/aws/aws-sdk-go-v2/service/bedrock/types"
-
-	"github.com/ccboot/ccboot/packaging/cfn"
 )
 
 // standinWith serves the template (mutated) for the test stack in
 // eu-west-1 with the account's model access as given.
 func standinWith(t *testing.T, access ModelAccess, mutations ...[2]string) (*Server, string) {
 	t.Helper()
-	tpl := templatePath
-	if len(mutations) > 0 {
-		tpl = filepath.Join(t.TempDir(), "ccboot.yaml")
-		if err := MutatedTemplate(templatePath, tpl, mutations...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	policies, err := cfn.ManagedPoliciesDir("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Serve(t, Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
-		Region: region, Account: account, Partition: "aws", InstanceKeys: map[string]string{instanceKey: instanceSec},
-		ModelAccess: access})
+	return standinAt(t, region, "aws", access, mutations...)
 }
 
 const sonnet = "anthropic.claude-sonnet-4-6"

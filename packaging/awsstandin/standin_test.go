@@ -49,6 +49,13 @@ func standin(t *testing.T, mutations ...[2]string) (*Server, string) {
 // standinIn is standin in another Region and partition.
 func standinIn(t *testing.T, region, partition string, mutations ...[2]string) (*Server, string) {
 	t.Helper()
+	return standinAt(t, region, partition, ModelAccess{}, mutations...)
+}
+
+// standinAt serves the template (mutated) for the test stack in region and
+// partition, with the account's model access as given.
+func standinAt(t *testing.T, region, partition string, access ModelAccess, mutations ...[2]string) (*Server, string) {
+	t.Helper()
 	tpl := templatePath
 	if len(mutations) > 0 {
 		tpl = filepath.Join(t.TempDir(), "ccboot.yaml")
@@ -61,7 +68,8 @@ func standinIn(t *testing.T, region, partition string, mutations ...[2]string) (
 		t.Fatal(err)
 	}
 	return Serve(t, Config{Template: tpl, PoliciesDir: policies, HarnessDir: "../iam", StackName: stackName,
-		Region: region, Account: account, Partition: partition, InstanceKeys: map[string]string{instanceKey: instanceSec}})
+		Region: region, Account: account, Partition: partition, InstanceKeys: map[string]string{instanceKey: instanceSec},
+		ModelAccess: access})
 }
 
 // awsConfig is a client configuration with static credentials and no
